@@ -1,0 +1,1 @@
+"""Real-model experiments: loading, calibration, compression, surgery, evaluation, report."""

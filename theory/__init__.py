@@ -1,0 +1,1 @@
+"""Bundle solver, energies, corners and theorem checks (SPEC.md sections 1, 4, 5)."""
