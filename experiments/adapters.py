@@ -1,0 +1,83 @@
+"""One adapter per architecture family: where the layers to compress live and how to read/replace them.
+
+Nothing else in the project knows architectures. A *target* is a linear map y = W x + b of one block,
+named by kind:
+
+| kind     | GPT-NeoX (Pythia)             | Llama (SmolLM2)     | GPT-2          |
+| attn_out | attention.dense (bias)        | self_attn.o_proj    | attn.c_proj    |
+| mlp_out  | mlp.dense_4h_to_h             | mlp.down_proj       | mlp.c_proj     |
+| mlp_in   | mlp.dense_h_to_4h             | mlp.up_proj         | mlp.c_fc       |
+| qkv      | attention.query_key_value     | -                   | attn.c_attn    |
+| q, k, v  | -                             | self_attn.{q,k,v}_proj | -           |
+
+Weights are returned as float64 numpy arrays of shape (n_out, n_in) whatever the storage
+(GPT-2's Conv1D stores W^T).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from experiments.errors import GbdError
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Layout of one architecture family: the block list and each target kind's path in a block."""
+
+    family: str
+    model_types: tuple[str, ...]
+    blocks_path: str
+    kinds: dict[str, str]
+    transposed: bool = False  # Conv1D (GPT-2) stores the weight as (n_in, n_out)
+
+    def blocks(self, model: nn.Module) -> nn.ModuleList:
+        return model.get_submodule(self.blocks_path)
+
+    def target_names(self, model: nn.Module, kind: str = "attn_out") -> list[str]:
+        """Full module names of the ``kind`` targets, one per block, in depth order."""
+        if kind not in self.kinds:
+            raise GbdError(f"{self.family} has no target kind {kind!r}; choose one of {sorted(self.kinds)}")
+        return [f"{self.blocks_path}.{i}.{self.kinds[kind]}" for i in range(len(self.blocks(model)))]
+
+    def weight(self, module: nn.Module) -> np.ndarray:
+        """W as (n_out, n_in) float64."""
+        W = module.weight.detach().to(torch.float64).cpu().numpy()
+        return W.T.copy() if self.transposed else W
+
+    @staticmethod
+    def bias(module: nn.Module) -> np.ndarray | None:
+        b = getattr(module, "bias", None)
+        return None if b is None else b.detach().to(torch.float64).cpu().numpy()
+
+    @staticmethod
+    def replace(model: nn.Module, name: str, new: nn.Module) -> None:
+        """Install ``new`` at the dotted module path ``name``."""
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, new)
+
+
+ADAPTERS: tuple[Adapter, ...] = (
+    Adapter("gpt-neox", ("gpt_neox",), "gpt_neox.layers", {
+        "attn_out": "attention.dense", "mlp_out": "mlp.dense_4h_to_h",
+        "mlp_in": "mlp.dense_h_to_4h", "qkv": "attention.query_key_value"}),
+    Adapter("llama", ("llama", "mistral", "qwen2"), "model.layers", {
+        "attn_out": "self_attn.o_proj", "mlp_out": "mlp.down_proj", "mlp_in": "mlp.up_proj",
+        "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj"}),
+    Adapter("gpt2", ("gpt2",), "transformer.h", {
+        "attn_out": "attn.c_proj", "mlp_out": "mlp.c_proj", "mlp_in": "mlp.c_fc", "qkv": "attn.c_attn"},
+        transposed=True),
+)
+
+
+def adapter_for(model: nn.Module) -> Adapter:
+    """The adapter of ``model``'s family (from ``config.model_type``), or a clear error."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    for adapter in ADAPTERS:
+        if model_type in adapter.model_types:
+            return adapter
+    known = sorted(t for a in ADAPTERS for t in a.model_types)
+    raise GbdError(f"unknown architecture {model_type!r}: gbd-audit has adapters for {known}")
