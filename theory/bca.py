@@ -14,7 +14,7 @@ the energy; ``shift="none"`` is the plain fixed-point iteration (not monotone in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
@@ -35,7 +35,6 @@ class BCAResult:
     converged: bool
     grad_norm: float
     shifted_steps: int = 0
-    step_history: list[float] = field(default_factory=list)
 
     @property
     def energy(self) -> float:
@@ -46,7 +45,7 @@ def _converged(history: Sequence[float], tol: float) -> bool:
     return abs(history[-1] - history[-2]) <= tol * max(1.0, abs(history[-1]))
 
 
-def _untied_factor(stack: Stack, sections: Sequence[Array], i: int, lam: float,
+def untied_factor(stack: Stack, sections: Sequence[Array], i: int, lam: float,
                    anchors: Sequence[Array] | None) -> Array:
     """F_i with M_i = F_i F_i^T (module docstring)."""
     Ws, L = stack.weights, stack.L
@@ -65,7 +64,7 @@ def untied_riemannian_grad_norm(stack: Stack, sections: Sequence[Array], lam: fl
     """sqrt(sum_i ||(I - P_i) M_i U_i||_F^2): zero exactly at critical points of E."""
     total = 0.0
     for i, U in enumerate(sections):
-        F = _untied_factor(stack, sections, i, lam, anchors)
+        F = untied_factor(stack, sections, i, lam, anchors)
         total += float(np.sum(projection(U, F @ (F.T @ U)) ** 2))
     return float(np.sqrt(total))
 
@@ -96,7 +95,7 @@ def bca_untied(stack: Stack, d: int, lam: float = 0.0, anchors: Sequence[Array] 
     converged, sweeps = False, 0
     while sweeps < max_sweeps and not converged:
         for i in range(stack.L + 1):
-            sections[i] = top_range(_untied_factor(stack, sections, i, lam, anchors), d)
+            sections[i] = top_range(untied_factor(stack, sections, i, lam, anchors), d)
         sweeps += 1
         history.append(bundle_energy(stack, sections, lam, anchors))
         converged = _converged(history, tol)

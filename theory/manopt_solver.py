@@ -1,7 +1,8 @@
 """An independent solver: pymanopt's Riemannian trust regions on the product of Grassmannians.
 
 Minimizes -E with the Euclidean gradient and Hessian written out below; used to check whether
-BCA reached the maximum (SPEC.md section 5).
+BCA reached the maximum (SPEC.md section 5). A start that is already a critical point is returned
+as is: trust regions would not move, and pymanopt's truncated CG divides 0 by 0 there.
     untied: grad_{U_i} E = 2 M_i U_i,
             D(grad_i)[H] = 2 M_i H_i + 2 (W_{i+1}^T dP_{i+1} W_{i+1} + W_i dP_{i-1} W_i^T) U_i,
     tied:   grad T = 2 M(P) U,  D(grad)[H] = 2 M(P) H + 2 M(dP) U,   dP = H U^T + U H^T.
@@ -15,9 +16,12 @@ import pymanopt
 from pymanopt.manifolds import Grassmann, Product
 from pymanopt.optimizers import TrustRegions
 
-from theory.energy import bundle_energy, tied_operator
+from theory.bca import tied_riemannian_grad_norm, untied_riemannian_grad_norm
+from theory.energy import bundle_energy, tied_energy, tied_operator
 from theory.grassmann import Array
 from theory.stack import Stack
+
+_CRITICAL = 1e-13   # relative Riemannian gradient norm below which a start counts as critical
 
 
 def _coupling(stack: Stack, P: Sequence[Array], i: int) -> Array:
@@ -55,6 +59,8 @@ def trust_regions_untied(stack: Stack, d: int, lam: float = 0.0, anchors: Sequen
         return [-2.0 * ((_coupling(stack, P, i) + lam * AA[i]) @ H[i] + _coupling(stack, dP, i) @ U[i])
                 for i in range(k)]
 
+    if init is not None and untied_riemannian_grad_norm(stack, init, lam, anchors) <= _CRITICAL * stack.total_energy():
+        return [np.asarray(u) for u in init], bundle_energy(stack, init, lam, anchors)
     problem = pymanopt.Problem(manifold, cost, euclidean_gradient=egrad, euclidean_hessian=ehess)
     result = TrustRegions(verbosity=0, max_iterations=max_iterations).run(
         problem, initial_point=list(init) if init is not None else None)
@@ -68,7 +74,7 @@ def trust_regions_tied(stack: Stack, d: int, init: Array | None = None,
 
     @pymanopt.function.numpy(manifold)
     def cost(U: Array) -> float:
-        return -float(sum(np.sum((U.T @ W @ U) ** 2) for W in stack.weights))
+        return -tied_energy(stack, U)
 
     @pymanopt.function.numpy(manifold)
     def egrad(U: Array) -> Array:
@@ -78,6 +84,8 @@ def trust_regions_tied(stack: Stack, d: int, init: Array | None = None,
     def ehess(U: Array, H: Array) -> Array:
         return -2.0 * (tied_operator(stack, U @ U.T) @ H + tied_operator(stack, H @ U.T + U @ H.T) @ U)
 
+    if init is not None and tied_riemannian_grad_norm(stack, init) <= _CRITICAL * stack.total_energy():
+        return np.asarray(init), tied_energy(stack, init)
     problem = pymanopt.Problem(manifold, cost, euclidean_gradient=egrad, euclidean_hessian=ehess)
     result = TrustRegions(verbosity=0, max_iterations=max_iterations).run(problem, initial_point=init)
     return np.asarray(result.point), -float(result.cost)

@@ -5,13 +5,13 @@ tests/ call them on hypothesis-generated stacks, and the report prints them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from theory.anchors import AnchorConvention, anchors as make_anchors
-from theory.bca import basis_sharing_core, bca_tied, bca_untied
+from theory.bca import basis_sharing_core, bca_tied, bca_untied, untied_factor
 from theory.energy import e2, tied_energy, tied_operator
 from theory.grassmann import Array, exp, log, projection, random_section, sin_theta_fro, top_range
 from theory.manopt_solver import trust_regions_tied, trust_regions_untied
@@ -105,8 +105,7 @@ def check_theorem1(stack: Stack, d: int, lambdas: Sequence[float] | None = None,
         sin2, bnd2 = 0.0, 0.0
         for i in range(stack.L + 1):
             # the exact fixed-point section given its neighbours, and its coupling C_i = F F^T
-            nb = [sections[j] for j in range(stack.L + 1)]
-            F = _coupling_factor(stack, nb, i)
+            F = untied_factor(stack, sections, i, 0.0, None)
             M_factor = np.hstack([F, np.sqrt(lam) * A[i]])
             U = top_range(M_factor, d)
             lam_d = float(np.linalg.eigvalsh(U.T @ (M_factor @ (M_factor.T @ U)))[0])
@@ -121,16 +120,6 @@ def check_theorem1(stack: Stack, d: int, lambdas: Sequence[float] | None = None,
     order = np.argsort(lam_arr)
     return Theorem1Result(list(lam_arr[order]), list(dist_arr[order]), list(np.array(post)[order]),
                           list(np.array(prior)[order]), slope, 10 * cmax)
-
-
-def _coupling_factor(stack: Stack, sections: Sequence[Array], i: int) -> Array:
-    """F with C_i = F F^T = W_{i+1}^T P_{i+1} W_{i+1} + W_i P_{i-1} W_i^T."""
-    Ws, cols = stack.weights, []
-    if i < stack.L:
-        cols.append(Ws[i].T @ sections[i + 1])
-    if i > 0:
-        cols.append(Ws[i - 1] @ sections[i - 1])
-    return np.hstack(cols)
 
 
 # --------------------------------------------------------------------------- Theorem 2
