@@ -1,0 +1,419 @@
+"""Compress a group of same-kind layers W_1..W_L (n_out x n_in, depth order) to low-rank factors B A.
+
+Inputs per layer: the weight W_l, the input second moment Sigma_l = sum_t x_t x_t^T (n_in x n_in)
+and the bias b_l (or None). Every method returns ``LowRankFactors`` with W_hat = B A (B: n_out x d,
+A: d x n_in), so the model surgery (``experiments.surgery``) is method-agnostic.
+
+Methods (``METHODS``):
+- ``v1``  SVD-LLM V1: S = chol(Sigma), U_d = top-d left singular vectors of W S, W_hat = U_d U_d^T W.
+- ``v2``  SVD-LLM V2: Sigma = U_s S_s U_s^T, W S = U_ws S_ws V_ws^T with S = U_s S_s^{1/2},
+          W_hat = U_ws Trunc_d(S_ws) V_ws^T S^+, ranks allocated within the group from the truncation
+          losses (``v2_allocation``; ``allocation="uniform"`` keeps rank d everywhere).
+- ``bundle`` and its corners ``gbd`` (lam 0, untied), ``gbd-tied`` (lam 0, tied), ``bs-core``
+          (lam inf, tied), ``anchored`` (lam inf, untied): sections U_0..U_L from ``theory.corners.solve``
+          on the (optionally whitened) stack, installed by the generalized projection or the sandwich.
+- ``basis-sharing`` the reference Basis Sharing: one whitened SVD per group of consecutive layers,
+          a shared input factor A and per-layer output factors B_l.
+
+All solver and whitening mathematics lives in ``theory``; this module only assembles factors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.linalg import orth
+
+from experiments.errors import GbdError
+from theory.anchors import CONVENTIONS
+from theory.corners import solve
+from theory.energy import activation_error, activation_fraction, frobenius_fraction
+from theory.grassmann import Array, top_left_singular
+from theory.stack import Stack
+from theory.whitening import Whitening, whitening
+
+INSTALLATIONS = ("projection", "sandwich")
+ALLOCATIONS = ("loss", "uniform")
+BIAS_MODES = ("project", "keep")
+WHITENINGS = ("cholesky", "sqrt")
+V2_RULE = "our reading of SVD-LLM V2's loss-based allocation"
+
+
+@dataclass
+class LowRankFactors:
+    """W_hat = B A with A: d x n_in (first factor), B: n_out x d (second factor), and the bias b_hat."""
+
+    A: Array
+    B: Array
+    bias: Array | None
+
+    @property
+    def W_hat(self) -> Array:
+        return self.B @ self.A
+
+    @property
+    def rank(self) -> int:
+        """The inner dimension d (the installed rank; the matrix rank of B A is at most d)."""
+        return self.A.shape[0]
+
+    @property
+    def n_params(self) -> int:
+        """d n_in + n_out d (+ n_out for a bias): what the installed two-factor module stores."""
+        return self.A.size + self.B.size + (0 if self.bias is None else self.bias.size)
+
+
+@dataclass
+class Compression:
+    """Compressed group: per-layer factors, the ranks used, notes on what was done.
+
+    ``sections`` (bundle family) are U_0..U_L; with ``whitened`` solves the input sides live in whitened
+    coordinates. ``shared`` lists groups of layer indices whose factors share one A object (Basis Sharing):
+    the shared A is counted once in ``n_params``.
+    """
+
+    method: str
+    layers: list[LowRankFactors]
+    ranks: list[int]
+    notes: list[str]
+    sections: list[Array] | None = None
+    bca_sweeps: int | None = None
+    energy_history: list[float] | None = None
+    shared: list[list[int]] | None = None
+
+    @property
+    def W_hats(self) -> list[Array]:
+        return [f.W_hat for f in self.layers]
+
+    @property
+    def n_params(self) -> int:
+        """Stored parameters, a factor shared by a group counted once."""
+        total = sum(f.n_params for f in self.layers)
+        for group in self.shared or []:
+            total -= (len(group) - 1) * self.layers[group[0]].A.size
+        return total
+
+
+@dataclass(frozen=True)
+class Request:
+    """Validated inputs and options of one ``compress`` call."""
+
+    method: str
+    weights: list[Array]
+    sigmas: list[Array]
+    biases: list[Array | None]
+    d: int
+    lam: float
+    tied: bool
+    convention: str
+    installation: str
+    whitened: bool
+    bca: bool
+    group_size: int
+    allocation: str
+    bias_mode: str
+    whitening: str
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+def _whiten(Sigma: Array, kind: str, label: str, notes: list[str]) -> Whitening:
+    """theory.whitening, recording a Cholesky fallback (jitter) in ``notes``."""
+    w = whitening(Sigma, kind)
+    if w.jitter > 0 or "support" in w.note:
+        notes.append(f"{label}: {w.note}")
+    return w
+
+
+def output_bias(B: Array, b: Array | None, mode: str) -> Array | None:
+    """b_hat = P_out b with P_out the orthogonal projector onto range(B) (``project``), or b (``keep``)."""
+    if b is None or mode == "keep":
+        return b
+    Q = orth(B)
+    return Q @ (Q.T @ b)
+
+
+def generalized_projection(W: Array, Sigma: Array, U_out: Array, V: Array) -> tuple[Array, str | None]:
+    """C = U_out^T W Sigma V (V^T Sigma V)^{-1}: the minimizer over C of tr(E Sigma E^T), E = W - U_out C V^T.
+
+    With Sigma = X X^T this is min_C ||(W - U_out C V^T) X||_F^2: U_out orthonormal splits the error into
+    ||(I - P_out) W X||^2 + ||U_out^T W X - C V^T X||^2, a least-squares problem in C whose normal
+    equations are C (V^T Sigma V) = U_out^T W Sigma V. Solved with ``solve``; when V^T Sigma V is
+    singular (Sigma blind to part of span V) the minimum-norm pseudo-inverse solution is taken and a
+    note returned.
+    """
+    G = V.T @ Sigma @ V
+    R = U_out.T @ W @ Sigma @ V
+    if np.linalg.cond(G) < 1e12:
+        return np.linalg.solve(G, R.T).T, None
+    return R @ np.linalg.pinv(G, hermitian=True), "U_in^T Sigma U_in is singular: pseudo-inverse used"
+
+
+def v2_allocation(losses: Sequence[float], shapes: Sequence[tuple[int, int]], d: int) -> list[int]:
+    """Heterogeneous ranks within a group (our reading of SVD-LLM V2's loss-based allocation).
+
+    R = 1 - sum_i d (m_i + n_i) / sum_i m_i n_i (the group's parameter removal ratio at uniform rank d),
+    removal_i = |G| R (1 / log L_i) / sum_j (1 / log L_j),
+    d_i = round((1 - removal_i) m_i n_i / (m_i + n_i)) clipped to [1, min(m_i, n_i)], then moved by one
+    at a time (largest rounding residual first) until sum_i d_i = |G| d. Losses L_i <= 1 are refused:
+    log L_i <= 0 breaks the rule. So is R < 0 (d > m n / (m + n)): a negative removal ratio reverses the
+    ordering, handing the most rank to the layers with the smallest loss.
+    """
+    L = np.asarray(losses, dtype=np.float64)
+    if len(L) != len(shapes) or len(L) == 0:
+        raise GbdError(f"need one loss per shape, got {len(L)} losses for {len(shapes)} shapes")
+    if not np.all(np.isfinite(L)) or np.any(L <= 1.0):
+        raise GbdError(f"V2 allocation needs truncation losses > 1 (log L_i > 0), got {L.tolist()}; "
+                       "use allocation='uniform' or unnormalized second moments")
+    m = np.array([s[0] for s in shapes], dtype=np.float64)
+    n = np.array([s[1] for s in shapes], dtype=np.float64)
+    hi = np.minimum(m, n).astype(int)
+    if np.any(d > hi) or d < 1:
+        raise GbdError(f"rank d={d} must lie in [1, {hi.min()}]")
+    G = len(L)
+    R = 1.0 - d * np.sum(m + n) / np.sum(m * n)
+    if R < 0:
+        raise GbdError(f"V2 allocation at rank d={d} has removal ratio R={R:.3g} < 0 (two factors store more than "
+                       "W): the rule would invert and give smaller-loss layers more rank; use allocation='uniform'")
+    inv_log = 1.0 / np.log(L)
+    removal = G * R * inv_log / inv_log.sum()
+    target = np.clip((1.0 - removal) * m * n / (m + n), 1, hi)
+    ranks = np.clip(np.rint(target), 1, hi).astype(int)
+    return _match_sum(ranks, target, hi, G * d)
+
+
+def _match_sum(ranks: np.ndarray, target: Array, hi: np.ndarray, total: int) -> list[int]:
+    """Shift integer ranks by one at a time (largest residual target - rank first) until they sum to total."""
+    ranks = ranks.copy()
+    while ranks.sum() != total:
+        residual = target - ranks
+        if ranks.sum() < total:
+            i = int(np.argmax(np.where(ranks < hi, residual, -np.inf)))
+            ranks[i] += 1
+        else:
+            i = int(np.argmin(np.where(ranks > 1, residual, np.inf)))
+            ranks[i] -= 1
+    return ranks.tolist()
+
+
+# ----------------------------------------------------------------------------------------------- methods
+
+def _v1(req: Request) -> Compression:
+    """SVD-LLM V1: U_d = top-d left singular vectors of W S (S = chol(Sigma)); B = U_d, A = U_d^T W."""
+    notes: list[str] = []
+    layers = []
+    for l, (W, Sigma, b) in enumerate(zip(req.weights, req.sigmas, req.biases), start=1):
+        U = top_left_singular(W @ _whiten(Sigma, "cholesky", f"layer {l}", notes).S, req.d)
+        layers.append(LowRankFactors(U.T @ W, U, output_bias(U, b, req.bias_mode)))
+    return Compression(req.method, layers, [req.d] * len(layers), notes)
+
+
+def _v2(req: Request) -> Compression:
+    """SVD-LLM V2: W_hat = U_ws Trunc_{d_i}(S_ws) V_ws^T S^+ with S = U_s S_s^{1/2}; B = U_ws[:, :d_i]."""
+    notes: list[str] = []
+    whs = [_whiten(S, "sqrt", f"layer {l}", notes) for l, S in enumerate(req.sigmas, start=1)]
+    svds = [np.linalg.svd(W @ w.S, full_matrices=False) for W, w in zip(req.weights, whs)]
+    if req.allocation == "uniform":
+        ranks = [req.d] * len(svds)
+        notes.append("uniform rank allocation")
+    else:
+        losses = [float(np.sum(s[req.d:] ** 2)) for _, s, _ in svds]
+        ranks = v2_allocation(losses, [W.shape for W in req.weights], req.d)
+        notes.append(f"{V2_RULE}: truncation losses {[f'{x:.4g}' for x in losses]} -> ranks {ranks}")
+    layers = []
+    for (U, s, Vt), w, k, b in zip(svds, whs, ranks, req.biases):
+        B = U[:, :k]
+        layers.append(LowRankFactors((s[:k, None] * Vt[:k]) @ w.S_pinv, B, output_bias(B, b, req.bias_mode)))
+    return Compression(req.method, layers, ranks, notes)
+
+
+def _bundle(req: Request) -> Compression:
+    """Sections U_0..U_L from theory.corners.solve; layer l installed with U_out = U_l, U_in = U_{l-1}.
+
+    Input basis V: V = U_in on the raw stack. On the whitened stack W_l S_l, U_in lives in whitened
+    coordinates and the layer reads x through U_in^T S^+ x, i.e. V = (S^+)^T U_in. Then (A = C V^T, B = U_out)
+    - sandwich:   C = U_out^T (W S) U_in, so W_hat = P_out W S P_in S^+ (raw: P_out W P_in);
+    - projection: C = U_out^T W Sigma V (V^T Sigma V)^{-1} (``generalized_projection``).
+    When S S^T = Sigma exactly and S is invertible, Sigma V = S U_in and V^T Sigma V = I, so the whitened
+    projection coincides with the whitened sandwich; they differ only under a Cholesky jitter.
+    ``bca=False`` keeps the initial sections (anchors untied, U_BS tied) to isolate what BCA adds.
+    """
+    notes: list[str] = []
+    whs = ([_whiten(S, req.whitening, f"layer {l}", notes) for l, S in enumerate(req.sigmas, start=1)]
+           if req.whitened else None)
+    try:
+        stack = Stack.of(req.weights)
+        if whs is not None:
+            stack = stack.whitened([w.S for w in whs])
+        sol = solve(stack, req.d, req.lam if req.bca else np.inf, req.tied, req.convention)
+    except ValueError as e:
+        raise GbdError(f"{req.method}: {e}") from e
+    layers = []
+    for l, (W, Sigma, b) in enumerate(zip(req.weights, req.sigmas, req.biases), start=1):
+        U_out, U_in = sol.sections[l], sol.sections[l - 1]
+        V = U_in if whs is None else whs[l - 1].S_pinv.T @ U_in
+        if req.installation == "sandwich":
+            W_eff = W if whs is None else W @ whs[l - 1].S
+            C = U_out.T @ W_eff @ U_in
+        else:
+            C, note = generalized_projection(W, Sigma, U_out, V)
+            if note:
+                notes.append(f"layer {l}: {note}")
+        layers.append(LowRankFactors(C @ V.T, U_out, output_bias(U_out, b, req.bias_mode)))
+    notes.append(f"lambda={req.lam}, tied={req.tied}, convention={sol.convention}, installation="
+                 f"{req.installation}, whitened={req.whitened}" + ("" if req.bca else ", no BCA (initial sections)"))
+    run = sol.run
+    return Compression(req.method, layers, [req.d] * len(layers), notes, sol.sections,
+                       run.sweeps if run else None, run.history if run else None)
+
+
+def _corner(lam: float, tied: bool) -> Callable[[Request], Compression]:
+    """A named corner: ``bundle`` with (lambda, tied) fixed, whatever the caller passed."""
+    return lambda req: _bundle(replace(req, lam=lam, tied=tied))
+
+
+def shared_rank(d: int, n_in: int, n_outs: Sequence[int]) -> int:
+    """k with k (n_in + sum_l n_out_l) <= d sum_l (n_in + n_out_l): parameter parity with per-layer rank d.
+
+    For g equal layers: k = floor(g d (n_in + n_out) / (n_in + g n_out)).
+    """
+    return (d * sum(n_in + m for m in n_outs)) // (n_in + sum(n_outs))
+
+
+def _basis_sharing(req: Request) -> Compression:
+    """Basis Sharing: per group, [W_1; ...; W_g] S = U Sg V^T (S = chol(sum Sigma_l)), truncated to k.
+
+    Shared A = V_k^T S^{-1} (k x n_in); B_l = the rows of U_k Sg_k belonging to layer l.
+    """
+    notes: list[str] = []
+    layers: list[LowRankFactors] = []
+    ranks: list[int] = []
+    groups = [list(range(i, min(i + req.group_size, len(req.weights))))
+              for i in range(0, len(req.weights), req.group_size)]
+    for group in groups:
+        Ws = [req.weights[i] for i in group]
+        n_in = Ws[0].shape[1]
+        if any(W.shape[1] != n_in for W in Ws):
+            raise GbdError(f"basis-sharing group {group} mixes input widths {[W.shape[1] for W in Ws]}")
+        n_outs = [W.shape[0] for W in Ws]
+        k = shared_rank(req.d, n_in, n_outs)
+        k_ok = min(max(k, 1), n_in, sum(n_outs))
+        if k_ok != k:
+            notes.append(f"group {group}: parity rank {k} clipped to {k_ok}")
+        w = _whiten(sum(req.sigmas[i] for i in group), "cholesky", f"group {group}", notes)
+        U, s, Vt = np.linalg.svd(np.vstack(Ws) @ w.S, full_matrices=False)
+        A = Vt[:k_ok] @ w.S_pinv
+        rows = np.cumsum([0] + n_outs)
+        US = U[:, :k_ok] * s[:k_ok]
+        for j, i in enumerate(group):
+            B = US[rows[j]:rows[j + 1]]
+            layers.append(LowRankFactors(A, B, output_bias(B, req.biases[i], req.bias_mode)))
+            ranks.append(k_ok)
+        notes.append(f"group {group}: shared rank k={k_ok} by parameter parity with per-layer rank {req.d}; "
+                     "the shared factor A is counted once")
+    return Compression(req.method, layers, ranks, notes, shared=[g for g in groups if len(g) > 1])
+
+
+METHODS: dict[str, Callable[[Request], Compression]] = {
+    "v1": _v1,
+    "v2": _v2,
+    "bundle": _bundle,
+    "gbd": _corner(0.0, False),
+    "gbd-tied": _corner(0.0, True),
+    "bs-core": _corner(np.inf, True),
+    "anchored": _corner(np.inf, False),
+    "basis-sharing": _basis_sharing,
+}
+
+
+# ----------------------------------------------------------------------------------------------- entry points
+
+def _as_matrix(x: object, what: str) -> Array:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2:
+        raise GbdError(f"{what} must be 2-D, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise GbdError(f"{what} contains NaN or infinite entries")
+    return a
+
+
+def _validate(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence[Array | None] | None,
+              d: int) -> tuple[list[Array], list[Array], list[Array | None]]:
+    """float64 copies; equal list lengths; Sigma_l n_in x n_in symmetric, finite; b_l (n_out,); 1 <= d <= min dim."""
+    if len(weights) == 0:
+        raise GbdError("need at least one weight matrix")
+    biases = [None] * len(weights) if biases is None else list(biases)
+    if not len(weights) == len(sigmas) == len(biases):
+        raise GbdError(f"got {len(weights)} weights, {len(sigmas)} second moments, {len(biases)} biases")
+    Ws, Ss, bs = [], [], []
+    for l, (W, Sigma, b) in enumerate(zip(weights, sigmas, biases), start=1):
+        W = _as_matrix(W, f"W_{l}")
+        Sigma = _as_matrix(Sigma, f"Sigma_{l}")
+        if Sigma.shape != (W.shape[1], W.shape[1]):
+            raise GbdError(f"Sigma_{l} has shape {Sigma.shape}, W_{l} reads {W.shape[1]} inputs")
+        if np.abs(Sigma - Sigma.T).max() > 1e-8 * max(np.abs(Sigma).max(), 1e-300):
+            raise GbdError(f"Sigma_{l} is not symmetric")
+        if b is not None:
+            b = np.asarray(b, dtype=np.float64)
+            if b.shape != (W.shape[0],) or not np.all(np.isfinite(b)):
+                raise GbdError(f"b_{l} must be a finite vector of length {W.shape[0]}, got shape {b.shape}")
+        if not isinstance(d, (int, np.integer)) or not 1 <= d <= min(W.shape):
+            raise GbdError(f"rank d={d} must be an integer in [1, {min(W.shape)}] for W_{l} of shape {W.shape}")
+        Ws.append(W)
+        Ss.append(0.5 * (Sigma + Sigma.T))
+        bs.append(b)
+    return Ws, Ss, bs
+
+
+def _check_option(name: str, value: object, allowed: Sequence[object]) -> None:
+    if value not in allowed:
+        raise GbdError(f"unknown {name} {value!r}; choose one of {list(allowed)}")
+
+
+def compress(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence[Array | None] | None,
+             method: str, d: int, *, lam: float = 0.0, tied: bool = False, convention: str = "original",
+             installation: str = "projection", whitened: bool = False, bca: bool = True, group_size: int = 2,
+             allocation: str = "loss", bias_mode: str = "project", whitening: str = "cholesky") -> Compression:
+    """Compress layers W_l (n_out x n_in, depth order) with inputs Sigma_l = sum x x^T to rank d.
+
+    ``lam``, ``tied``, ``convention``, ``installation``, ``whitened``, ``bca``, ``whitening`` (the factor used
+    when ``whitened``) apply to the bundle family (named corners fix lam and tied themselves);
+    ``allocation`` ("loss" or "uniform") to ``v2``; ``group_size`` to ``basis-sharing``; ``bias_mode``
+    ("project": b_hat = P_out b onto range(B); "keep": b_hat = b) to all.
+    """
+    _check_option("method", method, list(METHODS))
+    _check_option("installation", installation, INSTALLATIONS)
+    _check_option("anchor convention", convention, CONVENTIONS)
+    _check_option("allocation", allocation, ALLOCATIONS)
+    _check_option("bias mode", bias_mode, BIAS_MODES)
+    _check_option("whitening", whitening, WHITENINGS)
+    if not (lam >= 0):
+        raise GbdError(f"lambda must be >= 0 (np.inf allowed), got {lam}")
+    if not isinstance(group_size, int) or group_size < 1:
+        raise GbdError(f"group_size must be a positive integer, got {group_size}")
+    Ws, Ss, bs = _validate(weights, sigmas, biases, d)
+    req = Request(method, Ws, Ss, bs, int(d), float(lam), bool(tied), convention, installation, bool(whitened),
+                  bool(bca), group_size, allocation, bias_mode, whitening)
+    return METHODS[method](req)
+
+
+def errors(weights: Sequence[Array], sigmas: Sequence[Array], compression: Compression) -> dict:
+    """Frobenius fraction sum ||W - W_hat||^2 / sum ||W||^2 and activation fraction
+    sum tr((W - W_hat) Sigma (W - W_hat)^T) / sum tr(W Sigma W^T), total and per layer,
+    plus the unnormalized activation errors."""
+    Ws = [np.asarray(W, dtype=np.float64) for W in weights]
+    Ss = [np.asarray(S, dtype=np.float64) for S in sigmas]
+    Whs = compression.W_hats
+    if not len(Ws) == len(Ss) == len(Whs):
+        raise GbdError(f"got {len(Ws)} weights, {len(Ss)} second moments, {len(Whs)} compressed layers")
+    per_layer = [{"frobenius_fraction": frobenius_fraction([W], [Wh]),
+                  "activation_fraction": activation_fraction([W], [Wh], [S]),
+                  "activation_error": activation_error(W, Wh, S)} for W, Wh, S in zip(Ws, Whs, Ss)]
+    return {"frobenius_fraction": frobenius_fraction(Ws, Whs),
+            "activation_fraction": activation_fraction(Ws, Whs, Ss),
+            "activation_error": float(sum(p["activation_error"] for p in per_layer)),
+            "per_layer": per_layer}
+
+
+__all__ = ["LowRankFactors", "Compression", "Request", "METHODS", "compress", "errors", "generalized_projection",
+           "v2_allocation", "shared_rank", "output_bias", "V2_RULE"]

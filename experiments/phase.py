@@ -1,0 +1,61 @@
+"""The Frobenius phase diagram over anchor strength lambda x tying, on one group of real weights.
+
+For each (lambda, tied) the sections maximize the bundle energy (theory.corners.solve, the same
+solver as the property tests) and the two-sided error fraction
+    sum_l ||W_l - P_l W_l P_{l-1}||_F^2 / sum_l ||W_l||_F^2
+is recorded. lambda is given in units of c = max_i (||W_i||_2^2 + ||W_{i+1}||_2^2), the size of
+the coupling term it competes with (Theorem 1), so the grid means the same on every model.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from theory.anchors import AnchorConvention
+from theory.corners import per_layer_truncated_svd, sandwich, solve
+from theory.energy import frobenius_fraction
+from theory.stack import Stack
+from theory.theorems import coupling_norms
+
+LAMBDA_GRID = {"quick": (0.0, 1.0, np.inf), "standard": (0.0, 0.1, 1.0, 10.0, np.inf),
+               "full": (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, np.inf)}
+
+
+@dataclass
+class PhasePoint:
+    """One cell of the diagram."""
+
+    lam_over_c: float
+    tied: bool
+    convention: str
+    frobenius_fraction: float
+    sweeps: int | None
+    converged: bool | None
+
+
+def phase_point(stack: Stack, d: int, lam_over_c: float, tied: bool, convention: AnchorConvention,
+                tol: float, max_sweeps: int) -> PhasePoint:
+    """Solve one cell and measure its two-sided Frobenius fraction."""
+    c = max(coupling_norms(stack))
+    solution = solve(stack, d, lam_over_c * c, tied, convention, tol=tol, max_sweeps=max_sweeps)
+    frac = frobenius_fraction(stack.weights, sandwich(stack, solution.sections))
+    run = solution.run
+    return PhasePoint(lam_over_c, tied, solution.convention, frac, run.sweeps if run else None,
+                      run.converged if run else None)
+
+
+def phase_diagram(weights: Sequence[np.ndarray], d: int, lambdas: Sequence[float],
+                  conventions: Sequence[AnchorConvention] = ("original",), tol: float = 1e-8,
+                  max_sweeps: int = 100, progress: bool = True) -> dict[str, Any]:
+    """All (lambda, tying) cells (untied cells once per anchor convention) plus the Eckart-Young floor."""
+    stack = Stack.of(weights)
+    cells = [(lam, False, conv) for conv in conventions for lam in lambdas]
+    if stack.square:
+        cells += [(lam, True, "original") for lam in lambdas]
+    points = [asdict(phase_point(stack, d, lam, tied, conv, tol, max_sweeps))
+              for lam, tied, conv in tqdm(cells, desc="phase diagram", disable=not progress)]
+    floor = frobenius_fraction(stack.weights, per_layer_truncated_svd(stack, d))
+    return {"d": d, "L": stack.L, "dims": list(stack.dims), "points": points, "eckart_young_fraction": floor}

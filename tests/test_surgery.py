@@ -1,0 +1,160 @@
+"""experiments.surgery on tiny random models of every adapter family (GPT-NeoX, Llama, GPT-2 Conv1D)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
+                          LlamaForCausalLM, PreTrainedTokenizerFast)
+
+from experiments.adapters import adapter_for
+from experiments.compress import compress
+from experiments.errors import GbdError
+from experiments.surgery import MANIFEST, LowRankLinear, compress_model, install, load_compressed, save_compressed
+
+D, VOCAB = 32, 128
+TOKENIZER_FILE = Path(__file__).resolve().parents[2] / "shared/data/gpt-neox-20b-tokenizer/20B_tokenizer.json"
+
+
+def neox() -> GPTNeoXForCausalLM:
+    torch.manual_seed(0)
+    return GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=D, num_hidden_layers=3, num_attention_heads=4,
+                                            intermediate_size=64, vocab_size=VOCAB, max_position_embeddings=64))
+
+
+def llama() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(hidden_size=D, num_hidden_layers=2, num_attention_heads=4,
+                                        num_key_value_heads=2, intermediate_size=64, vocab_size=VOCAB,
+                                        max_position_embeddings=64))
+
+
+def gpt2() -> GPT2LMHeadModel:
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_embd=D, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=64,
+                                      bos_token_id=0, eos_token_id=0))
+
+
+TOKENS = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manual_seed(1))
+
+
+def second_moments(model, kind: str = "attn_out") -> dict[str, np.ndarray]:
+    """Sigma = sum_t x_t x_t^T of each target's input over TOKENS (forward pre-hooks)."""
+    names = adapter_for(model).target_names(model, kind)
+    sigmas: dict[str, np.ndarray] = {}
+
+    def hook(name):
+        def record(_module, args):
+            x = args[0].detach().to(torch.float64).reshape(-1, args[0].shape[-1])
+            sigmas[name] = (x.T @ x).numpy()
+        return record
+
+    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
+    with torch.no_grad():
+        model(TOKENS)
+    for h in handles:
+        h.remove()
+    return sigmas
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(TOKENS).logits
+
+
+@pytest.mark.parametrize("build", [neox, llama, gpt2], ids=["gpt-neox", "llama", "gpt2-conv1d"])
+@pytest.mark.parametrize("method", ["gbd", "v1", "basis-sharing"])
+def test_full_rank_installation_reproduces_logits(build, method):
+    model = build().eval()
+    before = logits(model)
+    _, names = compress_model(model, "attn_out", second_moments(model), method, D)
+    assert all(isinstance(model.get_submodule(n), LowRankLinear) for n in names)
+    assert torch.allclose(logits(model), before, atol=1e-5)
+
+
+def test_parameter_count_falls_as_2dD_and_generate_works():
+    model = neox().eval()
+    n0 = sum(p.numel() for p in model.parameters())
+    d = 8
+    compress_model(model, "attn_out", second_moments(model), "gbd", d)
+    n1 = sum(p.numel() for p in model.parameters())
+    assert n0 - n1 == 3 * (D * D - 2 * d * D)  # each D x D weight -> 2 d D (its bias of D kept)
+    out = model.generate(TOKENS[:1, :4], max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 9)
+
+
+def test_shared_basis_counts_once_in_the_model():
+    model = neox().eval()
+    n0 = sum(p.numel() for p in model.parameters())
+    compression, names = compress_model(model, "attn_out", second_moments(model), "basis-sharing", 8)
+    first = [model.get_submodule(n).first for n in names]
+    assert first[0] is first[1] and first[1] is not first[2]
+    dense_params = 3 * (D * D + D)
+    assert n0 - sum(p.numel() for p in model.parameters()) == dense_params - compression.n_params
+
+
+@pytest.mark.parametrize("build,method", [(neox, "basis-sharing"), (gpt2, "gbd"), (llama, "v1")],
+                         ids=["gpt-neox-shared", "gpt2-tied-embeddings", "llama"])
+def test_save_load_round_trip_gives_identical_logits(tmp_path, build, method):
+    model = build().eval()
+    compress_model(model, "attn_out", second_moments(model), method, 8)
+    save_compressed(model, None, tmp_path / "m")
+    loaded, tokenizer = load_compressed(tmp_path / "m")
+    assert tokenizer is None
+    assert torch.equal(logits(loaded), logits(model))
+    n = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for p in loaded.parameters()) == n
+
+
+def test_round_trip_keeps_dtype_tied_embeddings_and_tokenizer(tmp_path):
+    if not TOKENIZER_FILE.exists():
+        pytest.skip(f"{TOKENIZER_FILE} absent")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER_FILE))
+    model = gpt2().eval()
+    compress_model(model, "attn_out", second_moments(model), "v1", 8)
+    model = model.to(torch.bfloat16)
+    save_compressed(model, tokenizer, tmp_path / "m")
+    loaded, tok = load_compressed(tmp_path / "m")
+    assert next(loaded.parameters()).dtype == torch.bfloat16
+    assert loaded.get_submodule("transformer.h.0.attn.c_proj").first.weight.dtype == torch.bfloat16
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    assert tok("hello world").input_ids == tokenizer("hello world").input_ids
+    assert torch.equal(logits(loaded), logits(model))
+
+
+def test_install_checks_names_and_shapes():
+    model = neox()
+    adapter = adapter_for(model)
+    sig = second_moments(model)  # attn_out: D x D
+    c = compress([adapter.weight(model.get_submodule(n)) for n in sig], list(sig.values()), None, "v1", 4)
+    names = adapter.target_names(model, "mlp_in")  # (64, 32) (out, in): not the factors' D x D
+    with pytest.raises(GbdError, match="factors give"):
+        install(model, names, c)
+    with pytest.raises(GbdError, match="module names"):
+        install(model, names[:2], c)
+    with pytest.raises(GbdError, match="no second moment"):
+        compress_model(model, "attn_out", {}, "v1", 4)
+
+
+def test_loading_missing_or_corrupt_saves_is_refused(tmp_path):
+    with pytest.raises(GbdError, match="no saved compressed model"):
+        load_compressed(tmp_path / "absent")
+    model = neox().eval()
+    compress_model(model, "attn_out", second_moments(model), "gbd", 8)
+    path = tmp_path / "m"
+    save_compressed(model, None, path)
+    (path / MANIFEST).write_text("{not json")
+    with pytest.raises(GbdError, match="corrupt"):
+        load_compressed(path)
+    manifest = {"format": 1, "modules": [{"name": "gpt_neox.layers.0.attention.dense", "n_in": D, "d": 4,
+                                          "n_out": D, "has_bias": True, "shares_first_with": None}]}
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(GbdError, match="do not match"):
+        load_compressed(path)
+    (path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(GbdError, match="corrupt"):
+        load_compressed(path)
+    (path / MANIFEST).unlink()
+    with pytest.raises(GbdError, match=MANIFEST):
+        load_compressed(path)
