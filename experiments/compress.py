@@ -113,6 +113,8 @@ class Request:
     allocation: str
     bias_mode: str
     whitening: str
+    tol: float
+    max_sweeps: int
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -245,7 +247,8 @@ def _bundle(req: Request) -> Compression:
         stack = Stack.of(req.weights)
         if whs is not None:
             stack = stack.whitened([w.S for w in whs])
-        sol = solve(stack, req.d, req.lam if req.bca else np.inf, req.tied, req.convention)
+        sol = solve(stack, req.d, req.lam if req.bca else np.inf, req.tied, req.convention,
+                    tol=req.tol, max_sweeps=req.max_sweeps)
     except ValueError as e:
         raise GbdError(f"{req.method}: {e}") from e
     layers = []
@@ -262,6 +265,8 @@ def _bundle(req: Request) -> Compression:
         layers.append(LowRankFactors(C @ V.T, U_out, output_bias(U_out, b, req.bias_mode)))
     notes.append(f"lambda={req.lam}, tied={req.tied}, convention={sol.convention}, installation="
                  f"{req.installation}, whitened={req.whitened}" + ("" if req.bca else ", no BCA (initial sections)"))
+    if sol.run is not None and not sol.run.converged:
+        notes.append(f"BCA stopped at the sweep limit {req.max_sweeps} before the tolerance {req.tol:g}")
     run = sol.run
     return Compression(req.method, layers, [req.d] * len(layers), notes, sol.sections,
                        run.sweeps if run else None, run.history if run else None)
@@ -373,13 +378,15 @@ def _check_option(name: str, value: object, allowed: Sequence[object]) -> None:
 def compress(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence[Array | None] | None,
              method: str, d: int, *, lam: float = 0.0, tied: bool = False, convention: str = "original",
              installation: str = "projection", whitened: bool = False, bca: bool = True, group_size: int = 2,
-             allocation: str = "loss", bias_mode: str = "project", whitening: str = "cholesky") -> Compression:
+             allocation: str = "loss", bias_mode: str = "project", whitening: str = "cholesky",
+             tol: float = 1e-10, max_sweeps: int = 500) -> Compression:
     """Compress layers W_l (n_out x n_in, depth order) with inputs Sigma_l = sum x x^T to rank d.
 
     ``lam``, ``tied``, ``convention``, ``installation``, ``whitened``, ``bca``, ``whitening`` (the factor used
     when ``whitened``) apply to the bundle family (named corners fix lam and tied themselves);
     ``allocation`` ("loss" or "uniform") to ``v2``; ``group_size`` to ``basis-sharing``; ``bias_mode``
-    ("project": b_hat = P_out b onto range(B); "keep": b_hat = b) to all.
+    ("project": b_hat = P_out b onto range(B); "keep": b_hat = b) to all; ``tol`` and ``max_sweeps``
+    stop BCA (relative energy change per sweep, sweep limit).
     """
     _check_option("method", method, list(METHODS))
     _check_option("installation", installation, INSTALLATIONS)
@@ -393,7 +400,7 @@ def compress(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence
         raise GbdError(f"group_size must be a positive integer, got {group_size}")
     Ws, Ss, bs = _validate(weights, sigmas, biases, d)
     req = Request(method, Ws, Ss, bs, int(d), float(lam), bool(tied), convention, installation, bool(whitened),
-                  bool(bca), group_size, allocation, bias_mode, whitening)
+                  bool(bca), group_size, allocation, bias_mode, whitening, float(tol), int(max_sweeps))
     return METHODS[method](req)
 
 

@@ -1,0 +1,129 @@
+"""Calibration: seeded token windows and the per-layer input second moments Sigma_l = sum_t x_t x_t^T.
+
+As in the GPTQ / SVD-LLM reference codes, forward pre-hooks on the target modules stream the statistic over
+the calibration batches of the *uncompressed* model (no normalization by the token count). Long runs are
+resumable: partial sums are checkpointed atomically to a cache file keyed by the model, targets and tokens.
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from experiments.cache import atomic_write
+from experiments.errors import GbdError
+
+
+def calibration_batch(tokenizer: Any, text: str, n: int, T: int, seed: int) -> torch.LongTensor:
+    """(n, T) windows ids[s_j : s_j + T] of the tokenized text, s_j ~ U{0..len-T} from default_rng(seed)."""
+    if n < 1 or T < 1:
+        raise GbdError(f"calibration needs n >= 1 sequences of T >= 1 tokens, got n={n}, T={T}")
+    ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+    if len(ids) < T:
+        raise GbdError(f"calibration text has {len(ids)} tokens, fewer than the window length T={T}")
+    starts = np.random.default_rng(seed).integers(0, len(ids) - T + 1, size=n)
+    return torch.stack([ids[s:s + T] for s in starts])
+
+
+def cache_key(*parts: str | bytes) -> str:
+    """sha256 over the length-prefixed parts (so that ('ab', 'c') and ('a', 'bc') differ)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
+def model_fingerprint(model: nn.Module) -> bytes:
+    """sha256 of every parameter's name, dtype and bytes: a cache must not outlive a change of weights."""
+    digest = hashlib.sha256()
+    for name, p in model.named_parameters():
+        digest.update(f"{name}:{p.dtype}:{tuple(p.shape)}".encode())
+        digest.update(p.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy())
+    return digest.digest()
+
+
+def second_moments(model: nn.Module, names: list[str], input_ids: torch.Tensor, batch_size: int = 1,
+                   progress: bool = True, cache: Path | None = None,
+                   checkpoint_every: int = 8) -> dict[str, np.ndarray]:
+    """Sigma[name] = sum over every token of the batch of x x^T, x the input of module ``name`` (float64).
+
+    With ``cache``, partial sums are saved every ``checkpoint_every`` batches and at the end, and a run
+    restarted with the same model, names and tokens resumes after the rows already done.
+    """
+    key = cache_key(getattr(model.config, "_name_or_path", ""), model_fingerprint(model), "\n".join(names),
+                    str(tuple(input_ids.shape)), input_ids.cpu().to(torch.long).numpy().tobytes())
+    state = _load_cache(cache, key) or {"key": key, "rows_done": 0, "complete": False, "sums": {}}
+    sums = dict(state["sums"])
+    if not state["complete"]:
+        _accumulate(model, names, input_ids, sums, state, batch_size, progress, cache, checkpoint_every)
+    return _checked(names, sums)
+
+
+def _accumulate(model: nn.Module, names: list[str], input_ids: torch.Tensor, sums: dict[str, torch.Tensor],
+                state: dict[str, Any], batch_size: int, progress: bool, cache: Path | None,
+                checkpoint_every: int) -> None:
+    """Run the remaining batches with pre-hooks adding X^T X (float64) into ``sums``; checkpoint to ``cache``."""
+    device = next(model.parameters()).device
+    sums.update({name: s.to(device) for name, s in sums.items()})
+    starts = range(state["rows_done"], len(input_ids), batch_size)
+    handles = [model.get_submodule(name).register_forward_pre_hook(_adder(sums, name)) for name in names]
+    try:
+        with torch.no_grad():
+            for i, start in enumerate(tqdm(starts, desc="calibration", unit="batch", disable=not progress)):
+                model(input_ids[start:start + batch_size].to(device), use_cache=False)
+                state["rows_done"] = min(start + batch_size, len(input_ids))
+                state["complete"] = state["rows_done"] == len(input_ids)
+                if cache is not None and (state["complete"] or (i + 1) % checkpoint_every == 0):
+                    _save_cache(cache, state, sums)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _adder(sums: dict[str, torch.Tensor], name: str) -> Callable[[nn.Module, tuple], None]:
+    """Forward pre-hook: sums[name] += X^T X, X = the module input as (tokens, n_in) in float64."""
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
+        if name in sums:
+            sums[name].add_(x.T @ x)
+        else:
+            sums[name] = x.T @ x
+    return hook
+
+
+def _checked(names: list[str], sums: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The sums as float64 numpy arrays, after checking every target was reached and is finite."""
+    for name in names:
+        if name not in sums:
+            raise GbdError(f"calibration never reached module {name} (no batch, or the module is not called)")
+        if not torch.isfinite(sums[name]).all():
+            raise GbdError(f"the input second moment of {name} is not finite (NaN/inf activations)")
+    return {name: sums[name].cpu().numpy() for name in names}
+
+
+def _load_cache(cache: Path | None, key: str) -> dict[str, Any] | None:
+    """The cached state if ``cache`` exists, is readable and has ``key``; else None (with a warning)."""
+    if cache is None or not Path(cache).exists():
+        return None
+    try:
+        state = torch.load(cache, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: recompute rather than fail
+        warnings.warn(f"ignoring unreadable calibration cache {cache} ({type(exc).__name__}: {exc})")
+        return None
+    if state.get("key") != key:
+        warnings.warn(f"ignoring calibration cache {cache}: made for another model, target list or batch")
+        return None
+    return state
+
+
+def _save_cache(cache: Path, state: dict[str, Any], sums: dict[str, torch.Tensor]) -> None:
+    """Atomically write ``state`` (key, rows_done, complete) with the current partial sums to ``cache``."""
+    snapshot = {**state, "sums": {name: s.cpu() for name, s in sums.items()}}
+    atomic_write(cache, lambda f: torch.save(snapshot, f))

@@ -1,0 +1,160 @@
+"""Offline evaluation and calibration data (see ../shared/data/PROVENANCE.md).
+
+- WikiText-2 raw test: Hugging Face ``wikitext-2-raw-v1`` rows rebuilt from ``wiki.test.raw`` exactly as the
+  dataset script read the file (one row per line, line ending kept, blank lines -> ''), then joined with
+  "\\n\\n" (the SVD-LLM perplexity protocol).
+- Calibration: the hub train split when asked for, else the local *tokenized* WikiText-2 valid split
+  (``<unk>`` tokens), never the test split.
+- HellaSwag validation: 6 lines per item (activity_label + ": " + ctx, gold label, 4 endings).
+"""
+from __future__ import annotations
+
+import bz2
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.errors import GbdError
+
+WIKITEXT_TEST = "wikitext-2-raw/wiki.test.raw"
+WIKITEXT_VALID_TOKENIZED = "wikitext-2-tokens-pytorch-examples/valid.txt"
+HELLASWAG_VAL = "hellaswag/hellaswag_val_full.txt.bz2"
+HELLASWAG_VAL_ITEMS = 10_042
+LINES_PER_ITEM = 6
+
+
+@dataclass
+class TextSource:
+    """A text, what it is, and the file it came from with its sha256 (None for hub data)."""
+
+    text: str
+    name: str
+    path: str | None
+    sha256: str | None
+
+
+@dataclass
+class HellaSwagItem:
+    """One HellaSwag item; ``label`` indexes the gold ending."""
+
+    activity_label: str
+    ctx: str
+    endings: list[str]
+    label: int
+
+
+def data_dir() -> Path:
+    """``$GBD_DATA_DIR``, else ``<repo root>/../shared/data``."""
+    env = os.environ.get("GBD_DATA_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not path.is_dir():
+        origin = "GBD_DATA_DIR" if env else "the default data directory"
+        raise GbdError(f"{origin} {path} does not exist: set GBD_DATA_DIR to the folder holding "
+                       "wikitext-2-raw/, wikitext-2-tokens-pytorch-examples/ and hellaswag/")
+    return path
+
+
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hf_rows(text: str) -> list[str]:
+    """Rows as the HF wikitext script made them: each line with its '\\n', whitespace-only lines -> ''."""
+    return [line if line.strip() else "" for line in io.StringIO(text)]
+
+
+def join_rows(rows: list[str]) -> str:
+    """The evaluation text: rows joined with "\\n\\n" (SVD-LLM's ``"\\n\\n".join(data["text"])``)."""
+    return "\n\n".join(rows)
+
+
+def wikitext2_test(source: str | None = None) -> TextSource:
+    """WikiText-2 raw test text: local file (default), ``"hub"`` or a file path."""
+    if source == "hub":
+        return _hub_wikitext("test")
+    path = Path(source) if source else data_dir() / WIKITEXT_TEST
+    return _file_text(path, f"wikitext-2-raw-v1 test rows from {path.name}, joined with \\n\\n")
+
+
+def calibration_text(source: str | None = None) -> TextSource:
+    """Calibration text: ``"hub"`` (raw train), a file path, ``$GBD_CALIB_TEXT``, else the local tokenized valid."""
+    if source == "hub":
+        return _hub_wikitext("train")
+    source = source or os.environ.get("GBD_CALIB_TEXT")
+    if source:
+        return _file_text(Path(source), f"calibration rows from {Path(source).name}, joined with \\n\\n")
+    return _file_text(data_dir() / WIKITEXT_VALID_TOKENIZED,
+                      "WikiText-2 tokenized valid (pytorch/examples, <unk>; the train split is absent), "
+                      "rows joined with \\n\\n")
+
+
+def hellaswag_source(path: str | Path | None = None) -> tuple[Path, str]:
+    """The HellaSwag file used and its sha256, for the report."""
+    path = _existing(Path(path) if path else data_dir() / HELLASWAG_VAL)
+    return path, sha256(path)
+
+
+def hellaswag_items(path: str | Path | None = None, limit: int | None = None) -> list[HellaSwagItem]:
+    """Parse the 6-lines-per-item HellaSwag file (.bz2 or plain); the first ``limit`` items if given."""
+    expected = None if path else HELLASWAG_VAL_ITEMS
+    path = _existing(Path(path) if path else data_dir() / HELLASWAG_VAL)
+    opener = bz2.open if path.suffix == ".bz2" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines or len(lines) % LINES_PER_ITEM:
+        raise GbdError(f"{path}: {len(lines)} lines is not a positive multiple of {LINES_PER_ITEM} "
+                       "(activity_label: ctx / label / 4 endings)")
+    n_items = len(lines) // LINES_PER_ITEM
+    if expected is not None and n_items != expected:
+        raise GbdError(f"{path}: {n_items} items, the full validation split has {expected}")
+    n_items = n_items if limit is None else min(limit, n_items)
+    return [_hellaswag_item(lines[i * LINES_PER_ITEM:(i + 1) * LINES_PER_ITEM], path, i) for i in range(n_items)]
+
+
+def _hellaswag_item(block: list[str], path: Path, index: int) -> HellaSwagItem:
+    """One item from its 6 lines; line 1 is split on the first ': '."""
+    where = f"{path}, item {index} (line {index * LINES_PER_ITEM + 1})"
+    activity_label, sep, ctx = block[0].partition(": ")
+    if not sep:
+        raise GbdError(f"{where}: first line has no 'activity_label: ctx' separator: {block[0]!r}")
+    if block[1].strip() not in ("0", "1", "2", "3"):
+        raise GbdError(f"{where}: gold label must be 0..3, got {block[1]!r}")
+    if not all(ending.strip() for ending in block[2:]):
+        raise GbdError(f"{where}: an ending is empty")
+    return HellaSwagItem(activity_label, ctx, block[2:], int(block[1]))
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise GbdError(f"data file {path} not found (data directory: set GBD_DATA_DIR or pass a path)")
+    return path
+
+
+def _file_text(path: Path, name: str) -> TextSource:
+    """A local text file as HF-style rows joined with "\\n\\n" (universal newlines, like the HF script)."""
+    path = _existing(path)
+    with open(path, encoding="utf-8") as f:
+        text = join_rows(hf_rows(f.read()))
+    return TextSource(text, name, str(path), sha256(path))
+
+
+def _hub_wikitext(split: str) -> TextSource:
+    """wikitext-2-raw-v1 ``split`` from the Hugging Face hub, rows joined with "\\n\\n"."""
+    try:
+        import datasets  # slow to import and only needed here
+
+        rows = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"]
+    except Exception as exc:  # offline / unreachable hub / missing cache: all the same to the user
+        raise GbdError(f"could not load wikitext-2-raw-v1 {split} from the Hugging Face hub "
+                       f"({type(exc).__name__}: {exc}); use the local files instead (no source argument)") from exc
+    return TextSource(join_rows(list(rows)), f"wikitext-2-raw-v1 {split} (Hugging Face hub), joined with \\n\\n",
+                      None, None)

@@ -1,0 +1,421 @@
+"""Evaluation: WikiText-2 perplexity (SVD-LLM protocol), HellaSwag (lm-eval and a direct cross-check), Spearman.
+
+Perplexity (SPEC section 3 and 7, the SVD-LLM protocol):
+    the corpus is tokenized once, cut into ``W = len(ids) // T`` non-overlapping windows of ``T`` tokens
+    (the last partial window is dropped), and
+        PPL = exp( sum_w sum_{t=1}^{T-1} -log p(x_{w,t} | x_{w,<t}) / (W (T - 1)) ),
+    a token-weighted mean over the ``T - 1`` next-token predictions of every window.
+
+HellaSwag follows lm-evaluation-harness's own ``hellaswag`` task:
+    query_i = preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize()),
+    ll_ij   = sum of log p(continuation tokens | query_i) for the continuation " " + preprocess(ending_ij),
+    acc      = mean_i [argmax_j ll_ij == gold_i],
+    acc_norm = mean_i [argmax_j ll_ij / len(preprocess(ending_ij)) == gold_i]   (length in characters).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from torch import nn
+from tqdm.auto import tqdm
+
+from experiments.data import HellaSwagItem, hellaswag_items
+from experiments.errors import GbdError
+
+DEFAULT_SEQ_LEN = 2048  # SVD-LLM's evaluation window
+CONTEXT_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")  # lm-eval's order
+LOCAL_TASK = "hellaswag_local_gbd"
+HUB_TASK = "hellaswag"
+LOCAL_NOTE = (
+    "local HellaSwag file (klosax text format): it lacks the ctx_a/ctx_b split, so the whole context is "
+    "passed as ctx_a with ctx_b empty and lm-eval's ctx_b.capitalize() is not applied (capitalization can "
+    "differ from lm-eval's own hellaswag task on the hub data)"
+)
+HUB_NOTE = "lm-eval's own hellaswag task (hub dataset Rowan/hellaswag, its own preprocessing)"
+
+
+# --------------------------------------------------------------------------------------------- perplexity
+def model_context(model: nn.Module) -> int | None:
+    """The model's maximum context length from its config (first of n_positions, max_position_embeddings, n_ctx)."""
+    config = getattr(model, "config", None)
+    for attr in CONTEXT_ATTRS:
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def tokenize_corpus(tokenizer, text: str) -> torch.LongTensor:
+    """Token ids of the whole corpus, 1-D, exactly as the SVD-LLM code makes them.
+
+    SVD-LLM calls ``tokenizer(text, return_tensors='pt').input_ids`` with the tokenizer's default
+    ``add_special_tokens=True``; this is kept. For GPT-NeoX/Pythia nothing is added, and neither for the
+    SmolLM2 GGUF tokenizer (BOS defined but not added: 304,986 WikiText-2 test tokens either way). A
+    tokenizer that does add BOS would put exactly one at position 0 of the corpus (first window only).
+    """
+    if tokenizer is None:
+        raise GbdError("no tokenizer given: the model needs its tokenizer to tokenize the corpus")
+    if not text or not text.strip():
+        raise GbdError("the corpus to tokenize is empty")
+    return tokenizer(text, return_tensors="pt").input_ids[0].to(torch.long)
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Perplexity and what it was computed over.
+
+    ``ppl = exp(nll_sum / n_tokens)`` over the finite windows; ``nonfinite_windows`` counts the evaluated
+    windows whose NLL was NaN/inf (excluded from ``nll_sum`` and ``n_tokens``, never silently).
+    """
+
+    ppl: float
+    nll_sum: float
+    n_tokens: int
+    n_windows: int
+    windows_available: int
+    seq_len: int
+    nonfinite_windows: int
+    protocol: str
+
+
+def _resolve_seq_len(model: nn.Module, seq_len: int | None) -> int:
+    """``seq_len`` if given, else min(2048, model context)."""
+    if seq_len is None:
+        context = model_context(model)
+        seq_len = DEFAULT_SEQ_LEN if context is None else min(DEFAULT_SEQ_LEN, context)
+    if seq_len < 2:
+        raise GbdError(f"seq_len must be at least 2 (one prediction per window), got {seq_len}")
+    return seq_len
+
+
+def _windows(ids: torch.Tensor, seq_len: int, max_windows: int | None) -> tuple[torch.Tensor, int]:
+    """The first ``min(max_windows, len // seq_len)`` full windows as a (W, seq_len) tensor, and ``len // seq_len``."""
+    if ids.dim() != 1:
+        raise GbdError(f"token ids must be 1-D, got shape {tuple(ids.shape)}")
+    available = ids.numel() // seq_len
+    if available == 0:
+        raise GbdError(f"corpus of {ids.numel()} tokens is shorter than one window of {seq_len} tokens")
+    if max_windows is not None and max_windows < 1:
+        raise GbdError(f"max_windows must be at least 1, got {max_windows}")
+    n = available if max_windows is None else min(max_windows, available)
+    return ids[: n * seq_len].view(n, seq_len), available
+
+
+def _window_nll(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Per-window summed next-token NLL, float64: sum_{t>=1} -log softmax(logits_{t-1})[x_t]."""
+    logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+    nll = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+    return nll.double().sum(dim=1)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def perplexity(
+    model: nn.Module,
+    ids: torch.Tensor,
+    seq_len: int | None = None,
+    max_windows: int | None = None,
+    batch_size: int = 1,
+    progress: bool = True,
+) -> PerplexityResult:
+    """Token-weighted perplexity over non-overlapping windows (the SVD-LLM protocol, see module docstring).
+
+    ``seq_len`` defaults to min(2048, model context); ``max_windows`` evaluates only the first k windows.
+    A window with non-finite NLL is counted in ``nonfinite_windows`` and left out of the average;
+    if every window is non-finite the perplexity is NaN.
+    """
+    seq_len = _resolve_seq_len(model, seq_len)
+    windows, available = _windows(ids.to(torch.long), seq_len, max_windows)
+    device = _model_device(model)
+    nll_sum, n_finite, n_bad = 0.0, 0, 0
+    with torch.inference_mode():
+        for batch in tqdm(windows.split(batch_size), desc="perplexity", unit="batch", disable=not progress):
+            nll = _window_nll(model, batch.to(device)).cpu()
+            finite = torch.isfinite(nll)
+            nll_sum += float(nll[finite].sum())
+            n_finite += int(finite.sum())
+            n_bad += int((~finite).sum())
+    n_tokens = n_finite * (seq_len - 1)
+    n = windows.shape[0]
+    protocol = (
+        f"SVD-LLM: {n} of {available} non-overlapping windows of {seq_len} tokens"
+        f"{' (first windows only)' if n < available else ''}, last partial window dropped, "
+        f"token-weighted mean NLL over {seq_len - 1} next-token predictions per window"
+    )
+    return PerplexityResult(
+        ppl=math.exp(nll_sum / n_tokens) if n_tokens else float("nan"),
+        nll_sum=nll_sum,
+        n_tokens=n_tokens,
+        n_windows=n,
+        windows_available=available,
+        seq_len=seq_len,
+        nonfinite_windows=n_bad,
+        protocol=protocol,
+    )
+
+
+# --------------------------------------------------------------------------------------------- HellaSwag
+@dataclass(frozen=True)
+class HellaSwagResult:
+    """HellaSwag accuracies; ``predictions``/``predictions_norm`` are the chosen ending per item (doc order)."""
+
+    acc: float
+    acc_stderr: float
+    acc_norm: float
+    acc_norm_stderr: float
+    n: int
+    source: str
+    note: str
+    predictions: tuple[int, ...] = ()
+    predictions_norm: tuple[int, ...] = ()
+
+
+def _lm_eval_doc(item: HellaSwagItem) -> dict:
+    """The item in the hub dataset's schema: the whole context as ctx_a, ctx_b empty, label as a string."""
+    return {
+        "activity_label": item.activity_label,
+        "ctx_a": item.ctx,
+        "ctx_b": "",
+        "endings": list(item.endings),
+        "label": str(item.label),
+    }
+
+
+def _processed_docs(items: Sequence[HellaSwagItem]) -> list[dict]:
+    """lm-eval's own hellaswag process_docs applied to the items: dicts with query, choices, gold."""
+    import datasets
+    from lm_eval.tasks.hellaswag.utils import process_docs
+
+    with _quiet_lm_eval():
+        return list(process_docs(datasets.Dataset.from_list([_lm_eval_doc(it) for it in items])))
+
+
+def _mean_stderr(correct: np.ndarray) -> float:
+    """Standard error of a mean as lm-eval computes it: sample std (ddof=1) / sqrt(n); NaN for n < 2."""
+    n = correct.size
+    return float(correct.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+
+
+def _result_from_logliks(
+    lls: Sequence[Sequence[float]], docs: Sequence[dict], source: str, note: str
+) -> HellaSwagResult:
+    """acc = mean[argmax ll == gold], acc_norm = mean[argmax ll / len(choice chars) == gold], with stderrs."""
+    pred = [int(np.argmax(ll)) for ll in lls]
+    pred_norm = [int(np.argmax(np.asarray(ll) / [len(c) for c in d["choices"]])) for ll, d in zip(lls, docs)]
+    gold = np.array([d["gold"] for d in docs])
+    correct, correct_norm = (np.asarray(pred) == gold).astype(float), (np.asarray(pred_norm) == gold).astype(float)
+    return HellaSwagResult(
+        acc=float(correct.mean()),
+        acc_stderr=_mean_stderr(correct),
+        acc_norm=float(correct_norm.mean()),
+        acc_norm_stderr=_mean_stderr(correct_norm),
+        n=len(docs),
+        source=source,
+        note=note,
+        predictions=tuple(pred),
+        predictions_norm=tuple(pred_norm),
+    )
+
+
+def _task_yaml(data_file: Path, cache_dir: Path) -> str:
+    """A copy of lm-eval's hellaswag.yaml reading a local jsonl (its process_docs, prompts and metrics)."""
+    return f"""task: {LOCAL_TASK}
+dataset_path: json
+dataset_name: null
+dataset_kwargs:
+  data_files:
+    validation: {json.dumps(str(data_file))}
+  cache_dir: {json.dumps(str(cache_dir))}
+output_type: multiple_choice
+training_split: null
+validation_split: validation
+test_split: null
+process_docs: !function lm_eval.tasks.hellaswag.utils.process_docs
+doc_to_text: "{{{{query}}}}"
+doc_to_target: "{{{{label}}}}"
+doc_to_choice: "choices"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
+def _write_local_task(task_dir: Path, items: Sequence[HellaSwagItem]) -> None:
+    """Write the items as jsonl plus the task yaml into ``task_dir``."""
+    data_file = task_dir / "hellaswag_val.jsonl"
+    data_file.write_text("".join(json.dumps(_lm_eval_doc(it)) + "\n" for it in items), encoding="utf-8")
+    (task_dir / f"{LOCAL_TASK}.yaml").write_text(_task_yaml(data_file, task_dir / "hf_cache"), encoding="utf-8")
+
+
+@contextmanager
+def _quiet_lm_eval() -> Iterator[None]:
+    """Raise lm-eval's and datasets' log level to ERROR and hide datasets' progress bars for the duration
+    (lm-eval's own loglikelihood progress bar stays)."""
+    from datasets.utils import logging as ds_logging
+
+    loggers = [logging.getLogger(name) for name in ("lm_eval", "datasets")]
+    levels = [lg.level for lg in loggers]
+    bars = ds_logging.is_progress_bar_enabled()
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        if bars:
+            ds_logging.enable_progress_bar()
+
+
+def _run_lm_eval(model: nn.Module, tokenizer, task: str, task_manager, limit: int | None, batch_size: int) -> dict:
+    """simple_evaluate on the in-memory model; returns lm-eval's output dict (with samples)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    return simple_evaluate(model=lm, tasks=[task], limit=limit, task_manager=task_manager, log_samples=True)
+
+
+def _result_from_lm_eval(out: dict, task: str, source: str, note: str) -> HellaSwagResult:
+    """Read metrics and per-item choices (recomputed from the logged log-likelihoods) from lm-eval's output."""
+    metrics = out["results"][task]
+    samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
+    lls = [[float(resp[0]) for resp in s["filtered_resps"]] for s in samples]
+    return replace(
+        _result_from_logliks(lls, [s["doc"] for s in samples], source, note),
+        acc=float(metrics["acc,none"]),
+        acc_stderr=float(metrics["acc_stderr,none"]),
+        acc_norm=float(metrics["acc_norm,none"]),
+        acc_norm_stderr=float(metrics["acc_norm_stderr,none"]),
+    )
+
+
+def hellaswag_lm_eval(
+    model: nn.Module,
+    tokenizer,
+    items_path: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+) -> HellaSwagResult:
+    """HellaSwag acc/acc_norm through lm-evaluation-harness (HFLM on the in-memory model, zero-shot).
+
+    ``items_path`` None: the local six-line file (experiments.data default); a path: that file;
+    ``"hub"``: lm-eval's own ``hellaswag`` task (needs the hub dataset; offline this raises GbdError).
+    ``limit`` keeps the first items only.
+    """
+    from lm_eval.tasks import TaskManager
+
+    if tokenizer is None:
+        raise GbdError("HellaSwag needs the model's tokenizer; none was given")
+    with _quiet_lm_eval():
+        if items_path == "hub":
+            try:
+                out = _run_lm_eval(model, tokenizer, HUB_TASK, TaskManager(), limit, batch_size)
+            except Exception as exc:  # any failure to fetch/load the hub dataset
+                raise GbdError(
+                    f"lm-eval's own hellaswag task could not run (it needs the hub dataset Rowan/hellaswag; "
+                    f"offline it is unavailable, use the local file instead): {type(exc).__name__}: {exc}"
+                ) from exc
+            return _result_from_lm_eval(out, HUB_TASK, "lm-eval hellaswag (hub)", HUB_NOTE)
+        items = hellaswag_items(items_path, limit=limit)
+        with tempfile.TemporaryDirectory(prefix="gbd_hellaswag_") as tmp:
+            _write_local_task(Path(tmp), items)
+            manager = TaskManager(include_path=tmp, include_defaults=False)
+            out = _run_lm_eval(model, tokenizer, LOCAL_TASK, manager, None, batch_size)
+    return _result_from_lm_eval(out, LOCAL_TASK, f"lm-eval {LOCAL_TASK} (local file)", LOCAL_NOTE)
+
+
+def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-eval's split: trailing context spaces move to the continuation; whole = tok(context + continuation),
+    context tokens = tok(context), continuation tokens = whole[len(context tokens):] (tokenizer defaults)."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    whole = tokenizer.encode(context + continuation)
+    context_ids = tokenizer.encode(context)
+    return context_ids, whole[len(context_ids):]
+
+
+def _continuation_logliks(
+    model: nn.Module, pairs: Sequence[tuple[list[int], list[int]]], max_length: int, batch_size: int
+) -> list[float]:
+    """sum_k log p(cont_k | context, cont_<k) per pair; inputs left-truncated to ``max_length`` like lm-eval."""
+    device = _model_device(model)
+    out: list[float] = []
+    with torch.inference_mode():
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            seqs = [(ctx + cont)[-(max_length + 1):] for ctx, cont in chunk]
+            width = max(len(s) for s in seqs) - 1
+            inputs = torch.zeros(len(seqs), width, dtype=torch.long)  # right padding: causal, never attended
+            for row, seq in enumerate(seqs):
+                inputs[row, : len(seq) - 1] = torch.tensor(seq[:-1])
+            logits = model(input_ids=inputs.to(device), use_cache=False).logits
+            for row, (seq, (_, cont)) in enumerate(zip(seqs, chunk)):
+                end = len(seq) - 1  # logits at positions end-len(cont) .. end-1 predict the continuation
+                logprobs = F.log_softmax(logits[row, end - len(cont):end].float(), dim=-1)
+                picked = logprobs.gather(1, torch.tensor(cont, device=device)[:, None])
+                out.append(float(picked.double().sum()))
+    return out
+
+
+def hellaswag_direct(
+    model: nn.Module, tokenizer, items: Sequence[HellaSwagItem], batch_size: int = 8
+) -> HellaSwagResult:
+    """Independent HellaSwag scorer (cross-check of the lm-eval path on the same items): same preprocessing
+    (lm-eval's process_docs), continuation " " + ending, log-likelihoods computed here (module docstring)."""
+    if tokenizer is None:
+        raise GbdError("HellaSwag needs the model's tokenizer; none was given")
+    if not items:
+        raise GbdError("no HellaSwag items to score")
+    docs = _processed_docs(items)
+    pairs = [_encode_pair(tokenizer, d["query"], " " + c) for d in docs for c in d["choices"]]
+    flat = _continuation_logliks(model, pairs, model_context(model) or DEFAULT_SEQ_LEN, batch_size)
+    bounds = np.cumsum([0] + [len(d["choices"]) for d in docs])
+    lls = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return _result_from_logliks(lls, docs, "direct scorer (experiments.evaluation)", LOCAL_NOTE)
+
+
+def _count_different(x: Sequence[int], y: Sequence[int]) -> int:
+    return sum(p != q for p, q in zip(x, y))
+
+
+def prediction_disagreements(a: HellaSwagResult, b: HellaSwagResult) -> tuple[int, int]:
+    """Number of items where two results chose different endings: (by acc, by acc_norm)."""
+    if a.n != b.n or len(a.predictions) != len(b.predictions):
+        raise GbdError(f"cannot compare HellaSwag results over different items ({a.n} vs {b.n})")
+    return _count_different(a.predictions, b.predictions), _count_different(a.predictions_norm, b.predictions_norm)
+
+
+# --------------------------------------------------------------------------------------------- statistics
+def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Spearman rank correlation rho = Pearson correlation of the ranks, with its two-sided p-value."""
+    x_arr, y_arr = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x_arr.shape != y_arr.shape or x_arr.ndim != 1:
+        raise GbdError(f"spearman needs two equal-length 1-D sequences, got {x_arr.shape} and {y_arr.shape}")
+    if x_arr.size < 3:
+        raise GbdError(f"spearman needs at least 3 points, got {x_arr.size}")
+    if np.ptp(x_arr) == 0 or np.ptp(y_arr) == 0:
+        raise GbdError("spearman is undefined for a constant input")
+    res = stats.spearmanr(x_arr, y_arr)
+    return float(res.statistic), float(res.pvalue)

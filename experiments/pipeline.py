@@ -1,0 +1,213 @@
+"""Surgery and evaluation runs on a real model: calibrate once, then compress, install, evaluate each config.
+
+A *budget* fixes the calibration size, the evaluation subset and the BCA stopping rule of a mode
+(quick | standard | full). Every configuration's result is cached as JSON (atomically) under a key made
+of the model's weights, the budget, the configuration and the seed, so an interrupted run resumes
+where it stopped and a re-run of the report re-uses finished rows. lambda is given in units of
+c = max_i (||W_i||_2^2 + ||W_{i+1}||_2^2), as in the phase diagram.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from experiments.adapters import adapter_for
+from experiments.cache import read_json, write_json
+from experiments.calibration import cache_key, calibration_batch, model_fingerprint, second_moments
+from experiments.compress import compress, errors
+from experiments.data import calibration_text, hellaswag_items, hellaswag_source, wikitext2_test
+from experiments.evaluation import (hellaswag_direct, hellaswag_lm_eval, perplexity, prediction_disagreements,
+                                    tokenize_corpus)
+from experiments.loading import LoadedModel
+from experiments.surgery import install
+from theory.corners import sandwich
+from theory.energy import frobenius_fraction
+from theory.stack import Stack
+from theory.theorems import coupling_norms
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of everything a mode spends."""
+
+    calib_n: int
+    calib_T: int
+    ppl_windows: int | None          # None: every window of the test set
+    hellaswag_items: int | None      # None: all 10,042
+    max_sweeps: int
+    tol: float
+    sweep_lambdas: tuple[float, ...]  # interior lambda / c values of the sweep
+    extended: bool                    # also tied bundle, reference Basis Sharing, anchored corner
+
+
+BUDGETS: dict[str, Budget] = {
+    "quick": Budget(8, 512, 2, 40, 25, 1e-6, (1.0,), False),
+    "standard": Budget(32, 1024, 6, 200, 60, 1e-7, (0.1, 1.0, 10.0), True),
+    "full": Budget(256, 2048, None, None, 500, 1e-10, (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0), True),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One compressed model: a method of experiments.compress and its options; ``table`` groups the rows."""
+
+    label: str
+    method: str | None               # None: the uncompressed model
+    table: str
+    lam_over_c: float = 0.0
+    tied: bool = False
+    convention: str = "original"
+    installation: str = "projection"
+
+
+def configs(budget: Budget) -> list[Config]:
+    """The configurations of the paper's tables that this budget runs."""
+    rows = [Config("original", None, "main"), Config("SVD-LLM V1", "v1", "main"),
+            Config("SVD-LLM V2", "v2", "main"), Config("pure bundle (GBD)", "gbd", "main"),
+            Config("Basis-Sharing-core", "bs-core", "main")]
+    if budget.extended:
+        rows += [Config("tied bundle (GBD-tied)", "gbd-tied", "main"),
+                 Config("Basis Sharing (reference, pairs)", "basis-sharing", "main"),
+                 Config("anchored corner (lambda=inf)", "anchored", "main", lam_over_c=np.inf)]
+    rows += [Config(f"bundle lambda/c={lam:g}", "bundle", "sweep", lam_over_c=lam) for lam in budget.sweep_lambdas]
+    mid = budget.sweep_lambdas[len(budget.sweep_lambdas) // 2]
+    rows += [Config(f"bundle lambda/c={mid:g}, V1-output anchors", "bundle", "convention", lam_over_c=mid,
+                    convention="v1-output"),
+             Config("pure bundle (GBD), orthogonal sandwich", "gbd", "surgery", installation="sandwich")]
+    return rows
+
+
+@dataclass
+class Context:
+    """What every configuration shares: the model, its targets, their weights and second moments, the data."""
+
+    loaded: LoadedModel
+    kind: str
+    names: list[str]
+    weights: list[np.ndarray]
+    biases: list[np.ndarray | None]
+    sigmas: list[np.ndarray]
+    test_ids: torch.Tensor
+    fingerprint: str
+    sources: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def c(self) -> float:
+        """The lambda unit max_i (||W_i||_2^2 + ||W_{i+1}||_2^2)."""
+        return max(coupling_norms(Stack.of(self.weights)))
+
+
+def prepare(loaded: LoadedModel, budget: Budget, seed: int, cache_dir: Path, kind: str = "attn_out",
+            progress: bool = True) -> Context:
+    """Read the targets, calibrate (cached), tokenize the test text."""
+    model, tok = loaded.model, loaded.tokenizer
+    adapter = adapter_for(model)
+    names = adapter.target_names(model, kind)
+    modules = [model.get_submodule(n) for n in names]
+    fingerprint = model_fingerprint(model).hex()
+    calib = calibration_text()
+    batch = calibration_batch(tok, calib.text, budget.calib_n, budget.calib_T, seed)
+    sigma = second_moments(model, names, batch, progress=progress,
+                           cache=cache_dir / f"calibration-{cache_key(fingerprint, kind, str(seed))[:16]}-"
+                                             f"{budget.calib_n}x{budget.calib_T}.pt")
+    test = wikitext2_test()
+    hs_path, hs_sha = hellaswag_source()
+    sources = {"calibration": {"name": calib.name, "path": calib.path, "sha256": calib.sha256,
+                               "sequences": budget.calib_n, "tokens_each": budget.calib_T, "seed": seed},
+               "wikitext2_test": {"name": test.name, "path": test.path, "sha256": test.sha256},
+               "hellaswag": {"path": str(hs_path), "sha256": hs_sha}}
+    return Context(loaded, kind, names, [adapter.weight(m) for m in modules], [adapter.bias(m) for m in modules],
+                   [sigma[n] for n in names], tokenize_corpus(tok, test.text), fingerprint, sources)
+
+
+def evaluate(ctx: Context, budget: Budget, progress: bool = True) -> dict[str, Any]:
+    """Perplexity (SVD-LLM protocol) and HellaSwag (lm-eval) of the model as it is now."""
+    model, tok = ctx.loaded.model, ctx.loaded.tokenizer
+    ppl = perplexity(model, ctx.test_ids, max_windows=budget.ppl_windows, progress=progress)
+    hs = hellaswag_lm_eval(model, tok, limit=budget.hellaswag_items)
+    return {"ppl": ppl.ppl, "ppl_protocol": ppl.protocol, "nonfinite_windows": ppl.nonfinite_windows,
+            "ppl_tokens": ppl.n_tokens, "hellaswag_acc": hs.acc, "hellaswag_acc_norm": hs.acc_norm,
+            "hellaswag_acc_stderr": hs.acc_stderr, "hellaswag_n": hs.n, "hellaswag_source": hs.source,
+            "hellaswag_note": hs.note}
+
+
+def hellaswag_cross_check(ctx: Context, budget: Budget) -> dict[str, Any]:
+    """lm-eval vs the independent direct scorer on the same items of the uncompressed model."""
+    model, tok = ctx.loaded.model, ctx.loaded.tokenizer
+    harness = hellaswag_lm_eval(model, tok, limit=budget.hellaswag_items)
+    direct = hellaswag_direct(model, tok, hellaswag_items(limit=budget.hellaswag_items))
+    acc_diff, norm_diff = prediction_disagreements(harness, direct)
+    return {"n": harness.n, "lm_eval_acc": harness.acc, "direct_acc": direct.acc, "lm_eval_acc_norm":
+            harness.acc_norm, "direct_acc_norm": direct.acc_norm, "disagreements_acc": acc_diff,
+            "disagreements_acc_norm": norm_diff}
+
+
+def _compress(ctx: Context, config: Config, d: int, budget: Budget):
+    return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d, lam=config.lam_over_c * ctx.c,
+                    tied=config.tied, convention=config.convention, installation=config.installation,
+                    tol=budget.tol, max_sweeps=budget.max_sweeps)
+
+
+def run_config(ctx: Context, config: Config, d: int, budget: Budget, cache_dir: Path,
+               progress: bool = True) -> dict[str, Any]:
+    """Compress, install, evaluate and restore one configuration (cached by model, budget, config, d)."""
+    key = cache_key(ctx.fingerprint, ctx.kind, repr(budget), repr(config), str(d),
+                    ctx.sources["calibration"]["sha256"] or "", str(ctx.sources["calibration"]["seed"]))
+    path = cache_dir / "runs" / f"{key[:24]}.json"
+    cached = read_json(path)
+    if cached is not None:
+        return cached
+    start = time.time()
+    row: dict[str, Any] = {"label": config.label, **asdict(config), "d": d}
+    if config.method is None:
+        row.update(evaluate(ctx, budget, progress))
+    else:
+        row.update(_run_compressed(ctx, config, d, budget, progress))
+    row["seconds"] = time.time() - start
+    write_json(path, row)
+    return row
+
+
+def _run_compressed(ctx: Context, config: Config, d: int, budget: Budget, progress: bool) -> dict[str, Any]:
+    model = ctx.loaded.model
+    compression = _compress(ctx, config, d, budget)
+    err = errors(ctx.weights, ctx.sigmas, compression)
+    originals = {n: model.get_submodule(n) for n in ctx.names}
+    try:
+        install(model, ctx.names, compression)
+        params = sum(p.numel() for n in ctx.names for p in model.get_submodule(n).parameters())
+        measured = evaluate(ctx, budget, progress)
+    finally:
+        adapter = adapter_for(model)
+        for n, module in originals.items():
+            adapter.replace(model, n, module)
+    two_sided = (None if compression.sections is None else
+                 frobenius_fraction(ctx.weights, sandwich(Stack.of(ctx.weights), compression.sections)))
+    return {**measured, "frobenius_fraction": err["frobenius_fraction"],
+            "activation_fraction": err["activation_fraction"], "two_sided_fraction": two_sided,
+            "params_kept": params, "params_original": sum(w.size + (0 if b is None else b.size)
+                                                          for w, b in zip(ctx.weights, ctx.biases)),
+            "ranks": compression.ranks, "notes": compression.notes, "bca_sweeps": compression.bca_sweeps}
+
+
+def run_surgery(ctx: Context, budget: Budget, d: int, cache_dir: Path, only: Sequence[str] | None = None,
+                progress: bool = True) -> list[dict[str, Any]]:
+    """Every configuration of the budget (or those whose label is in ``only``), in order."""
+    chosen = [c for c in configs(budget) if only is None or c.label in only]
+    rows = []
+    for i, config in enumerate(chosen, start=1):
+        if progress:
+            print(f"[surgery {i}/{len(chosen)}] {config.label}", flush=True)
+        rows.append(run_config(ctx, config, d, budget, cache_dir, progress))
+    return rows
+
+
+def rank_for(ctx: Context, ratio: float) -> int:
+    """d = round(ratio * D) for the square targets (D the hidden size); the paper uses ratio = 0.25."""
+    n = min(min(w.shape) for w in ctx.weights)
+    return max(1, int(round(ratio * n)))
