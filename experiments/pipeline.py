@@ -20,6 +20,7 @@ from experiments.adapters import adapter_for
 from experiments.cache import read_json, write_json
 from experiments.calibration import cache_key, calibration_batch, model_fingerprint, second_moments
 from experiments.compress import compress, errors
+from experiments.errors import GbdError
 from experiments.data import calibration_text, hellaswag_items, hellaswag_source, wikitext2_test
 from experiments.evaluation import (hellaswag_direct, hellaswag_lm_eval, perplexity, prediction_disagreements,
                                     tokenize_corpus)
@@ -102,13 +103,20 @@ class Context:
         return max(coupling_norms(Stack.of(self.weights)))
 
 
+def read_targets(model: torch.nn.Module, kind: str = "attn_out") -> tuple[list[str], list[np.ndarray],
+                                                                           list[np.ndarray | None]]:
+    """The ``kind`` targets of every block (depth order): names, weights (n_out x n_in, float64), biases."""
+    adapter = adapter_for(model)
+    names = adapter.target_names(model, kind)
+    modules = [model.get_submodule(n) for n in names]
+    return names, [adapter.weight(m) for m in modules], [adapter.bias(m) for m in modules]
+
+
 def prepare(loaded: LoadedModel, budget: Budget, seed: int, cache_dir: Path, kind: str = "attn_out",
             progress: bool = True) -> Context:
     """Read the targets, calibrate (cached), tokenize the test text."""
     model, tok = loaded.model, loaded.tokenizer
-    adapter = adapter_for(model)
-    names = adapter.target_names(model, kind)
-    modules = [model.get_submodule(n) for n in names]
+    names, weights, biases = read_targets(model, kind)
     fingerprint = model_fingerprint(model).hex()
     calib = calibration_text()
     batch = calibration_batch(tok, calib.text, budget.calib_n, budget.calib_T, seed)
@@ -121,8 +129,8 @@ def prepare(loaded: LoadedModel, budget: Budget, seed: int, cache_dir: Path, kin
                                "sequences": budget.calib_n, "tokens_each": budget.calib_T, "seed": seed},
                "wikitext2_test": {"name": test.name, "path": test.path, "sha256": test.sha256},
                "hellaswag": {"path": str(hs_path), "sha256": hs_sha}}
-    return Context(loaded, kind, names, [adapter.weight(m) for m in modules], [adapter.bias(m) for m in modules],
-                   [sigma[n] for n in names], tokenize_corpus(tok, test.text), fingerprint, sources)
+    return Context(loaded, kind, names, weights, biases, [sigma[n] for n in names], tokenize_corpus(tok, test.text),
+                   fingerprint, sources)
 
 
 def evaluate(ctx: Context, budget: Budget, progress: bool = True) -> dict[str, Any]:
@@ -207,7 +215,9 @@ def run_surgery(ctx: Context, budget: Budget, d: int, cache_dir: Path, only: Seq
     return rows
 
 
-def rank_for(ctx: Context, ratio: float) -> int:
-    """d = round(ratio * D) for the square targets (D the hidden size); the paper uses ratio = 0.25."""
-    n = min(min(w.shape) for w in ctx.weights)
+def rank_for(weights: Sequence[np.ndarray], ratio: float) -> int:
+    """d = round(ratio * D), D the smallest side of the targets (the hidden size for W_O); the paper's ratio is 0.25."""
+    if not 0 < ratio <= 1:
+        raise GbdError(f"rank ratio d/D must lie in (0, 1], got {ratio}")
+    n = min(min(w.shape) for w in weights)
     return max(1, int(round(ratio * n)))

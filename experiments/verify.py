@@ -5,6 +5,7 @@ rates and worst cases on a fixed, seeded sample so that the report can print num
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -20,8 +21,21 @@ SAMPLES_PER_FAMILY = {"quick": 4, "standard": 12, "full": 50}
 COR3_TS = tuple(2.0 ** -k for k in range(0, 10))
 
 
-def sample_stacks(families: tuple[str, ...], per_family: int, seed: int) -> Iterator[tuple[str, Stack, int]]:
-    """(family, stack, d) with n in 3..8, L in 1..4, d in 1..n-1, all from one seeded generator.
+@dataclass(frozen=True)
+class Sample:
+    """One seeded stack: ``make_stack(family, stack.dims, seed)`` rebuilds it."""
+
+    family: str
+    stack: Stack
+    d: int
+    seed: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"family": self.family, "dims": [int(n) for n in self.stack.dims], "d": self.d, "seed": self.seed}
+
+
+def sample_stacks(families: tuple[str, ...], per_family: int, seed: int) -> Iterator[Sample]:
+    """Stacks with n in 3..8, L in 1..4, d in 1..n-1, all from one seeded generator.
 
     The block family takes d = n // 2, the size of its dominant blocks (the SPEC.md section 5 doubt).
     """
@@ -29,9 +43,10 @@ def sample_stacks(families: tuple[str, ...], per_family: int, seed: int) -> Iter
     for family in families:
         for _ in range(per_family):
             L, n = int(rng.integers(1, 5)), int(rng.integers(3, 9))
-            dims = list(rng.integers(3, 9, size=L + 1)) if family == "rectangular" else [n] * (L + 1)
+            dims = [int(x) for x in rng.integers(3, 9, size=L + 1)] if family == "rectangular" else [n] * (L + 1)
             d = n // 2 if family == "block" else int(rng.integers(1, min(dims)))
-            yield family, make_stack(family, dims, int(rng.integers(2**32))), d
+            stack_seed = int(rng.integers(2**32))
+            yield Sample(family, make_stack(family, dims, stack_seed), d, stack_seed)
 
 
 def _drop(history: list[float]) -> float:
@@ -43,7 +58,8 @@ def _drop(history: list[float]) -> float:
 def audit_bca(per_family: int, seed: int) -> dict[str, Any]:
     """Monotonicity of BCA (untied, tied) and its gap to trust regions + random restarts."""
     drops, gaps, rows = [], [], []
-    for family, stack, d in tqdm(list(sample_stacks(FAMILIES, per_family, seed)), desc="BCA", leave=False):
+    for sample in tqdm(list(sample_stacks(FAMILIES, per_family, seed)), desc="BCA", leave=False):
+        stack, d = sample.stack, sample.d
         drops.append(_drop(bca_untied(stack, d).history))
         ties = [False, True] if stack.square else [False]
         if stack.square:
@@ -51,7 +67,7 @@ def audit_bca(per_family: int, seed: int) -> dict[str, Any]:
         for tied in ties:
             comparison = compare_solvers(stack, d, tied=tied, restarts=3, seed=seed)
             gaps.append(comparison.relative_gap)
-            rows.append({"family": family, "tied": tied, "gap": comparison.relative_gap})
+            rows.append({**sample.describe(), "tied": tied, "gap": comparison.relative_gap})
     gaps_arr = np.asarray(gaps)
     return {"runs": len(drops), "max_drop": max(drops), "comparisons": len(gaps),
             "reached_best": int(np.sum(gaps_arr <= 1e-8)), "worst_gap": float(gaps_arr.max()),
@@ -61,13 +77,13 @@ def audit_bca(per_family: int, seed: int) -> dict[str, Any]:
 def audit_theorem1(per_family: int, seed: int) -> dict[str, Any]:
     """Bounds and slopes of Theorem 1 over the sample; the first random stack's curve for the plot."""
     slopes, holds, curve = [], [], None
-    for family, stack, d in tqdm(list(sample_stacks(FAMILIES, per_family, seed)), desc="Theorem 1", leave=False):
-        r = check_theorem1(stack, d)
+    for sample in tqdm(list(sample_stacks(FAMILIES, per_family, seed)), desc="Theorem 1", leave=False):
+        r = check_theorem1(sample.stack, sample.d)
         holds.append(r.bound_holds)
         if not np.isnan(r.slope):
             slopes.append(r.slope)
-        if curve is None and family == "random":
-            curve = {"dims": list(stack.dims), "d": d, "lambdas": r.lambdas, "distance": r.distance,
+        if curve is None and sample.family == "random":
+            curve = {**sample.describe(), "lambdas": r.lambdas, "distance": r.distance,
                      "bound_posterior": r.bound_posterior, "bound_prior": r.bound_prior,
                      "slope": r.slope, "fit_from": r.fit_from}
     return {"stacks": len(holds), "bound_holds": int(sum(holds)), "slopes": slopes,
@@ -83,10 +99,9 @@ def _certificate(cert: ExactCertificate) -> dict[str, Any]:
 def audit_theorem2(per_family: int, seed: int) -> dict[str, Any]:
     """Theorem 2 as stated vs the condition that really holds, per family, and the exact counterexamples."""
     by_family: dict[str, dict[str, int]] = {}
-    for family, stack, d in tqdm(list(sample_stacks(SQUARE_FAMILIES, per_family, seed)), desc="Theorem 2",
-                                 leave=False):
-        r = check_theorem2(stack, d)
-        row = by_family.setdefault(family, {"stacks": 0, "hypothesis": 0, "strict": 0, "counterexamples": 0,
+    for sample in tqdm(list(sample_stacks(SQUARE_FAMILIES, per_family, seed)), desc="Theorem 2", leave=False):
+        r = check_theorem2(sample.stack, sample.d)
+        row = by_family.setdefault(sample.family, {"stacks": 0, "hypothesis": 0, "strict": 0, "counterexamples": 0,
                                             "real_condition_agrees": 0})
         row["stacks"] += 1
         row["hypothesis"] += r.hypothesis_holds
@@ -100,15 +115,14 @@ def audit_theorem2(per_family: int, seed: int) -> dict[str, Any]:
 def audit_corollary3(per_family: int, seed: int) -> dict[str, Any]:
     """Relative error of the second-order expansion along the geodesic U* -> U_BS, per stack."""
     rows = []
-    for family, stack, d in tqdm(list(sample_stacks(SQUARE_FAMILIES, per_family, seed)), desc="Corollary 3",
-                                 leave=False):
-        r = check_corollary3(stack, d, ts=COR3_TS)
-        scale = stack.total_energy()
+    for sample in tqdm(list(sample_stacks(SQUARE_FAMILIES, per_family, seed)), desc="Corollary 3", leave=False):
+        r = check_corollary3(sample.stack, sample.d, ts=COR3_TS)
+        scale = sample.stack.total_energy()
         if max(r.angles) < 1e-3 or abs(r.direct[-1]) < 1e-9 * scale or r.grad_at_star > 1e-9 * scale:
             continue    # U* = U_BS (nothing to expand), flat direction, or U* not a tight critical point
         errs = r.relative_errors
         order = float(np.polyfit(np.log(COR3_TS[-4:]), np.log(np.maximum(errs[-4:], 1e-300)), 1)[0])
-        rows.append({"family": family, "max_angle": float(max(r.angles)), "rel_err_t1": errs[0],
+        rows.append({**sample.describe(), "max_angle": float(max(r.angles)), "rel_err_t1": errs[0],
                      "rel_err_min_t": errs[-1], "order": order, "errors": errs})
     return {"ts": list(COR3_TS), "rows": rows}
 

@@ -4,21 +4,11 @@ from __future__ import annotations
 import huggingface_hub.constants
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, OPTConfig, OPTForCausalLM
 
 from experiments.adapters import adapter_for
-from experiments.data import data_dir
 from experiments.errors import GbdError
 from experiments.loading import load_model
-
-
-def save_tiny(model: torch.nn.Module, path, with_tokenizer: bool) -> str:
-    """Save a tiny model (and the GPT-NeoX-20B tokenizer from the shared data) as a local model directory."""
-    model.save_pretrained(path)
-    if with_tokenizer:
-        tokenizer_file = data_dir() / "gpt-neox-20b-tokenizer" / "20B_tokenizer.json"
-        PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token="<|endoftext|>").save_pretrained(path)
-    return str(path)
 
 
 @pytest.mark.parametrize("spec", ["/nonexistent/model.gguf", "/nonexistent/dir", "./missing"])
@@ -38,7 +28,7 @@ def test_directory_without_config_is_a_gbd_error(tmp_path):
         load_model(str(tmp_path))
 
 
-def test_unknown_architecture_is_a_gbd_error(tmp_path):
+def test_unknown_architecture_is_a_gbd_error(tmp_path, save_tiny):
     opt = OPTForCausalLM(OPTConfig(hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
                                    vocab_size=64, max_position_embeddings=32, word_embed_proj_dim=16))
     with pytest.raises(GbdError, match="unknown architecture 'opt'"):
@@ -51,7 +41,7 @@ def test_hub_id_while_offline_is_a_gbd_error(monkeypatch):
         load_model("EleutherAI/pythia-70m")
 
 
-def test_local_directory_loads(tmp_path):
+def test_local_directory_loads(tmp_path, save_tiny):
     torch.manual_seed(0)
     neox = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                             intermediate_size=64, vocab_size=50304, max_position_embeddings=64))

@@ -20,8 +20,8 @@ from typing import Literal, Sequence
 import numpy as np
 
 from theory.anchors import anchors as make_anchors
-from theory.energy import bundle_energy, tied_energy, tied_operator
-from theory.grassmann import Array, check_section, projection, top_eigenspace, top_left_singular, top_range
+from theory.energy import bundle_energy, tied_energy, tied_factor
+from theory.grassmann import Array, check_section, projection, top_left_singular, top_range
 from theory.stack import Stack
 
 
@@ -116,7 +116,8 @@ def tied_objective(stack: Stack, U: Array, lam: float = 0.0, anchor: Array | Non
 
 def tied_riemannian_grad_norm(stack: Stack, U: Array, lam: float = 0.0, anchor: Array | None = None) -> float:
     """||(I - U U^T) (M(P) + lambda A A^T) U||_F (half the Riemannian gradient of the tied objective)."""
-    G = tied_operator(stack, U @ U.T) @ U
+    G = tied_factor(stack, U)
+    G = G @ (G.T @ U)
     if lam:
         G = G + lam * anchor @ (anchor.T @ U)
     return float(np.linalg.norm(projection(U, G)))
@@ -143,13 +144,13 @@ def bca_tied(stack: Stack, d: int, lam: float = 0.0, anchor: Array | None = None
     history = [tied_objective(stack, U, lam, anchor)]
     converged, sweeps, shifted = False, 0, 0
     while sweeps < max_sweeps and not converged:
-        M = tied_operator(stack, U @ U.T)
+        F = tied_factor(stack, U)                   # M(P) + lambda A A^T = F F^T
         if lam:
-            M = M + lam * anchor @ anchor.T
-        candidate = top_eigenspace(M, d)
+            F = np.hstack([F, np.sqrt(lam) * anchor])
+        candidate = top_range(F, d)
         value = tied_objective(stack, candidate, lam, anchor)
         if shift == "auto" and value < history[-1]:
-            candidate = top_eigenspace(M + 2.0 * c_safe * (U @ U.T), d)
+            candidate = top_range(np.hstack([F, np.sqrt(2.0 * c_safe) * U]), d)   # + 2 c P
             value = tied_objective(stack, candidate, lam, anchor)
             shifted += 1
         U = candidate

@@ -50,6 +50,11 @@ def tied_energy(stack: Stack, U: Array) -> float:
     return float(sum(np.sum((U.T @ W @ U) ** 2) for W in stack.weights))
 
 
+def tied_factor(stack: Stack, U: Array) -> Array:
+    """G(U) = [W_1 U, ..., W_L U, W_1^T U, ..., W_L^T U], so that M(U U^T) = G G^T (n x 2 L d)."""
+    return np.hstack([W @ U for W in stack.weights] + [W.T @ U for W in stack.weights])
+
+
 def tied_operator(stack: Stack, P: Array) -> Array:
     """M(P) = sum_l (W_l P W_l^T + W_l^T P W_l); grad_U T = 2 M(U U^T) U."""
     return sum(W @ P @ W.T + W.T @ P @ W for W in stack.weights)

@@ -1,0 +1,163 @@
+"""``gbd-audit`` (also ``python -m experiments``): the command line of the audit.
+
+    gbd-audit [report] [--model M] [--mode quick|standard|full]   theory + phase + surgery -> reports/<model>-<mode>/
+    gbd-audit verify   [--mode ...]                               the theorem audits on seeded stacks
+    gbd-audit phase    [--model M]                                Frobenius phase diagram on real weights
+    gbd-audit surgery  [--model M] [--only LABEL ...]             calibrate, compress, install, evaluate
+    gbd-audit bench    [--quick]                                  timings and ratios beside lm-eval
+
+Models come from --model or $GBD_MODEL (default: the offline SmolLM2-135M-Instruct GGUF); data from
+$GBD_DATA_DIR (default ../shared/data). Failures the user can fix print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from experiments.errors import GbdError
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CACHE = Path(os.environ.get("GBD_CACHE_DIR", REPO / ".cache" / "gbd"))
+
+
+def _common(p: argparse.ArgumentParser, model: bool = True, mode_default: str = "standard") -> None:
+    p.add_argument("--mode", choices=("quick", "standard", "full"), default=mode_default,
+                   help=f"sample sizes: quick (minutes), standard, full (paper-size; GPU advised) "
+                        f"[default: {mode_default}]")
+    p.add_argument("--seed", type=int, default=3, help="seed of calibration windows and theory stacks [3]")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if model:
+        p.add_argument("--model", default=None,
+                       help="'smollm2' (offline default), a .gguf file, a local model directory or a hub id such "
+                            "as EleutherAI/pythia-70m [$GBD_MODEL or smollm2]")
+        p.add_argument("--kind", default="attn_out",
+                       help="which layers: attn_out (W_O, the paper's), mlp_out, mlp_in, qkv / q / k / v [attn_out]")
+        p.add_argument("--ratio", type=float, default=0.25, help="rank ratio d / D [0.25, the paper's]")
+        p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
+                       help=f"calibration and per-configuration cache [$GBD_CACHE_DIR or {DEFAULT_CACHE}]")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="gbd-audit", description=__doc__.split("\n\n")[0],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  epilog=__doc__.split("\n\n", 1)[1])
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("report", help="the full reproduction report (the main job)")
+    _common(p)
+    p.add_argument("--out", type=Path, default=None, help="output folder [reports/<model>-<mode>]")
+    p.set_defaults(run=cmd_report)
+    p = sub.add_parser("verify", help="the theorem audits (BCA, Theorem 1, Theorem 2, Corollary 3)")
+    _common(p, model=False)
+    p.set_defaults(run=cmd_verify)
+    p = sub.add_parser("phase", help="Frobenius phase diagram over lambda x tying on a model's weights")
+    _common(p)
+    p.set_defaults(run=cmd_phase)
+    p = sub.add_parser("surgery", help="calibrate, compress, install and evaluate the configurations")
+    _common(p)
+    p.add_argument("--only", nargs="+", metavar="LABEL", default=None,
+                   help="run only these configuration labels (e.g. 'original' 'SVD-LLM V1')")
+    p.set_defaults(run=cmd_surgery)
+    p = sub.add_parser("bench", help="one BCA sweep at Pythia-1.4B size; calibration and evaluation throughput "
+                                     "beside lm-evaluation-harness")
+    p.add_argument("--quick", action="store_true", help="smaller sizes (seconds) instead of Pythia-1.4B size")
+    p.add_argument("--model", default=None, help="model for the throughput part [$GBD_MODEL or smollm2]")
+    p.set_defaults(run=cmd_bench)
+    return top
+
+
+def default_out(model_name: str, mode: str) -> Path:
+    """reports/<model name, lower case, [a-z0-9.-] only>-<mode>."""
+    slug = re.sub(r"[^a-z0-9.]+", "-", model_name.lower()).strip("-")
+    return REPO / "reports" / f"{slug}-{mode}"
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from experiments.loading import DEFAULT_MODEL
+    from experiments.reproduce import reproduce
+
+    command = "gbd-audit " + " ".join(shlex.quote(a) for a in args.argv)
+    model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
+    out = args.out or default_out(Path(model).stem if model.endswith(".gguf") else model.split("/")[-1], args.mode)
+    results, path = reproduce(model, args.mode, args.seed, args.ratio, args.kind, out, args.cache_dir, command,
+                              progress=not args.quiet)
+    verdicts = results["verdicts"]
+    width = max(len(k) for k in verdicts)
+    for claim_id, v in verdicts.items():
+        print(f"{claim_id:<{width}}  {v['verdict']:<15}  {v['measured']}")
+    print(f"report written to {path}")
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from experiments.claims import claim
+    from experiments.verdicts import JUDGES
+    from experiments.verify import audit_theory
+
+    results = {"theory": audit_theory(args.mode, args.seed)}
+    for claim_id in ("thm1-rate", "thm2", "cor3"):
+        j = JUDGES[claim_id](claim(claim_id), results)
+        print(f"{claim_id}: {j.verdict.value}\n  measured: {j.measured}\n  why: {j.why}")
+    bca = results["theory"]["bca"]
+    print(f"BCA: largest energy drop {bca['max_drop']:.2e} over {bca['runs']} runs; reached the best solver's "
+          f"energy in {bca['reached_best']}/{bca['comparisons']} cases (worst gap {bca['worst_gap']:.2e})")
+
+
+def cmd_phase(args: argparse.Namespace) -> None:
+    from experiments.loading import load_model
+    from experiments.report import PHASE_HEADER, phase_rows, table
+    from experiments.reproduce import phase_part
+
+    loaded = load_model(args.model)
+    phase = phase_part(loaded, args.kind, args.ratio, args.mode, progress=not args.quiet)
+    print(f"{loaded.name} ({loaded.source}): {phase['L']} layers {args.kind}, d = {phase['d']}; per-layer "
+          f"Eckart-Young floor {phase['eckart_young_fraction']:.4f}")
+    print(table(PHASE_HEADER, phase_rows(phase)))
+
+
+def cmd_surgery(args: argparse.Namespace) -> None:
+    from experiments.loading import load_model
+    from experiments.report import SURGERY_HEADER, surgery_rows, table
+    from experiments.reproduce import surgery_part
+
+    loaded = load_model(args.model)
+    part = surgery_part(loaded, args.kind, args.ratio, args.mode, args.seed, args.cache_dir, args.only,
+                        progress=not args.quiet)
+    rows = part["rows"]
+    original = next((r for r in rows if r["method"] is None), None)
+    if original is None:
+        print("(ratios to the original need the 'original' row too)")
+        original = {"ppl": float("nan")}
+    print(f"{loaded.name}: {args.kind}, d = {part['d']} of {part['D']}; {rows[0]['ppl_protocol']}")
+    print(table(SURGERY_HEADER, surgery_rows(rows, original)))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from experiments.bench import run_bench
+
+    run_bench(quick=args.quick, model=args.model)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["report", *argv]     # no command: the report (no arguments at all: offline, default options)
+    args = parser().parse_args(argv)
+    args.argv = argv
+    run: Callable[[argparse.Namespace], None] = args.run
+    try:
+        run(args)
+    except GbdError as e:
+        print(f"gbd-audit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gbd-audit: interrupted; finished parts are cached, the same command resumes", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The parts of the reproduction, each returning plain data (JSON-ready) for the report.
+
+- ``theory_part``: the theorem audits of ``experiments.verify`` on seeded stacks (no model needed).
+- ``phase_part``: the Frobenius phase diagram over lambda x tying on the model's real target weights.
+- ``surgery_part``: calibration, then every configuration of the mode compressed, installed and evaluated.
+- ``reproduce``: all three, the verdicts, and the Markdown report with its figures.
+
+Modes (``MODES``) set the sample sizes: quick (minutes on a laptop CPU), standard, full (the paper's
+calibration of 256 x 2048 and the whole test set).
+"""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+from experiments.data import sha256
+from experiments.loading import LoadedModel, load_model
+from experiments.phase import LAMBDA_GRID, phase_diagram
+from experiments.pipeline import BUDGETS, hellaswag_cross_check, prepare, rank_for, read_targets, run_surgery
+from experiments.verify import audit_theory
+from theory.anchors import CONVENTIONS
+
+MODES: tuple[str, ...] = ("quick", "standard", "full")
+DEFAULT_SEED = 3          # SVD-LLM's calibration seed
+DEFAULT_RATIO = 0.25      # the paper's d / D
+PACKAGES = ("numpy", "scipy", "sympy", "torch", "transformers", "lm_eval", "datasets", "pymanopt", "hypothesis",
+            "gguf")
+
+
+def versions() -> dict[str, str]:
+    """Python, platform and the versions of the packages the numbers depend on."""
+    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def model_info(loaded: LoadedModel) -> dict[str, Any]:
+    """Name, source, architecture, vocabulary size and (for a single-file model) the file's sha256."""
+    config = loaded.model.config
+    info = {"name": loaded.name, "source": loaded.source, "model_type": config.model_type,
+            "vocab_size": int(config.vocab_size), "hidden_size": int(config.hidden_size),
+            "layers": int(config.num_hidden_layers)}
+    if loaded.source.startswith("GGUF file "):
+        path = loaded.source.removeprefix("GGUF file ").split(" (")[0]
+        info["file_sha256"] = sha256(path)
+    return info
+
+
+def theory_part(mode: str, seed: int) -> dict[str, Any]:
+    """The theorem audits at the sample size of ``mode``."""
+    return audit_theory(mode, seed)
+
+
+def phase_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, progress: bool = True) -> dict[str, Any]:
+    """The phase diagram on the model's ``kind`` targets at d = round(ratio * D), both anchor conventions."""
+    _, weights, _ = read_targets(loaded.model, kind)
+    budget = BUDGETS[mode]
+    d = rank_for(weights, ratio)
+    return phase_diagram(weights, d, LAMBDA_GRID[mode], conventions=CONVENTIONS, tol=budget.tol,
+                         max_sweeps=budget.max_sweeps, progress=progress)
+
+
+def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: int, cache_dir: Path,
+                 only: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Calibrate (cached), then compress / install / evaluate each configuration (cached), plus the
+    lm-eval vs direct HellaSwag cross-check on the uncompressed model."""
+    budget = BUDGETS[mode]
+    ctx = prepare(loaded, budget, seed, cache_dir, kind, progress)
+    d = rank_for(ctx.weights, ratio)
+    rows = run_surgery(ctx, budget, d, cache_dir, only, progress)
+    cross = hellaswag_cross_check(ctx, budget) if only is None else None
+    return {"d": d, "D": min(min(w.shape) for w in ctx.weights), "kind": kind, "budget": budget.__dict__,
+            "lambda_unit_c": ctx.c, "sources": ctx.sources, "fingerprint": ctx.fingerprint, "rows": rows,
+            "hellaswag_cross_check": cross}
+
+
+def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, out_dir: Path, cache_dir: Path,
+              command: str, progress: bool = True) -> tuple[dict[str, Any], Path]:
+    """Theory audit, phase diagram, surgery; then the verdicts and the report written to ``out_dir``."""
+    from experiments.report import write_report   # matplotlib only when a report is made
+
+    started = time.time()
+    results: dict[str, Any] = {"command": command, "mode": mode, "seed": seed, "ratio": ratio, "kind": kind,
+                               "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    timings: dict[str, float] = {}
+    _say(progress, f"[1/3] theory audit ({mode})")
+    t = time.time()
+    results["theory"] = theory_part(mode, seed)
+    timings["theory"] = time.time() - t
+    loaded = load_model(model)
+    results["model"] = model_info(loaded)
+    _say(progress, f"model: {loaded.name} from {loaded.source}")
+    _say(progress, f"[2/3] phase diagram on {kind} at d/D = {ratio}")
+    t = time.time()
+    results["phase"] = phase_part(loaded, kind, ratio, mode, progress)
+    timings["phase"] = time.time() - t
+    _say(progress, "[3/3] calibration, surgery and evaluation")
+    t = time.time()
+    results["surgery"] = surgery_part(loaded, kind, ratio, mode, seed, cache_dir, progress=progress)
+    timings["surgery"] = time.time() - t
+    timings["total"] = time.time() - started
+    results["timings_s"] = timings
+    return results, write_report(results, out_dir)
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, flush=True)
+

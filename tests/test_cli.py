@@ -1,0 +1,76 @@
+"""The command line: clear errors, the subcommands, and the whole report end to end on a tiny local model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from experiments.claims import CLAIMS
+from experiments.cli import default_out, main
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, save_tiny) -> str:
+    """A tiny random GPT-NeoX (with attention.dense biases) and the Pythia tokenizer, as a local directory."""
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                             intermediate_size=64, vocab_size=50304, max_position_embeddings=2048))
+    return save_tiny(model, tmp_path_factory.mktemp("tiny-neox"), True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["phase", "--model", "/nonexistent/model.gguf"], "no .gguf file"),
+    (["surgery", "--model", "/nonexistent/dir"], "GBD_MODEL"),
+    (["report", "--model", "./missing", "--mode", "quick"], "GBD_MODEL"),
+])
+def test_missing_models_are_one_line_errors(argv, message, capsys, tmp_path):
+    assert main(argv + ["--cache-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gbd-audit: error:") and message in err and "Traceback" not in err
+
+
+def test_bad_ratio_is_a_clear_error(tiny_dir, capsys, tmp_path):
+    assert main(["phase", "--model", tiny_dir, "--ratio", "1.5", "--mode", "quick", "--quiet"]) == 2
+    assert "rank ratio" in capsys.readouterr().err
+
+
+def test_unknown_kind_is_a_clear_error(tiny_dir, capsys):
+    assert main(["phase", "--model", tiny_dir, "--kind", "q", "--mode", "quick", "--quiet"]) == 2
+    assert "no target kind 'q'" in capsys.readouterr().err
+
+
+def test_default_out_is_under_reports():
+    assert default_out("SmolLM2-135M-Instruct.Q4_1", "quick").parts[-2:] == ("reports", "smollm2-135m-instruct.q4_1-quick")
+
+
+def test_phase_prints_the_diagram(tiny_dir, capsys):
+    assert main(["phase", "--model", tiny_dir, "--mode", "quick", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "d = 8" in out and out.count("| untied |") == 6 and out.count("| tied |") == 3
+
+
+def test_report_end_to_end_on_a_tiny_model(tiny_dir, tmp_path, capsys):
+    out_dir = tmp_path / "report"
+    argv = ["--model", tiny_dir, "--mode", "quick", "--out", str(out_dir), "--cache-dir", str(tmp_path / "cache"),
+            "--quiet"]
+    assert main(argv) == 0                      # no command: the report
+    printed = capsys.readouterr().out
+    assert all(c.id in printed for c in CLAIMS) and f"report written to {out_dir / 'report.md'}" in printed
+    results = json.loads((out_dir / "results.json").read_text())
+    rows = {r["label"]: r for r in results["surgery"]["rows"]}
+    assert rows["original"]["ppl"] > 1 and rows["SVD-LLM V1"]["params_kept"] < rows["SVD-LLM V1"]["params_original"]
+    # V1 minimizes the activation error among rank-d methods on the calibration second moments
+    assert rows["SVD-LLM V1"]["activation_fraction"] <= min(r["activation_fraction"] for r in rows.values()
+                                                            if r["method"] is not None) + 1e-9
+    assert set(results["verdicts"]) == {c.id for c in CLAIMS}
+    assert results["command"].startswith("gbd-audit --model")
+    cached = sorted((tmp_path / "cache" / "runs").iterdir())
+    assert len(cached) == len(rows)
+    mtimes = [p.stat().st_mtime_ns for p in cached]
+    assert main(argv) == 0                      # a re-run reads every configuration from the cache
+    assert [p.stat().st_mtime_ns for p in cached] == mtimes
+    assert (out_dir / "report.md").read_text().count("![") >= 5
+    assert Path(out_dir / "phase.png").is_file()
