@@ -40,6 +40,10 @@ WHITENINGS = ("cholesky", "sqrt")
 V2_RULE = "our reading of SVD-LLM V2's loss-based allocation"
 
 
+class AllocationError(GbdError):
+    """SVD-LLM V2's loss-based rank rule is undefined for these inputs (a loss <= 1, or R < 0)."""
+
+
 @dataclass
 class LowRankFactors:
     """W_hat = B A with A: d x n_in (first factor), B: n_out x d (second factor), and the bias b_hat."""
@@ -165,7 +169,7 @@ def v2_allocation(losses: Sequence[float], shapes: Sequence[tuple[int, int]], d:
     if len(L) != len(shapes) or len(L) == 0:
         raise GbdError(f"need one loss per shape, got {len(L)} losses for {len(shapes)} shapes")
     if not np.all(np.isfinite(L)) or np.any(L <= 1.0):
-        raise GbdError(f"V2 allocation needs truncation losses > 1 (log L_i > 0), got {L.tolist()}; "
+        raise AllocationError(f"V2 allocation needs truncation losses > 1 (log L_i > 0), got {L.tolist()}; "
                        "use allocation='uniform' or unnormalized second moments")
     m = np.array([s[0] for s in shapes], dtype=np.float64)
     n = np.array([s[1] for s in shapes], dtype=np.float64)
@@ -175,7 +179,7 @@ def v2_allocation(losses: Sequence[float], shapes: Sequence[tuple[int, int]], d:
     G = len(L)
     R = 1.0 - d * np.sum(m + n) / np.sum(m * n)
     if R < 0:
-        raise GbdError(f"V2 allocation at rank d={d} has removal ratio R={R:.3g} < 0 (two factors store more than "
+        raise AllocationError(f"V2 allocation at rank d={d} has removal ratio R={R:.3g} < 0 (two factors store more than "
                        "W): the rule would invert and give smaller-loss layers more rank; use allocation='uniform'")
     inv_log = 1.0 / np.log(L)
     removal = G * R * inv_log / inv_log.sum()
@@ -422,5 +426,5 @@ def errors(weights: Sequence[Array], sigmas: Sequence[Array], compression: Compr
             "per_layer": per_layer}
 
 
-__all__ = ["LowRankFactors", "Compression", "Request", "METHODS", "compress", "errors", "generalized_projection",
+__all__ = ["AllocationError", "LowRankFactors", "Compression", "Request", "METHODS", "compress", "errors", "generalized_projection",
            "v2_allocation", "shared_rank", "output_bias", "V2_RULE"]

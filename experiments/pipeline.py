@@ -19,7 +19,7 @@ import torch
 from experiments.adapters import adapter_for
 from experiments.cache import read_json, write_json
 from experiments.calibration import cache_key, calibration_batch, model_fingerprint, second_moments
-from experiments.compress import compress, errors
+from experiments.compress import AllocationError, Compression, compress, errors
 from experiments.errors import GbdError
 from experiments.data import calibration_text, hellaswag_items, hellaswag_source, wikitext2_test
 from experiments.evaluation import (hellaswag_direct, hellaswag_lm_eval, perplexity, prediction_disagreements,
@@ -155,10 +155,19 @@ def hellaswag_cross_check(ctx: Context, budget: Budget) -> dict[str, Any]:
             "disagreements_acc_norm": norm_diff}
 
 
-def _compress(ctx: Context, config: Config, d: int, budget: Budget):
-    return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d, lam=config.lam_over_c * ctx.c,
-                    tied=config.tied, convention=config.convention, installation=config.installation,
-                    tol=budget.tol, max_sweeps=budget.max_sweeps)
+def _compress(ctx: Context, config: Config, d: int, budget: Budget) -> Compression:
+    """compress() with the configuration's options; V2's loss rule, where undefined (a truncation loss <= 1,
+    which depends on the scale of the second moments), falls back to uniform ranks and says so in the notes."""
+    def run(allocation: str) -> Compression:
+        return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d, lam=config.lam_over_c * ctx.c,
+                        tied=config.tied, convention=config.convention, installation=config.installation,
+                        allocation=allocation, tol=budget.tol, max_sweeps=budget.max_sweeps)
+    try:
+        return run("loss")
+    except AllocationError as e:
+        compression = run("uniform")
+        compression.notes.insert(0, f"loss-based allocation undefined ({e}): uniform ranks used")
+        return compression
 
 
 def run_config(ctx: Context, config: Config, d: int, budget: Budget, cache_dir: Path,

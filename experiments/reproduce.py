@@ -91,13 +91,13 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
     results: dict[str, Any] = {"command": command, "mode": mode, "seed": seed, "ratio": ratio, "kind": kind,
                                "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     timings: dict[str, float] = {}
+    loaded = load_model(model)           # first: a missing model fails before minutes of work
+    results["model"] = model_info(loaded)
+    _say(progress, f"model: {loaded.name} from {loaded.source}")
     _say(progress, f"[1/3] theory audit ({mode})")
     t = time.time()
     results["theory"] = theory_part(mode, seed)
     timings["theory"] = time.time() - t
-    loaded = load_model(model)
-    results["model"] = model_info(loaded)
-    _say(progress, f"model: {loaded.name} from {loaded.source}")
     _say(progress, f"[2/3] phase diagram on {kind} at d/D = {ratio}")
     t = time.time()
     results["phase"] = phase_part(loaded, kind, ratio, mode, progress)

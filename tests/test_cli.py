@@ -43,7 +43,7 @@ def test_unknown_kind_is_a_clear_error(tiny_dir, capsys):
 
 
 def test_default_out_is_under_reports():
-    assert default_out("SmolLM2-135M-Instruct.Q4_1", "quick").parts[-2:] == ("reports", "smollm2-135m-instruct.q4_1-quick")
+    assert default_out("SmolLM2-135M-Instruct.Q4_1", "quick").parts[-2:] == ("reports", "smollm2-135m-instruct.q4-1-quick")
 
 
 def test_phase_prints_the_diagram(tiny_dir, capsys):
@@ -66,7 +66,7 @@ def test_report_end_to_end_on_a_tiny_model(tiny_dir, tmp_path, capsys):
     assert rows["SVD-LLM V1"]["activation_fraction"] <= min(r["activation_fraction"] for r in rows.values()
                                                             if r["method"] is not None) + 1e-9
     assert set(results["verdicts"]) == {c.id for c in CLAIMS}
-    assert results["command"].startswith("gbd-audit --model")
+    assert results["command"].startswith("gbd-audit report --model")
     cached = sorted((tmp_path / "cache" / "runs").iterdir())
     assert len(cached) == len(rows)
     mtimes = [p.stat().st_mtime_ns for p in cached]

@@ -14,28 +14,26 @@ from experiments.verify import audit_theory
 DEFAULT_PPL = {"original": 20.0, "v1": 40.0, "v2": 45.0, "gbd": 400.0, "bs-core": 3000.0}
 
 
-def row(label: str, method: str | None, table: str, ppl: float, frob: float | None, act: float | None,
-        lam: float = 0.0, convention: str = "original", installation: str = "projection") -> dict:
-    """One surgery row with the keys the pipeline writes."""
+def row(label: str, method: str | None, table: str, ppl: float, lam: float = 0.0, convention: str = "original",
+        installation: str = "projection") -> dict:
+    """One surgery row with the keys the pipeline writes; activation error ppl / 1000 (tracks perplexity),
+    Frobenius error 1 / ppl (the opposite order)."""
     r = {"label": label, "method": method, "table": table, "lam_over_c": lam, "tied": False,
          "convention": convention, "installation": installation, "d": 4, "ppl": ppl, "hellaswag_acc": 0.4,
          "hellaswag_acc_norm": 0.45, "hellaswag_n": 40, "hellaswag_source": "test", "hellaswag_note": "test note",
          "ppl_protocol": "test protocol", "nonfinite_windows": 0}
     if method is not None:
-        r.update({"frobenius_fraction": frob, "activation_fraction": act, "two_sided_fraction": frob,
+        r.update({"frobenius_fraction": 1 / ppl, "activation_fraction": ppl / 1000, "two_sided_fraction": 1 / ppl,
                   "params_kept": 32, "params_original": 64, "ranks": [4, 4], "notes": ["a note"], "bca_sweeps": 3})
     return r
 
 
 def surgery(ppl: dict[str, float], interior: tuple[float, ...] = (60.0, 80.0, 120.0)) -> dict:
-    """Rows whose activation error orders like the perplexity and whose Frobenius error does the opposite."""
-    rows = [row("original", None, "main", ppl["original"], None, None)]
-    for i, (method, p) in enumerate((m, p) for m, p in ppl.items() if m != "original"):
-        rows.append(row(method, method, "main", p, frob=0.5 - 0.05 * i, act=0.01 * (i + 1)))
-    for lam, p in zip((0.1, 1.0, 10.0), interior):
-        rows.append(row(f"bundle {lam}", "bundle", "sweep", p, frob=0.2 + 0.01 * lam, act=p / 1000, lam=lam))
-    rows.append(row("conv", "bundle", "convention", 70.0, 0.3, 0.07, lam=1.0, convention="v1-output"))
-    rows.append(row("sandwich", "gbd", "surgery", 900.0, 0.25, 0.9, installation="sandwich"))
+    """Rows of every table: the main methods, an interior sweep, an anchor convention, a surgery formula."""
+    rows = [row(method, None if method == "original" else method, "main", p) for method, p in ppl.items()]
+    rows += [row(f"bundle {lam}", "bundle", "sweep", p, lam=lam) for lam, p in zip((0.1, 1.0, 10.0), interior)]
+    rows.append(row("conv", "bundle", "convention", 70.0, lam=1.0, convention="v1-output"))
+    rows.append(row("sandwich", "gbd", "surgery", 900.0, installation="sandwich"))
     return {"d": 4, "D": 16, "kind": "attn_out", "budget": {"calib_n": 2, "calib_T": 8}, "lambda_unit_c": 1.0,
             "sources": {"calibration": {"name": "calib", "path": "/x", "sha256": "ab" * 32}},
             "fingerprint": "cd" * 32, "rows": rows, "hellaswag_cross_check": None}
