@@ -8,6 +8,7 @@ import torch
 from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
                           LlamaForCausalLM, PreTrainedTokenizerFast)
 
+from experiments import calibration
 from experiments.adapters import adapter_for
 from experiments.compress import compress
 from experiments.errors import GbdError
@@ -40,22 +41,9 @@ TOKENS = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manual_see
 
 
 def second_moments(model, kind: str = "attn_out") -> dict[str, np.ndarray]:
-    """Sigma = sum_t x_t x_t^T of each target's input over TOKENS (forward pre-hooks)."""
+    """Sigma = sum_t x_t x_t^T of each target's input over TOKENS (experiments.calibration, tested there)."""
     names = adapter_for(model).target_names(model, kind)
-    sigmas: dict[str, np.ndarray] = {}
-
-    def hook(name):
-        def record(_module, args):
-            x = args[0].detach().to(torch.float64).reshape(-1, args[0].shape[-1])
-            sigmas[name] = (x.T @ x).numpy()
-        return record
-
-    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
-    with torch.no_grad():
-        model(TOKENS)
-    for h in handles:
-        h.remove()
-    return sigmas
+    return calibration.second_moments(model, names, TOKENS, batch_size=len(TOKENS), progress=False)
 
 
 def logits(model) -> torch.Tensor:
