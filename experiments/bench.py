@@ -40,7 +40,7 @@ from experiments.data import calibration_text, data_dir, wikitext2_test
 from experiments.errors import GbdError
 from experiments.evaluation import _quiet_lm_eval, perplexity, tokenize_corpus
 from experiments.loading import LoadedModel, load_model
-from theory.bca import untied_factor
+from theory.bca import untied_sweep
 from theory.grassmann import Array, orthonormalize, random_section, sin_theta_fro, top_eigenspace, top_range
 from theory.stack import Stack
 
@@ -136,15 +136,6 @@ TOP_RANGES: dict[str, TopRange] = {"top_range": top_range, "naive eigh F F^T": n
                                    "Gram eigh F^T F": top_range_gram}
 
 
-def untied_sweep(stack: Stack, sections: Sequence[Array], d: int, top: TopRange = top_range, lam: float = 0.0,
-                 anchors: Sequence[Array] | None = None) -> list[Array]:
-    """One Gauss-Seidel sweep of bca_untied's loop body on a copy: U_i <- top(F_i, d), i = 0..L, in order."""
-    out = list(sections)
-    for i in range(stack.L + 1):
-        out[i] = top(untied_factor(stack, out, i, lam, anchors), d)
-    return out
-
-
 def sweep_distance(a: Sequence[Array], b: Sequence[Array]) -> float:
     """max_i ||sin Theta(a_i, b_i)||_F over the interfaces (0 iff every pair spans the same subspace)."""
     return max(sin_theta_fro(x, y) for x, y in zip(a, b, strict=True))
@@ -164,7 +155,7 @@ def bench_bca(sizes: BenchSizes, seed: int = SEED) -> dict[str, Any]:
     results: dict[str, list[Array]] = {}
     distance: dict[str, float] = {}
     for method, top in TOP_RANGES.items():  # top_range first: the reference
-        seconds[method], results[method] = best_time(lambda: untied_sweep(stack, start, sizes.d, top),
+        seconds[method], results[method] = best_time(lambda: untied_sweep(stack, start, sizes.d, top=top),
                                                      sizes.sweep_repeats)
         distance[method] = sweep_distance(results["top_range"], results[method])
         print_row(f"BCA sweep, {method}", seconds[method], f"{(sizes.L + 1) / seconds[method]:.3g} interfaces/s",

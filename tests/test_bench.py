@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from experiments.bench import random_problem, run_bench, sweep_distance, top_range_gram, untied_sweep
-from theory.bca import bca_untied
+from experiments.bench import random_problem, run_bench, sweep_distance, top_range_gram
+from theory.bca import bca_untied, untied_sweep
 from theory.grassmann import check_section, sin_theta_fro, top_range
 
 

@@ -15,7 +15,7 @@ the energy; ``shift="none"`` is the plain fixed-point iteration (not monotone in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -59,6 +59,16 @@ def untied_factor(stack: Stack, sections: Sequence[Array], i: int, lam: float,
     return np.hstack(cols)
 
 
+def untied_sweep(stack: Stack, sections: Sequence[Array], d: int, lam: float = 0.0,
+                 anchors: Sequence[Array] | None = None,
+                 top: Callable[[Array, int], Array] = top_range) -> list[Array]:
+    """One Gauss-Seidel sweep on a copy: U_i <- top-d range of F_i (``top``), i = 0..L in order."""
+    out = list(sections)
+    for i in range(stack.L + 1):
+        out[i] = top(untied_factor(stack, out, i, lam, anchors), d)
+    return out
+
+
 def untied_riemannian_grad_norm(stack: Stack, sections: Sequence[Array], lam: float = 0.0,
                                 anchors: Sequence[Array] | None = None) -> float:
     """sqrt(sum_i ||(I - P_i) M_i U_i||_F^2): zero exactly at critical points of E."""
@@ -94,8 +104,7 @@ def bca_untied(stack: Stack, d: int, lam: float = 0.0, anchors: Sequence[Array] 
     history = [bundle_energy(stack, sections, lam, anchors)]
     converged, sweeps = False, 0
     while sweeps < max_sweeps and not converged:
-        for i in range(stack.L + 1):
-            sections[i] = top_range(untied_factor(stack, sections, i, lam, anchors), d)
+        sections = untied_sweep(stack, sections, d, lam, anchors)
         sweeps += 1
         history.append(bundle_energy(stack, sections, lam, anchors))
         converged = _converged(history, tol)
