@@ -212,10 +212,19 @@ def _run_compressed(ctx: Context, config: Config, d: int, budget: Budget, progre
             "ranks": compression.ranks, "notes": compression.notes, "bca_sweeps": compression.bca_sweeps}
 
 
+def choose_configs(budget: Budget, only: Sequence[str] | None = None) -> list[Config]:
+    """The budget's configurations, or those labelled in ``only`` (an unknown label is an error)."""
+    labels = [c.label for c in configs(budget)]
+    unknown = sorted(set(only or ()) - set(labels))
+    if unknown:
+        raise GbdError(f"no configuration labelled {unknown} in this mode; choose from {labels}")
+    return [c for c in configs(budget) if only is None or c.label in only]
+
+
 def run_surgery(ctx: Context, budget: Budget, d: int, cache_dir: Path, only: Sequence[str] | None = None,
                 progress: bool = True) -> list[dict[str, Any]]:
     """Every configuration of the budget (or those whose label is in ``only``), in order."""
-    chosen = [c for c in configs(budget) if only is None or c.label in only]
+    chosen = choose_configs(budget, only)
     rows = []
     for i, config in enumerate(chosen, start=1):
         if progress:

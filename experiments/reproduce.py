@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from experiments.data import sha256
 from experiments.loading import LoadedModel, load_model
 from experiments.phase import LAMBDA_GRID, phase_diagram
-from experiments.pipeline import BUDGETS, hellaswag_cross_check, prepare, rank_for, read_targets, run_surgery
+from experiments.pipeline import BUDGETS, choose_configs, hellaswag_cross_check, prepare, rank_for, read_targets, run_surgery
 from experiments.verify import audit_theory
 from theory.anchors import CONVENTIONS
 
@@ -73,6 +73,7 @@ def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: 
     """Calibrate (cached), then compress / install / evaluate each configuration (cached), plus the
     lm-eval vs direct HellaSwag cross-check on the uncompressed model."""
     budget = BUDGETS[mode]
+    choose_configs(budget, only)        # an unknown label fails before the calibration
     ctx = prepare(loaded, budget, seed, cache_dir, kind, progress)
     d = rank_for(ctx.weights, ratio)
     rows = run_surgery(ctx, budget, d, cache_dir, only, progress)

@@ -74,3 +74,11 @@ def test_report_end_to_end_on_a_tiny_model(tiny_dir, tmp_path, capsys):
     assert [p.stat().st_mtime_ns for p in cached] == mtimes
     assert (out_dir / "report.md").read_text().count("![") >= 5
     assert Path(out_dir / "phase.png").is_file()
+
+
+def test_unknown_configuration_label_is_a_clear_error(tiny_dir, capsys, tmp_path):
+    argv = ["surgery", "--model", tiny_dir, "--mode", "quick", "--only", "nonsense", "--cache-dir", str(tmp_path),
+            "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no configuration labelled ['nonsense']" in err and "SVD-LLM V1" in err
