@@ -190,6 +190,12 @@ def run_config(ctx: Context, config: Config, d: int, budget: Budget, cache_dir: 
     return row
 
 
+def installed_parameters(model: torch.nn.Module, names: Sequence[str]) -> int:
+    """Parameters stored by the named modules, a tensor shared between them (Basis Sharing's A) counted once."""
+    unique = {id(p): p for n in names for p in model.get_submodule(n).parameters()}
+    return sum(p.numel() for p in unique.values())
+
+
 def _run_compressed(ctx: Context, config: Config, d: int, budget: Budget, progress: bool) -> dict[str, Any]:
     model = ctx.loaded.model
     compression = _compress(ctx, config, d, budget)
@@ -197,7 +203,7 @@ def _run_compressed(ctx: Context, config: Config, d: int, budget: Budget, progre
     originals = {n: model.get_submodule(n) for n in ctx.names}
     try:
         install(model, ctx.names, compression)
-        params = sum(p.numel() for n in ctx.names for p in model.get_submodule(n).parameters())
+        params = installed_parameters(model, ctx.names)
         measured = evaluate(ctx, budget, progress)
     finally:
         adapter = adapter_for(model)

@@ -146,3 +146,13 @@ def test_loading_missing_or_corrupt_saves_is_refused(tmp_path):
     (path / MANIFEST).unlink()
     with pytest.raises(GbdError, match=MANIFEST):
         load_compressed(path)
+
+
+def test_installed_parameters_count_a_shared_factor_once():
+    from experiments.pipeline import installed_parameters
+
+    model = neox()
+    compression, names = compress_model(model, "attn_out", second_moments(model), "basis-sharing", 8)
+    assert installed_parameters(model, names) == compression.n_params
+    assert installed_parameters(model, names) < sum(p.numel() for n in names
+                                                    for p in model.get_submodule(n).parameters())
