@@ -1,6 +1,6 @@
 """The parts of the reproduction, each returning plain data (JSON-ready) for the report.
 
-- ``theory_part``: the theorem audits of ``experiments.verify`` on seeded stacks (no model needed).
+- ``experiments.verify.audit_theory``: the theorem audits on seeded stacks (no model needed).
 - ``phase_part``: the Frobenius phase diagram over lambda x tying on the model's real target weights.
 - ``surgery_part``: calibration, then every configuration of the mode compressed, installed and evaluated.
 - ``reproduce``: all three, the verdicts, and the Markdown report with its figures.
@@ -54,11 +54,6 @@ def model_info(loaded: LoadedModel) -> dict[str, Any]:
     return info
 
 
-def theory_part(mode: str, seed: int) -> dict[str, Any]:
-    """The theorem audits at the sample size of ``mode``."""
-    return audit_theory(mode, seed)
-
-
 def phase_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, progress: bool = True) -> dict[str, Any]:
     """The phase diagram on the model's ``kind`` targets at d = round(ratio * D), both anchor conventions."""
     _, weights, _ = read_targets(loaded.model, kind)
@@ -97,7 +92,7 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
     _say(progress, f"model: {loaded.name} from {loaded.source}")
     _say(progress, f"[1/3] theory audit ({mode})")
     t = time.time()
-    results["theory"] = theory_part(mode, seed)
+    results["theory"] = audit_theory(mode, seed)
     timings["theory"] = time.time() - t
     _say(progress, f"[2/3] phase diagram on {kind} at d/D = {ratio}")
     t = time.time()
