@@ -20,8 +20,8 @@ from experiments.adapters import adapter_for
 from experiments.cache import read_json, write_json
 from experiments.calibration import cache_key, calibration_batch, model_fingerprint, second_moments
 from experiments.compress import AllocationError, Compression, compress, errors
-from experiments.errors import GbdError
 from experiments.data import calibration_text, hellaswag_items, hellaswag_source, wikitext2_test
+from experiments.errors import GbdError
 from experiments.evaluation import (hellaswag_direct, hellaswag_lm_eval, perplexity, prediction_disagreements,
                                     tokenize_corpus)
 from experiments.loading import LoadedModel
@@ -30,6 +30,9 @@ from theory.corners import sandwich
 from theory.energy import frobenius_fraction
 from theory.stack import Stack
 from theory.theorems import coupling_norms
+
+
+ROW_FORMAT = "2"   # part of every row's cache key: bump it when a change alters what a row holds
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ def _compress(ctx: Context, config: Config, d: int, budget: Budget) -> Compressi
 def run_config(ctx: Context, config: Config, d: int, budget: Budget, cache_dir: Path,
                progress: bool = True) -> dict[str, Any]:
     """Compress, install, evaluate and restore one configuration (cached by model, budget, config, d)."""
-    key = cache_key(ctx.fingerprint, ctx.kind, repr(budget), repr(config), str(d),
+    key = cache_key(ROW_FORMAT, ctx.fingerprint, ctx.kind, repr(budget), repr(config), str(d),
                     ctx.sources["calibration"]["sha256"] or "", str(ctx.sources["calibration"]["seed"]))
     path = cache_dir / "runs" / f"{key[:24]}.json"
     cached = read_json(path)
