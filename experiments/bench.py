@@ -38,7 +38,7 @@ from experiments.adapters import adapter_for
 from experiments.calibration import calibration_batch, second_moments
 from experiments.data import calibration_text, data_dir, wikitext2_test
 from experiments.errors import GbdError
-from experiments.evaluation import _quiet_lm_eval, perplexity, tokenize_corpus
+from experiments.evaluation import quiet_lm_eval, perplexity, tokenize_corpus
 from experiments.loading import LoadedModel, load_model
 from theory.bca import untied_sweep
 from theory.grassmann import Array, orthonormalize, random_section, sin_theta_fro, top_eigenspace, top_range
@@ -230,7 +230,7 @@ def lm_eval_rolling_nll(loaded: LoadedModel, windows: torch.Tensor,
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    with _quiet_lm_eval():
+    with quiet_lm_eval():
         lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=1, max_length=windows.shape[1])
     texts = [loaded.tokenizer.decode(w) for w in windows.tolist()]
     encoded = [lm.tok_encode(text) for text in texts]

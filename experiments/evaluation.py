@@ -199,7 +199,7 @@ def _processed_docs(items: Sequence[HellaSwagItem]) -> list[dict]:
     import datasets
     from lm_eval.tasks.hellaswag.utils import process_docs
 
-    with _quiet_lm_eval():
+    with quiet_lm_eval():
         return list(process_docs(datasets.Dataset.from_list([_lm_eval_doc(it) for it in items])))
 
 
@@ -267,7 +267,7 @@ def _write_local_task(task_dir: Path, items: Sequence[HellaSwagItem]) -> None:
 
 
 @contextmanager
-def _quiet_lm_eval() -> Iterator[None]:
+def quiet_lm_eval() -> Iterator[None]:
     """Raise lm-eval's and datasets' log level to ERROR and hide datasets' progress bars for the duration
     (lm-eval's own loglikelihood progress bar stays)."""
     from datasets.utils import logging as ds_logging
@@ -327,7 +327,7 @@ def hellaswag_lm_eval(
 
     if tokenizer is None:
         raise GbdError("HellaSwag needs the model's tokenizer; none was given")
-    with _quiet_lm_eval():
+    with quiet_lm_eval():
         if items_path == "hub":
             try:
                 out = _run_lm_eval(model, tokenizer, HUB_TASK, TaskManager(), limit, batch_size)
