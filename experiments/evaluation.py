@@ -287,12 +287,19 @@ def quiet_lm_eval() -> Iterator[None]:
             ds_logging.enable_progress_bar()
 
 
-def _run_lm_eval(model: nn.Module, tokenizer, task: str, task_manager, limit: int | None, batch_size: int) -> dict:
-    """simple_evaluate on the in-memory model; returns lm-eval's output dict (with samples)."""
+LM_EVAL_MODELS = ("packed", "hflm")  # experiments.lm_eval_packed.PackedHFLM (default), lm-eval's own HFLM
+
+
+def _run_lm_eval(model: nn.Module, tokenizer, task: str, task_manager, limit: int | None, batch_size: int,
+                 lm_model: str) -> dict:
+    """simple_evaluate on the in-memory model wrapped in ``lm_model`` (LM_EVAL_MODELS); lm-eval's output dict
+    (with samples)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    from experiments.lm_eval_packed import PackedHFLM
+
+    lm = (PackedHFLM if lm_model == "packed" else HFLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     return simple_evaluate(model=lm, tasks=[task], limit=limit, task_manager=task_manager, log_samples=True)
 
 
@@ -316,8 +323,12 @@ def hellaswag_lm_eval(
     items_path: str | None = None,
     limit: int | None = None,
     batch_size: int = 8,
+    lm_model: str = "packed",
 ) -> HellaSwagResult:
-    """HellaSwag acc/acc_norm through lm-evaluation-harness (HFLM on the in-memory model, zero-shot).
+    """HellaSwag acc/acc_norm through lm-evaluation-harness on the in-memory model, zero-shot.
+
+    ``lm_model``: "packed" (default; experiments.lm_eval_packed.PackedHFLM, each item's context and its four
+    endings in one row: the same log-likelihoods as HFLM at about half the tokens) or "hflm" (lm-eval's HFLM).
 
     ``items_path`` None: the local six-line file (experiments.data default); a path: that file;
     ``"hub"``: lm-eval's own ``hellaswag`` task (needs the hub dataset; offline this raises GbdError).
@@ -327,10 +338,12 @@ def hellaswag_lm_eval(
 
     if tokenizer is None:
         raise GbdError("HellaSwag needs the model's tokenizer; none was given")
+    if lm_model not in LM_EVAL_MODELS:
+        raise GbdError(f"unknown lm-eval model class {lm_model!r}; choose one of {', '.join(LM_EVAL_MODELS)}")
     with quiet_lm_eval():
         if items_path == "hub":
             try:
-                out = _run_lm_eval(model, tokenizer, HUB_TASK, TaskManager(), limit, batch_size)
+                out = _run_lm_eval(model, tokenizer, HUB_TASK, TaskManager(), limit, batch_size, lm_model)
             except Exception as exc:  # any failure to fetch/load the hub dataset
                 raise GbdError(
                     f"lm-eval's own hellaswag task could not run (it needs the hub dataset Rowan/hellaswag; "
@@ -341,7 +354,7 @@ def hellaswag_lm_eval(
         with tempfile.TemporaryDirectory(prefix="gbd_hellaswag_") as tmp:
             _write_local_task(Path(tmp), items)
             manager = TaskManager(include_path=tmp, include_defaults=False)
-            out = _run_lm_eval(model, tokenizer, LOCAL_TASK, manager, None, batch_size)
+            out = _run_lm_eval(model, tokenizer, LOCAL_TASK, manager, None, batch_size, lm_model)
     return _result_from_lm_eval(out, LOCAL_TASK, f"lm-eval {LOCAL_TASK} (local file)", LOCAL_NOTE)
 
 
