@@ -87,6 +87,7 @@ class PerplexityResult:
     seq_len: int
     nonfinite_windows: int
     protocol: str
+    dtype: str = "float32"
 
 
 def _resolve_seq_len(model: nn.Module, seq_len: int | None) -> int:
@@ -112,11 +113,29 @@ def _windows(ids: torch.Tensor, seq_len: int, max_windows: int | None) -> tuple[
     return ids[: n * seq_len].view(n, seq_len), available
 
 
-def _window_nll(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """Per-window summed next-token NLL, float64: sum_{t>=1} -log softmax(logits_{t-1})[x_t]."""
-    logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
-    nll = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
-    return nll.double().sum(dim=1)
+LOSS_CHUNK = 256  # positions per lm_head + cross-entropy chunk
+PLAIN_HEAD_TYPES = ("gpt_neox", "llama", "mistral", "qwen2", "gpt2")  # logits = lm_head(backbone output), no scaling
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _window_nll(model: nn.Module, batch: torch.Tensor, chunk: int | None = LOSS_CHUNK) -> torch.Tensor:
+    """Per-window summed next-token NLL, float64: sum_{t>=1} -log softmax(logits_{t-1})[x_t].
+
+    With ``chunk`` and a model of PLAIN_HEAD_TYPES, the logits lm_head(h_t) of the backbone's last hidden
+    states h_t are made and reduced ``chunk`` positions at a time, so the (T x vocab) logits never exist at once
+    (less memory traffic); otherwise from the model's full logits.
+    """
+    if chunk is None or getattr(model.config, "model_type", None) not in PLAIN_HEAD_TYPES:
+        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+        return F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").double().sum(dim=1)
+    hidden = model.base_model(input_ids=batch, use_cache=False).last_hidden_state[:, :-1]
+    head, targets = model.get_output_embeddings(), batch[:, 1:]
+    total = torch.zeros(batch.shape[0], dtype=torch.float64, device=batch.device)
+    for start in range(0, targets.shape[1], chunk):
+        logits = head(hidden[:, start:start + chunk]).float()
+        nll = F.cross_entropy(logits.transpose(1, 2), targets[:, start:start + chunk], reduction="none")
+        total += nll.double().sum(dim=1)
+    return total
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -130,20 +149,25 @@ def perplexity(
     max_windows: int | None = None,
     batch_size: int = 1,
     progress: bool = True,
+    dtype: str = "float32",
+    chunk: int | None = LOSS_CHUNK,
 ) -> PerplexityResult:
     """Token-weighted perplexity over non-overlapping windows (the SVD-LLM protocol, see module docstring).
 
     ``seq_len`` defaults to min(2048, model context); ``max_windows`` evaluates only the first k windows.
     A window with non-finite NLL is counted in ``nonfinite_windows`` and left out of the average;
-    if every window is non-finite the perplexity is NaN.
+    if every window is non-finite the perplexity is NaN. ``dtype`` "bfloat16" runs the model under bfloat16
+    autocast (the loss stays float32); ``chunk``: see ``_window_nll``.
     """
+    if dtype not in DTYPES:
+        raise GbdError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     seq_len = _resolve_seq_len(model, seq_len)
     windows, available = _windows(ids.to(torch.long), seq_len, max_windows)
     device = _model_device(model)
     nll_sum, n_finite, n_bad = 0.0, 0, 0
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "float32"):
         for batch in tqdm(windows.split(batch_size), desc="perplexity", unit="batch", disable=not progress):
-            nll = _window_nll(model, batch.to(device)).cpu()
+            nll = _window_nll(model, batch.to(device), chunk).cpu()
             finite = torch.isfinite(nll)
             nll_sum += float(nll[finite].sum())
             n_finite += int(finite.sum())
@@ -164,6 +188,7 @@ def perplexity(
         seq_len=seq_len,
         nonfinite_windows=n_bad,
         protocol=protocol,
+        dtype=dtype,
     )
 
 
