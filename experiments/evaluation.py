@@ -126,16 +126,19 @@ def _window_nll(model: nn.Module, batch: torch.Tensor, chunk: int | None = LOSS_
     (less memory traffic); otherwise from the model's full logits.
     """
     if chunk is None or getattr(model.config, "model_type", None) not in PLAIN_HEAD_TYPES:
-        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
-        return F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").double().sum(dim=1)
+        return _summed_nll(model(input_ids=batch, use_cache=False).logits[:, :-1], batch[:, 1:])
     hidden = model.base_model(input_ids=batch, use_cache=False).last_hidden_state[:, :-1]
     head, targets = model.get_output_embeddings(), batch[:, 1:]
     total = torch.zeros(batch.shape[0], dtype=torch.float64, device=batch.device)
     for start in range(0, targets.shape[1], chunk):
-        logits = head(hidden[:, start:start + chunk]).float()
-        nll = F.cross_entropy(logits.transpose(1, 2), targets[:, start:start + chunk], reduction="none")
-        total += nll.double().sum(dim=1)
+        total += _summed_nll(head(hidden[:, start:start + chunk]), targets[:, start:start + chunk])
     return total
+
+
+def _summed_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """sum_t -log softmax(logits[b, t])[targets[b, t]] per row b, float64 (softmax in float32 over the last dim)."""
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    return nll.view(targets.shape).double().sum(dim=1)
 
 
 def _model_device(model: nn.Module) -> torch.device:

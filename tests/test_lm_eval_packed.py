@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 from lm_eval.models.huggingface import HFLM
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from experiments.data import data_dir, hellaswag_items
+from experiments.bench import hellaswag_requests
+from experiments.data import data_dir
 from experiments.errors import GbdError
-from experiments.evaluation import _processed_docs, hellaswag_lm_eval, quiet_lm_eval
+from experiments.evaluation import hellaswag_lm_eval, quiet_lm_eval
 from experiments.lm_eval_packed import MODEL_NAME, PackedHFLM, packed_mask, packed_row
 
 VOCAB = 50304
@@ -32,13 +32,6 @@ def tiny(kind: str) -> torch.nn.Module:
 def tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_file=str(data_dir() / "gpt-neox-20b-tokenizer" / "20B_tokenizer.json"),
                                    eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-
-
-def hellaswag_requests(n: int) -> list[Instance]:
-    """lm-eval loglikelihood requests (query, " " + ending) for the first n local HellaSwag items."""
-    docs = _processed_docs(hellaswag_items(limit=n))
-    return [Instance(request_type="loglikelihood", doc=d, arguments=(d["query"], " " + c), idx=j)
-            for d in docs for j, c in enumerate(d["choices"])]
 
 
 def scores(cls: type[HFLM], model, tokenizer, requests, batch_size: int, max_length: int | None = None):
