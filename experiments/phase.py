@@ -14,8 +14,9 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from experiments.compress import solve_memo
 from theory.anchors import AnchorConvention
-from theory.corners import per_layer_truncated_svd, sandwich, solve
+from theory.corners import per_layer_truncated_svd, sandwich
 from theory.energy import frobenius_fraction
 from theory.stack import Stack
 from theory.theorems import coupling_norms
@@ -40,7 +41,7 @@ def phase_point(stack: Stack, d: int, lam_over_c: float, tied: bool, convention:
                 tol: float, max_sweeps: int) -> PhasePoint:
     """Solve one cell and measure its two-sided Frobenius fraction."""
     c = max(coupling_norms(stack))
-    solution = solve(stack, d, lam_over_c * c, tied, convention, tol=tol, max_sweeps=max_sweeps)
+    solution = solve_memo(stack, d, lam_over_c * c, tied, convention, tol, max_sweeps)  # reused by the surgery
     frac = frobenius_fraction(stack.weights, sandwich(stack, solution.sections))
     run = solution.run
     return PhasePoint(lam_over_c, tied, solution.convention, frac, run.sweeps if run else None,
