@@ -12,6 +12,7 @@ from experiments import plots
 from experiments.cache import atomic_write, write_json
 from experiments.claims import Verdict
 from experiments.compress import V2_RULE
+from experiments.threads import RULE as THREAD_RULE
 from experiments.verdicts import Judgement, interior_rows, judge_all, mechanism_correlations
 from experiments.verdicts import __doc__ as VERDICT_RULES
 
@@ -233,7 +234,15 @@ def reproducibility_section(results: dict[str, Any]) -> str:
         table(["model", ""], model_rows),
         table(["data", "what", "file", "sha256"], data_rows),
         table(["package", "version"], results["versions"].items()),
-        table(["part", "seconds"], [(k, f"{v:.0f}") for k, v in results["timings_s"].items()])])
+        table(["part", "seconds", "BLAS threads", "torch threads"],
+              [(k, f"{v:.0f}", *_threads_used(results.get("threads", {}).get(k)))
+               for k, v in results["timings_s"].items()]),
+        f"Threads: {THREAD_RULE}."])
+
+
+def _threads_used(part: dict[str, Any] | None) -> tuple[str, str]:
+    """(BLAS threads, torch threads) recorded for a part, or dashes."""
+    return ("-", "-") if part is None else (str(part["blas_threads"]), str(part["torch_threads"]))
 
 
 def render(results: dict[str, Any], judgements: Sequence[Judgement], out_dir: Path) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from experiments.data import sha256
 from experiments.loading import LoadedModel, load_model
 from experiments.phase import LAMBDA_GRID, phase_diagram
+from experiments.threads import part_threads
 from experiments.pipeline import BUDGETS, choose_configs, hellaswag_cross_check, prepare, rank_for, read_targets, run_surgery
 from experiments.verify import audit_theory
 from theory.anchors import CONVENTIONS
@@ -87,23 +88,28 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
     results: dict[str, Any] = {"command": command, "mode": mode, "seed": seed, "ratio": ratio, "kind": kind,
                                "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     timings: dict[str, float] = {}
+    threads: dict[str, Any] = {}
     loaded = load_model(model)           # first: a missing model fails before minutes of work
     results["model"] = model_info(loaded)
     _say(progress, f"model: {loaded.name} from {loaded.source}")
     _say(progress, f"[1/3] theory audit ({mode})")
     t = time.time()
-    results["theory"] = audit_theory(mode, seed)
+    with part_threads("theory", threads):
+        results["theory"] = audit_theory(mode, seed)
     timings["theory"] = time.time() - t
     _say(progress, f"[2/3] phase diagram on {kind} at d/D = {ratio}")
     t = time.time()
-    results["phase"] = phase_part(loaded, kind, ratio, mode, progress)
+    with part_threads("phase", threads):
+        results["phase"] = phase_part(loaded, kind, ratio, mode, progress)
     timings["phase"] = time.time() - t
     _say(progress, "[3/3] calibration, surgery and evaluation")
     t = time.time()
-    results["surgery"] = surgery_part(loaded, kind, ratio, mode, seed, cache_dir, progress=progress)
+    with part_threads("surgery", threads):
+        results["surgery"] = surgery_part(loaded, kind, ratio, mode, seed, cache_dir, progress=progress)
     timings["surgery"] = time.time() - t
     timings["total"] = time.time() - started
     results["timings_s"] = timings
+    results["threads"] = threads
     return results, write_report(results, out_dir)
 
 
