@@ -195,6 +195,12 @@ def surgery_section(results: dict[str, Any], out_dir: Path) -> str:
                      f"{pct(cross['direct_acc'])} / {pct(cross['direct_acc_norm'])}; items where the chosen ending "
                      f"differs: {cross['disagreements_acc']} (acc), {cross['disagreements_acc_norm']} (acc_norm). "
                      f"Note: {original['hellaswag_note']}.")
+    check = s.get("dtype_check")
+    if check:
+        parts.append(f"Perplexities above were computed under {check['dtype']} autocast (opt-in; the default is "
+                     f"float32). On the uncompressed model over the same windows the mean NLL changes by "
+                     f"{check['nll_relative_change']:+.2e} relative ({check['float32_nll']:.6g} in float32, "
+                     f"{check['dtype_nll']:.6g} in {check['dtype']}).")
     bad = [r["label"] for r in rows if r.get("nonfinite_windows")]
     parts.append("Windows with non-finite loss: " + (", ".join(bad) if bad else "none") + ".")
     notes = [(r["label"], "; ".join(r.get("notes") or [])) for r in rows if r.get("notes")]

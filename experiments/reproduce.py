@@ -21,7 +21,8 @@ from experiments.data import sha256
 from experiments.loading import LoadedModel, load_model
 from experiments.phase import LAMBDA_GRID, phase_diagram
 from experiments.threads import part_threads
-from experiments.pipeline import BUDGETS, choose_configs, hellaswag_cross_check, prepare, rank_for, read_targets, run_surgery
+from experiments.pipeline import (BUDGETS, check_dtype, choose_configs, dtype_check, hellaswag_cross_check, prepare,
+                                  rank_for, read_targets, run_surgery)
 from experiments.verify import audit_theory
 from theory.anchors import CONVENTIONS
 
@@ -65,25 +66,30 @@ def phase_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, progress
 
 
 def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: int, cache_dir: Path,
-                 only: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
+                 only: Sequence[str] | None = None, progress: bool = True, dtype: str = "float32") -> dict[str, Any]:
     """Calibrate (cached), then compress / install / evaluate each configuration (cached), plus the
-    lm-eval vs direct HellaSwag cross-check on the uncompressed model."""
+    lm-eval vs direct HellaSwag cross-check on the uncompressed model. ``dtype`` "bfloat16": perplexity under
+    bfloat16 autocast, with its measured NLL change on the uncompressed model (``dtype_check``)."""
     budget = BUDGETS[mode]
     choose_configs(budget, only)        # an unknown label fails before the calibration
+    check_dtype(dtype)
     ctx = prepare(loaded, budget, seed, cache_dir, kind, progress)
+    ctx.dtype = dtype
     d = rank_for(ctx.weights, ratio)
     rows = run_surgery(ctx, budget, d, cache_dir, only, progress)
     cross = hellaswag_cross_check(ctx, budget) if only is None else None
-    return {"d": d, "D": min(min(w.shape) for w in ctx.weights), "kind": kind, "budget": budget.__dict__,
+    checked = dtype_check(ctx, budget) if dtype != "float32" else None
+    return {"dtype_check": checked, "d": d, "D": min(min(w.shape) for w in ctx.weights), "kind": kind, "budget": budget.__dict__,
             "lambda_unit_c": ctx.c, "sources": ctx.sources, "fingerprint": ctx.fingerprint, "rows": rows,
             "hellaswag_cross_check": cross}
 
 
 def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, out_dir: Path, cache_dir: Path,
-              command: str, progress: bool = True) -> tuple[dict[str, Any], Path]:
+              command: str, progress: bool = True, dtype: str = "float32") -> tuple[dict[str, Any], Path]:
     """Theory audit, phase diagram, surgery; then the verdicts and the report written to ``out_dir``."""
     from experiments.report import write_report   # matplotlib only when a report is made
 
+    check_dtype(dtype)
     started = time.time()
     results: dict[str, Any] = {"command": command, "mode": mode, "seed": seed, "ratio": ratio, "kind": kind,
                                "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
@@ -105,7 +111,8 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
     _say(progress, "[3/3] calibration, surgery and evaluation")
     t = time.time()
     with part_threads("surgery", threads):
-        results["surgery"] = surgery_part(loaded, kind, ratio, mode, seed, cache_dir, progress=progress)
+        results["surgery"] = surgery_part(loaded, kind, ratio, mode, seed, cache_dir, progress=progress,
+                                          dtype=dtype)
     timings["surgery"] = time.time() - t
     timings["total"] = time.time() - started
     results["timings_s"] = timings
