@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from theory.anchors import AnchorConvention, anchors as make_anchors
-from theory.bca import basis_sharing_core, bca_tied, bca_untied
+from theory.bca import BCAResult, basis_sharing_core, bca_tied, bca_untied
 from theory.corollary3 import TAYLOR_ORDER, exact_difference, taylor_coefficients, taylor_prediction
 from theory.energy import e2, tied_energy
 from theory.grassmann import Array, exp, log, random_section, sin_theta_fro, top_eigenspace, top_range
@@ -60,6 +60,7 @@ class SolverComparison:
     restarts: list[float]
     bca_sweeps: int
     endpoints: list[EndPoint] = field(default_factory=list)
+    bca_run: BCAResult | None = None
 
     @property
     def best(self) -> float:
@@ -102,7 +103,7 @@ def compare_solvers(stack: Stack, d: int, tied: bool, restarts: int = 5, seed: i
         endpoints = [EndPoint(name, value, energy_by_projectors(stack, S), problem.relative_grad(S),
                               problem.classify(S), reason)
                      for name, (S, value, reason) in zip(_names(restarts), points)]
-    return SolverComparison(runs[0].energy, tr, [r.energy for r in runs[1:]], runs[0].sweeps, endpoints)
+    return SolverComparison(runs[0].energy, tr, [r.energy for r in runs[1:]], runs[0].sweeps, endpoints, runs[0])
 
 
 def _names(restarts: int) -> list[str]:
