@@ -354,6 +354,15 @@ class Corollary3Result:
     def taylor_relative_errors(self, order: int) -> list[float]:
         return self._relative(self.direct, self.taylor[order])
 
+    def error_order(self, order: int, t_lo: float, t_hi: float, scale: float) -> float:
+        """Fitted log-log slope of the relative error of the expansion to ``order`` (2, 3, 4) against t in
+        [t_lo, t_hi], over the points whose error exceeds the rounding of the direct difference
+        (1e4 eps scale / |direct|, scale = sum_l ||W_l||^2)."""
+        errs = self.relative_errors if order == 2 else self.taylor_relative_errors(order)
+        keep = [(t, e) for t, e, x in zip(self.ts, errs, self.direct)
+                if e > 1e4 * np.finfo(float).eps * scale / max(abs(x), 1e-300)]
+        return loglog_slope([t for t, _ in keep], [e for _, e in keep], t_lo, t_hi, floor=0.0)
+
 
 def tied_optimum(stack: Stack, d: int) -> Array:
     """U*: tied BCA from U_BS, polished by trust regions to a tight critical point."""
