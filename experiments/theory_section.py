@@ -136,8 +136,8 @@ def _corollary3(c3: dict[str, Any], table: Any, out_dir: Path | None) -> list[st
            f"relative error {c3['exact_max_relative_error']:.1e} over {c3['exact_stacks']} stacks.",
            f"Why the second-order error is linear: the third-order Taylor coefficient phi_3 of T(gamma(t)) is "
            f"nonzero in general. Adding the 3rd and 4th order terms, the relative error falls like "
-           f"t^{third['slope_order3']:.2f} and t^{third['slope_order4']:.2f} (median fitted orders over "
-           f"t in [{third['t_window'][0]:g}, {third['t_window'][1]:g}]; expected 2 and 3)."]
+           f"t^{third['slope_order3']:.2f} and t^{third['slope_order4']:.2f} (median fitted orders, "
+           f"{third['t_window']}; expected 2 and 3)."]
     if rows:
         out.append(table(["family", "dims", "d", "seed", "largest angle (rad)", "2nd order rel. error at U_BS",
                           "exact form rel. error", "order of 2nd / 3rd / 4th order error"],
