@@ -71,8 +71,10 @@ def _tangent_basis(U: Array) -> list[Array]:
 
 
 def classify(rel_grad: float, hessian_eigs: Array, gtol: float, htol: float) -> EndpointClass:
-    """Not critical when the relative gradient exceeds gtol; else a local maximum when the Riemannian Hessian
-    is negative definite up to htol (largest eigenvalue <= htol), a saddle when it has an eigenvalue > htol."""
+    """Not critical when the relative gradient exceeds gtol; else a saddle when the Riemannian Hessian on the
+    tangent space has an eigenvalue > htol (an ascent direction: a minimum counts here too), else a local
+    maximum (every eigenvalue <= htol: negative definite, or semidefinite with flat directions that a
+    rank-deficient stack has; the second-order condition of a maximum holds)."""
     if rel_grad > gtol:
         return "not critical"
     return "local maximum" if (hessian_eigs.size == 0 or hessian_eigs.max() <= htol) else "saddle"

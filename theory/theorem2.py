@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory.grassmann import Array
+from theory.objective import spectrum
 from theory.stack import Stack
 
 
@@ -53,8 +54,7 @@ def bs_blocks(stack: Stack, d: int) -> Blocks:
 
 def t_bs_by_blocks(stack: Stack, d: int) -> float:
     """sum_{k<=d} sigma_k^2 - sum_l ||B_l||_F^2 (statement 1)."""
-    s = np.linalg.svd(np.hstack(stack.weights), compute_uv=False)
-    return float(np.sum(s[:d] ** 2)) - float(sum(np.sum(B ** 2) for B in bs_blocks(stack, d).B))
+    return float(np.sum(spectrum(stack)[:d] ** 2)) - float(sum(np.sum(B ** 2) for B in bs_blocks(stack, d).B))
 
 
 def gradient_by_blocks(stack: Stack, d: int) -> Array:
