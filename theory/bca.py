@@ -39,7 +39,8 @@ StopReason = Literal["gradient", "max_sweeps", "cycle", "stalled"]
 STOP_REASONS: tuple[str, ...] = ("gradient", "stalled", "cycle", "max_sweeps")
 STALL_SWEEPS = 3            # sweeps in a row with an energy change <= tol before "stalled"
 GRADIENT_GATE = 1e-4        # untied: the gradient is evaluated only once a sweep changes E by <= this (relative)
-CYCLE_RATIO = 1e-3          # period 2: d(U_{k+1}, U_{k-1}) <= CYCLE_RATIO d(U_{k+1}, U_k)
+CYCLE_RATIO = 0.05          # period 2: d(U_{k+1}, U_{k-1}) <= CYCLE_RATIO d(U_{k+1}, U_k) (also a flip-flop
+                            # that converges too slowly to matter: rate beyond 0.95 per sweep)
 
 
 @dataclass
@@ -175,6 +176,9 @@ def bca_tied(stack: Stack, d: int, lam: float = 0.0, anchor: Array | None = None
         if g_norm == 0.0 or float(np.linalg.norm(G - U @ (U.T @ G))) <= gtol * g_norm:
             stop = "gradient"
             break
+        if not plain and stalled >= STALL_SWEEPS:
+            stop = "stalled"
+            break
         if sweeps >= max_sweeps:
             stop = "max_sweeps"
             break
@@ -194,7 +198,5 @@ def bca_tied(stack: Stack, d: int, lam: float = 0.0, anchor: Array | None = None
         sweeps += 1
         history.append(value)
         stalled = stalled + 1 if _small_change(history, tol) else 0
-        if not plain and stalled >= STALL_SWEEPS:
-            stop = "stalled"
     return BCAResult([U], history, sweeps, stop, _grad_norm(problem.rgrad(U)), problem.relative_grad(U),
                      shifted, cycles)
