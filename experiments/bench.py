@@ -7,7 +7,7 @@ and what the ratio is; ``run_bench`` returns the same figures as a dict.
 1. BCA (theory.bca, lambda = 0, random Gaussian W_l (n x n, N(0, 1/n)), Haar-random start, default_rng(seed)):
    one untied sweep U_i <- top-d range of F_i (M_i = F_i F_i^T) with ``top_range`` (the Gram route) against
    ``top_range_svd`` (the thin SVD of F_i: the previous method), and against a per-layer SVD of the same stack
-   (the SVD-LLM corner's cost); one tied step (top-d eigenspace of M(P) = G G^T, G = tied_factor). Agreement:
+   (the SVD-LLM corner's cost); one tied step (top-d eigenspace of M(P) = G G^T, G = [W_l U, W_l^T U]_l). Agreement:
    max_i ||sin Theta(U_i, U_i')||_F and the relative bundle-energy difference. GFLOP counts the matmuls only:
    2 n^2 d per product W U, 2 n k^2 per Gram F^T F, 2 n k d per F V_d (k the width of F); the fraction is of
    numpy's float64 peak. Goal (issue 11): <= 3 s at L=24, n=2048, d=512.
@@ -46,8 +46,9 @@ from experiments.errors import GbdError
 from experiments.evaluation import _processed_docs, model_context, perplexity, quiet_lm_eval, tokenize_corpus
 from experiments.loading import LoadedModel, load_model
 from theory.bca import untied_sweep
-from theory.energy import bundle_energy, tied_factor
+from theory.energy import bundle_energy
 from theory.grassmann import Array, random_section, sin_theta_fro, top_left_singular, top_range, top_range_svd
+from theory.objective import TiedProblem
 from theory.stack import Stack
 
 R = TypeVar("R")
@@ -161,8 +162,8 @@ def untied_sweep_gflop(L: int, n: int, d: int) -> float:
 
 
 def tied_step(stack: Stack, U: Array, d: int) -> Array:
-    """One plain tied step (lambda = 0): the top-d eigenspace of M(U U^T) = G G^T, G = tied_factor(stack, U)."""
-    return top_range(tied_factor(stack, U), d)
+    """One plain tied step (lambda = 0): the top-d eigenspace of M(U U^T) = G G^T, G = [W_l U, W_l^T U]_l."""
+    return top_range(TiedProblem(stack).factor(U), d)
 
 
 def bench_bca(sizes: BenchSizes, peak_fp64: float, seed: int = SEED) -> dict[str, Any]:
