@@ -23,6 +23,8 @@ WIKITEXT_VALID_TOKENIZED = "wikitext-2-tokens-pytorch-examples/valid.txt"
 HELLASWAG_VAL = "hellaswag/hellaswag_val_full.txt.bz2"
 HELLASWAG_VAL_ITEMS = 10_042
 LINES_PER_ITEM = 6
+CHECKSUMS = "SHA256SUMS"
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -63,6 +65,53 @@ def sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def display_path(path: str | Path) -> str:
+    """A path as reports print it, never absolute: relative to the data folder, else to the package root,
+    else only the file name."""
+    path = Path(path).resolve()
+    roots = [PACKAGE_ROOT]
+    try:
+        roots.insert(0, data_dir().resolve())
+    except GbdError:   # no data folder: only the package root
+        pass
+    for root in roots:
+        if path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+    return path.name
+
+
+def read_checksums(folder: Path) -> dict[str, str] | None:
+    """{path relative to ``folder``: sha256} from ``folder/SHA256SUMS`` (sha256sum format), or None if absent."""
+    listing = folder / CHECKSUMS
+    if not listing.is_file():
+        return None
+    sums = {}
+    for line in listing.read_text(encoding="utf-8").splitlines():
+        digest, sep, name = line.strip().partition("  ")
+        if sep:
+            sums[Path(name.lstrip("*")).as_posix().removeprefix("./")] = digest.lower()
+    return sums
+
+
+def checksum_status(path: str | Path, digest: str) -> str:
+    """'matches SHA256SUMS', 'MISMATCH: SHA256SUMS lists <sha>', 'not listed in SHA256SUMS', or
+    'no SHA256SUMS' for a file of the data folder (a file outside it: 'outside the data folder')."""
+    try:
+        folder = data_dir().resolve()
+    except GbdError:
+        return "outside the data folder"
+    path = Path(path).resolve()
+    if not path.is_relative_to(folder):
+        return "outside the data folder"
+    sums = read_checksums(folder)
+    if sums is None:
+        return f"no {CHECKSUMS}"
+    expected = sums.get(path.relative_to(folder).as_posix())
+    if expected is None:
+        return f"not listed in {CHECKSUMS}"
+    return f"matches {CHECKSUMS}" if expected == digest else f"MISMATCH: {CHECKSUMS} lists {expected}"
 
 
 def hf_rows(text: str) -> list[str]:
@@ -106,8 +155,12 @@ def hellaswag_items(path: str | Path | None = None, limit: int | None = None) ->
     expected = None if path else HELLASWAG_VAL_ITEMS
     path = _existing(Path(path) if path else data_dir() / HELLASWAG_VAL)
     opener = bz2.open if path.suffix == ".bz2" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:   # truncated or corrupt .bz2, unreadable file
+        raise GbdError(f"{display_path(path)} cannot be read: {type(exc).__name__}: {exc} (truncated or "
+                       "corrupt file?)") from exc
     if lines and lines[-1] == "":
         lines.pop()
     if not lines or len(lines) % LINES_PER_ITEM:

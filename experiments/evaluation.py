@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -269,18 +270,25 @@ def _write_local_task(task_dir: Path, items: Sequence[HellaSwagItem]) -> None:
 @contextmanager
 def quiet_lm_eval() -> Iterator[None]:
     """Raise lm-eval's and datasets' log level to ERROR and hide datasets' progress bars for the duration
-    (lm-eval's own loglikelihood progress bar stays)."""
+    (lm-eval's own loglikelihood progress bar stays; the command line's --quiet hides it). lm-eval's
+    ``git describe`` probe, which prints "fatal: not a git repository" outside a checkout, is replaced by its
+    own silent fallback (reading .git of the working directory)."""
     from datasets.utils import logging as ds_logging
+    from lm_eval import evaluator
+    from lm_eval.loggers.utils import get_commit_from_path
 
     loggers = [logging.getLogger(name) for name in ("lm_eval", "datasets")]
     levels = [lg.level for lg in loggers]
     bars = ds_logging.is_progress_bar_enabled()
+    git_probe = evaluator.get_git_commit_hash
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     ds_logging.disable_progress_bar()
+    evaluator.get_git_commit_hash = lambda: get_commit_from_path(os.getcwd())
     try:
         yield
     finally:
+        evaluator.get_git_commit_hash = git_probe
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
         if bars:

@@ -9,7 +9,8 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from experiments.adapters import adapter_for
-from experiments.calibration import calibration_batch, cache_key, second_moments
+from experiments.cache import cache_key
+from experiments.calibration import calibration_batch, second_moments
 from experiments.errors import GbdError
 
 N, T = 4, 16

@@ -149,7 +149,7 @@ def test_loading_missing_or_corrupt_saves_is_refused(tmp_path):
 
 
 def test_installed_parameters_count_a_shared_factor_once():
-    from experiments.pipeline import installed_parameters
+    from experiments.surgery import module_parameters as installed_parameters
 
     model = neox()
     compression, names = compress_model(model, "attn_out", second_moments(model), "basis-sharing", 8)
