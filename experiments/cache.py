@@ -48,7 +48,9 @@ def code_version(files: Sequence[Path] | None = None, libraries: Sequence[str] =
         files = sorted(p for folder in SOURCE_FOLDERS for p in (PACKAGE_ROOT / folder).glob("*.py"))
     parts: list[str | bytes] = []
     for path in files:
-        parts += [path.resolve().relative_to(PACKAGE_ROOT).as_posix(), path.read_bytes()]
+        path = path.resolve()
+        name = path.relative_to(PACKAGE_ROOT).as_posix() if path.is_relative_to(PACKAGE_ROOT) else path.name
+        parts += [name, path.read_bytes()]
     return cache_key(*parts, *library_versions(libraries))
 
 

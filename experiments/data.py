@@ -3,8 +3,8 @@
 - WikiText-2 raw test: Hugging Face ``wikitext-2-raw-v1`` rows rebuilt from ``wiki.test.raw`` exactly as the
   dataset script read the file (one row per line, line ending kept, blank lines -> ''), then joined with
   "\\n\\n" (the SVD-LLM perplexity protocol).
-- Calibration: the hub train split when asked for, else the local *tokenized* WikiText-2 valid split
-  (``<unk>`` tokens), never the test split.
+- Calibration: a text file (``$GBD_CALIB_TEXT``), else the local *tokenized* WikiText-2 valid split
+  (``<unk>`` tokens; the train split is not available offline), never the test split.
 - HellaSwag validation: 6 lines per item (activity_label + ": " + ctx, gold label, 4 endings).
 """
 from __future__ import annotations
@@ -29,12 +29,12 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class TextSource:
-    """A text, what it is, and the file it came from with its sha256 (None for hub data)."""
+    """A text, what it is, and the file it came from with its sha256."""
 
     text: str
     name: str
-    path: str | None
-    sha256: str | None
+    path: str
+    sha256: str
 
 
 @dataclass
@@ -125,17 +125,13 @@ def join_rows(rows: list[str]) -> str:
 
 
 def wikitext2_test(source: str | None = None) -> TextSource:
-    """WikiText-2 raw test text: local file (default), ``"hub"`` or a file path."""
-    if source == "hub":
-        return _hub_wikitext("test")
+    """WikiText-2 raw test text: the data folder's file (default) or a file path."""
     path = Path(source) if source else data_dir() / WIKITEXT_TEST
     return _file_text(path, f"wikitext-2-raw-v1 test rows from {path.name}, joined with \\n\\n")
 
 
 def calibration_text(source: str | None = None) -> TextSource:
-    """Calibration text: ``"hub"`` (raw train), a file path, ``$GBD_CALIB_TEXT``, else the local tokenized valid."""
-    if source == "hub":
-        return _hub_wikitext("train")
+    """Calibration text: a file path, ``$GBD_CALIB_TEXT``, else the local tokenized valid."""
     source = source or os.environ.get("GBD_CALIB_TEXT")
     if source:
         return _file_text(Path(source), f"calibration rows from {Path(source).name}, joined with \\n\\n")
@@ -198,16 +194,3 @@ def _file_text(path: Path, name: str) -> TextSource:
     with open(path, encoding="utf-8") as f:
         text = join_rows(hf_rows(f.read()))
     return TextSource(text, name, str(path), sha256(path))
-
-
-def _hub_wikitext(split: str) -> TextSource:
-    """wikitext-2-raw-v1 ``split`` from the Hugging Face hub, rows joined with "\\n\\n"."""
-    try:
-        import datasets  # slow to import and only needed here
-
-        rows = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"]
-    except Exception as exc:  # offline / unreachable hub / missing cache: all the same to the user
-        raise GbdError(f"could not load wikitext-2-raw-v1 {split} from the Hugging Face hub "
-                       f"({type(exc).__name__}: {exc}); use the local files instead (no source argument)") from exc
-    return TextSource(join_rows(list(rows)), f"wikitext-2-raw-v1 {split} (Hugging Face hub), joined with \\n\\n",
-                      None, None)

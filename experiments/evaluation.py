@@ -37,13 +37,11 @@ from experiments.errors import GbdError
 DEFAULT_SEQ_LEN = 2048  # SVD-LLM's evaluation window
 CONTEXT_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")  # lm-eval's order
 LOCAL_TASK = "hellaswag_local_gbd"
-HUB_TASK = "hellaswag"
 LOCAL_NOTE = (
     "local HellaSwag file (klosax text format): it lacks the ctx_a/ctx_b split, so the whole context is "
     "passed as ctx_a with ctx_b empty and lm-eval's ctx_b.capitalize() is not applied (capitalization can "
     "differ from lm-eval's own hellaswag task on the hub data)"
 )
-HUB_NOTE = "lm-eval's own hellaswag task (hub dataset Rowan/hellaswag, its own preprocessing)"
 
 
 # --------------------------------------------------------------------------------------------- perplexity
@@ -327,8 +325,7 @@ def hellaswag_lm_eval(
 ) -> HellaSwagResult:
     """HellaSwag acc/acc_norm through lm-evaluation-harness (HFLM on the in-memory model, zero-shot).
 
-    ``items_path`` None: the local six-line file (experiments.data default); a path: that file;
-    ``"hub"``: lm-eval's own ``hellaswag`` task (needs the hub dataset; offline this raises GbdError).
+    ``items_path`` None: the local six-line file (experiments.data default); a path: that file.
     ``limit`` keeps the first items only.
     """
     from lm_eval.tasks import TaskManager
@@ -336,15 +333,6 @@ def hellaswag_lm_eval(
     if tokenizer is None:
         raise GbdError("HellaSwag needs the model's tokenizer; none was given")
     with quiet_lm_eval():
-        if items_path == "hub":
-            try:
-                out = _run_lm_eval(model, tokenizer, HUB_TASK, TaskManager(), limit, batch_size)
-            except Exception as exc:  # any failure to fetch/load the hub dataset
-                raise GbdError(
-                    f"lm-eval's own hellaswag task could not run (it needs the hub dataset Rowan/hellaswag; "
-                    f"offline it is unavailable, use the local file instead): {type(exc).__name__}: {exc}"
-                ) from exc
-            return _result_from_lm_eval(out, HUB_TASK, "lm-eval hellaswag (hub)", HUB_NOTE)
         items = hellaswag_items(items_path, limit=limit)
         with tempfile.TemporaryDirectory(prefix="gbd_hellaswag_") as tmp:
             _write_local_task(Path(tmp), items)

@@ -122,10 +122,8 @@ def fit_to_context(budget: Budget, model: torch.nn.Module) -> tuple[Budget, list
                                               "tokens, the model's context"]
 
 
-def data_source(path: str | None, digest: str | None, **fields: Any) -> dict[str, Any]:
+def data_source(path: str, digest: str, **fields: Any) -> dict[str, Any]:
     """A data file as the report names it: path relative to the data folder, sha256, SHA256SUMS status."""
-    if path is None:
-        return {**fields, "path": None, "sha256": None, "checksum": "hub data (no file)"}
     return {**fields, "path": display_path(path), "sha256": digest, "checksum": checksum_status(path, digest)}
 
 
