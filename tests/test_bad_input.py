@@ -203,6 +203,13 @@ def test_non_finite_weights_through_the_api_name_the_layer():
         phase_diagram([np.full((4, 4), np.nan)], 2, (0.0,), progress=False)
 
 
+def test_a_non_finite_parameter_outside_the_targets_is_named_at_load(tmp_path, save_tiny):
+    def nan_embedding(model) -> None:
+        model.gpt_neox.embed_in.weight[3, 0] = float("inf")
+    with pytest.raises(GbdError, match=r"parameter gpt_neox\.embed_in\.weight has NaN or infinite"):
+        load_model(save_tiny(neox(nan_embedding), tmp_path / "inf", True))
+
+
 def test_a_model_folder_without_a_tokenizer_says_so(tmp_path, save_tiny):
     path = save_tiny(neox(), tmp_path / "no-tokenizer", False)
     with pytest.raises(GbdError, match="tokenizer .* is missing"):
