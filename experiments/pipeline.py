@@ -181,7 +181,8 @@ def _compress(ctx: Context, config: Config, d: int, budget: Budget) -> Compressi
     """compress() with the configuration's options; V2's loss rule, where undefined (a truncation loss <= 1,
     which depends on the scale of the second moments), falls back to uniform ranks and says so in the notes."""
     def run(allocation: str) -> Compression:
-        return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d, lam=absolute_lambda(config.lam_over_c, ctx.c),
+        return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d,
+                        lam=absolute_lambda(config.lam_over_c, ctx.c),
                         tied=config.tied, convention=config.convention, installation=config.installation,
                         allocation=allocation, tol=budget.tol, max_sweeps=budget.max_sweeps)
     try:

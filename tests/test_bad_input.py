@@ -172,8 +172,8 @@ def test_unwritable_output_or_cache_folders_fail_before_any_work(tiny_dir, tmp_p
 def test_bad_options_fail_before_the_model_is_loaded(argv, message, tmp_path, monkeypatch, capsys):
     forbid(monkeypatch, loading, "load_model")
     forbid(monkeypatch, reproduce, "load_model")
-    fails_with(argv + ["--mode", "quick", "--quiet"] + (["--cache-dir", str(tmp_path)] if argv[0] != "verify" else []),
-               capsys, message)
+    cache = ["--cache-dir", str(tmp_path)] if argv[0] != "verify" else []
+    fails_with(argv + ["--mode", "quick", "--quiet"] + cache, capsys, message)
 
 
 def test_a_zero_ratio_through_the_api_fails_before_calibration(tiny_dir, tmp_path, monkeypatch):

@@ -84,8 +84,8 @@ def test_report_end_to_end_on_a_tiny_model(tiny_dir, tmp_path, capsys):
     assert_no_absolute_path(report + (out_dir / "results.json").read_text(), tmp_path, tiny_dir)
     label = json.loads(cached[0].read_text())["row"]["label"]
     cached[0].write_text("{}")                  # valid JSON of the wrong shape: a miss, recomputed
-    assert main(["surgery", "--model", tiny_dir, "--mode", "quick", "--cache-dir", str(tmp_path / "cache"), "--quiet",
-                 "--only", label]) == 0
+    assert main(["surgery", "--model", tiny_dir, "--mode", "quick", "--cache-dir", str(tmp_path / "cache"),
+                 "--quiet", "--only", label]) == 0
     recomputed = json.loads(cached[0].read_text())["row"]
     assert {**recomputed, "seconds": 0} == {**rows[label], "seconds": 0}
 

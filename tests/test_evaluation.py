@@ -122,8 +122,9 @@ def test_hellaswag_lm_eval_agrees_with_direct(model, tokenizer):
     assert via_lm_eval.n == direct.n == n
     # lm-eval's accuracies are the share of its chosen endings that are the file's gold labels
     gold = [it.label for it in items]
-    assert via_lm_eval.acc == pytest.approx(sum(p == g for p, g in zip(via_lm_eval.predictions, gold)) / n)
-    assert via_lm_eval.acc_norm == pytest.approx(sum(p == g for p, g in zip(via_lm_eval.predictions_norm, gold)) / n)
+    chosen, chosen_norm = via_lm_eval.predictions, via_lm_eval.predictions_norm
+    assert via_lm_eval.acc == pytest.approx(sum(p == g for p, g in zip(chosen, gold)) / n)
+    assert via_lm_eval.acc_norm == pytest.approx(sum(p == g for p, g in zip(chosen_norm, gold)) / n)
     assert prediction_disagreements(via_lm_eval, direct) == (0, 0)
     assert (via_lm_eval.acc, via_lm_eval.acc_norm) == (direct.acc, direct.acc_norm)
     assert via_lm_eval.acc_stderr == pytest.approx(direct.acc_stderr)
