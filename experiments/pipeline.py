@@ -31,8 +31,8 @@ from experiments.loading import LoadedModel
 from experiments.phase import absolute_lambda
 from experiments.surgery import installed, module_parameters, read_targets
 from theory.corners import sandwich
+from theory.objective import lambda_unit
 from theory.stack import Stack
-from theory.theorems import coupling_norms
 
 ROW_KEYS = frozenset({"label", "method", "table", "d", "ppl", "ppl_protocol", "hellaswag_acc", "hellaswag_acc_norm",
                       "hellaswag_n"})           # every cached row has them ...
@@ -109,7 +109,7 @@ class Context:
     @property
     def c(self) -> float:
         """The lambda unit max_i (||W_i||_2^2 + ||W_{i+1}||_2^2)."""
-        return max(coupling_norms(Stack.of(self.weights)))
+        return lambda_unit(Stack.of(self.weights))
 
 
 def fit_to_context(budget: Budget, model: torch.nn.Module) -> tuple[Budget, list[str]]:
