@@ -43,6 +43,12 @@ def _common(p: argparse.ArgumentParser, model: bool = True, mode_default: str = 
                        help=f"calibration and per-configuration cache [$GBD_CACHE_DIR or {DEFAULT_CACHE}]")
 
 
+def _dtype_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", default="float32",
+                   help="perplexity precision: float32, or bfloat16 autocast (faster on CPUs with bf16; the report "
+                        "prints its measured NLL change) [float32]")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="gbd-audit", description=__doc__.split("\n\n")[0],
                                   formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -51,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="the full reproduction report (the main job)")
     _common(p)
     p.add_argument("--out", type=Path, default=None, help="output folder [reports/<model>-<mode>]")
+    _dtype_option(p)
     p.set_defaults(run=cmd_report)
     p = sub.add_parser("verify", help="the theorem audits (BCA, Theorem 1, Theorem 2, Corollary 3)")
     _common(p, model=False)
@@ -62,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--only", nargs="+", metavar="LABEL", default=None,
                    help="run only these configuration labels (e.g. 'original' 'SVD-LLM V1')")
+    _dtype_option(p)
     p.set_defaults(run=cmd_surgery)
     p = sub.add_parser("bench", help="one BCA sweep at Pythia-1.4B size; calibration and evaluation throughput "
                                      "beside lm-evaluation-harness")
@@ -123,7 +131,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
     out = args.out or default_out(Path(model).stem if model.endswith(".gguf") else model.split("/")[-1], args.mode)
     results, path = reproduce(model, args.mode, args.seed, args.ratio, args.kind, out, args.cache_dir, command,
-                              progress=not args.quiet)
+                              progress=not args.quiet, dtype=args.dtype)
     verdicts = results["verdicts"]
     width = max(len(k) for k in verdicts)
     for claim_id, v in verdicts.items():
@@ -187,13 +195,17 @@ def cmd_surgery(args: argparse.Namespace) -> None:
 
     loaded = load_model(args.model)
     part = surgery_part(loaded, args.kind, args.ratio, args.mode, args.seed, args.cache_dir, args.only,
-                        progress=not args.quiet)
+                        progress=not args.quiet, dtype=args.dtype)
     rows = part["rows"]
     original = next((r for r in rows if r["method"] is None), None)
     if original is None:
         print("(ratios to the original need the 'original' row too)")
         original = {"ppl": float("nan")}
     print(f"{loaded.name}: {args.kind}, d = {part['d']} of {part['D']}; {rows[0]['ppl_protocol']}")
+    if part["dtype_check"]:
+        check = part["dtype_check"]
+        print(f"perplexity under {check['dtype']} autocast: mean NLL change on the uncompressed model "
+              f"{check['nll_relative_change']:+.2e} relative to float32")
     print(table(SURGERY_HEADER, surgery_rows(rows, original)))
 
 

@@ -14,10 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from experiments.compress import frobenius_error_fraction
+from experiments.compress import frobenius_error_fraction, solve_memo
 from experiments.errors import GbdError
 from theory.anchors import AnchorConvention
-from theory.corners import per_layer_truncated_svd, sandwich, solve
+from theory.corners import per_layer_truncated_svd, sandwich
 from theory.objective import lambda_unit
 from theory.stack import Stack
 
@@ -46,7 +46,7 @@ def phase_point(stack: Stack, d: int, lam_over_c: float, tied: bool, convention:
                 tol: float, max_sweeps: int) -> PhasePoint:
     """Solve one cell and measure its two-sided Frobenius fraction."""
     c = lambda_unit(stack)
-    solution = solve(stack, d, absolute_lambda(lam_over_c, c), tied, convention, tol=tol, max_sweeps=max_sweeps)
+    solution = solve_memo(stack, d, absolute_lambda(lam_over_c, c), tied, convention, tol, max_sweeps)  # reused by the surgery
     frac = frobenius_error_fraction(stack.weights, sandwich(stack, solution.sections))
     run = solution.run
     return PhasePoint(lam_over_c, tied, solution.convention, frac, run.sweeps if run else None,

@@ -25,7 +25,7 @@ from experiments.compress import AllocationError, Compression, compress, errors,
 from experiments.data import (calibration_text, checksum_status, display_path, hellaswag_items, hellaswag_source,
                               wikitext2_test)
 from experiments.errors import GbdError
-from experiments.evaluation import (hellaswag_direct, hellaswag_lm_eval, model_context, perplexity,
+from experiments.evaluation import (DTYPES, hellaswag_direct, hellaswag_lm_eval, model_context, perplexity,
                                     prediction_disagreements, tokenize_corpus)
 from experiments.loading import LoadedModel
 from experiments.phase import absolute_lambda
@@ -105,6 +105,7 @@ class Context:
     budget: Budget
     sources: dict[str, Any] = field(default_factory=dict)
     adjustments: list[str] = field(default_factory=list)
+    dtype: str = "float32"            # perplexity's autocast dtype (experiments.evaluation.DTYPES)
 
     @property
     def c(self) -> float:
@@ -158,12 +159,28 @@ def prepare(loaded: LoadedModel, budget: Budget, seed: int, cache_dir: Path, kin
 def evaluate(ctx: Context, budget: Budget, progress: bool = True) -> dict[str, Any]:
     """Perplexity (SVD-LLM protocol) and HellaSwag (lm-eval) of the model as it is now."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
-    ppl = perplexity(model, ctx.test_ids, max_windows=budget.ppl_windows, progress=progress)
+    ppl = perplexity(model, ctx.test_ids, max_windows=budget.ppl_windows, progress=progress, dtype=ctx.dtype)
     hs = hellaswag_lm_eval(model, tok, limit=budget.hellaswag_items)
     return {"ppl": ppl.ppl, "ppl_protocol": ppl.protocol, "nonfinite_windows": ppl.nonfinite_windows,
-            "ppl_tokens": ppl.n_tokens, "hellaswag_acc": hs.acc, "hellaswag_acc_norm": hs.acc_norm,
+            "ppl_tokens": ppl.n_tokens, "ppl_dtype": ppl.dtype, "hellaswag_acc": hs.acc, "hellaswag_acc_norm": hs.acc_norm,
             "hellaswag_acc_stderr": hs.acc_stderr, "hellaswag_n": hs.n, "hellaswag_source": hs.source,
             "hellaswag_note": hs.note}
+
+
+def check_dtype(dtype: str) -> None:
+    """One clear error for a perplexity dtype that is not in experiments.evaluation.DTYPES."""
+    if dtype not in DTYPES:
+        raise GbdError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+
+
+def dtype_check(ctx: Context, budget: Budget) -> dict[str, Any]:
+    """Mean NLL of the uncompressed model over the budget's windows in float32 and in ``ctx.dtype``."""
+    kwargs = {"max_windows": budget.ppl_windows, "progress": False}
+    base = perplexity(ctx.loaded.model, ctx.test_ids, **kwargs)
+    other = perplexity(ctx.loaded.model, ctx.test_ids, dtype=ctx.dtype, **kwargs)
+    mean, mean_other = base.nll_sum / base.n_tokens, other.nll_sum / other.n_tokens
+    return {"dtype": ctx.dtype, "float32_nll": mean, "dtype_nll": mean_other,
+            "nll_relative_change": (mean_other - mean) / mean}
 
 
 def hellaswag_cross_check(ctx: Context, budget: Budget) -> dict[str, Any]:
@@ -194,11 +211,12 @@ def _compress(ctx: Context, config: Config, d: int, budget: Budget) -> Compressi
 
 
 def row_key(ctx: Context, config: Config, d: int, budget: Budget) -> str:
-    """The cache key of one row: code version, model weights, kind, budget, configuration, d, seed and the
-    sha256 of every data file."""
+    """The cache key of one row: code version, model weights, kind, budget, configuration, d, seed, the
+    sha256 of every data file and the perplexity dtype."""
     return cache_key(code_version(), ctx.fingerprint, ctx.kind, repr(budget), repr(config), str(d),
                      str(ctx.sources["calibration"]["seed"]),
-                     *(str(ctx.sources[k]["sha256"]) for k in ("calibration", "wikitext2_test", "hellaswag")))
+                     *(str(ctx.sources[k]["sha256"]) for k in ("calibration", "wikitext2_test", "hellaswag")),
+                     ctx.dtype)
 
 
 def cached_row(cached: Any, key: str, config: Config) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from experiments.cache import atomic_write, write_json
 from experiments.claims import Verdict
 from experiments.compress import V2_RULE
 from experiments.theory_section import render_theory
+from experiments.threads import RULE as THREAD_RULE
 from experiments.verdicts import Judgement, interior_rows, judge_all, mechanism_correlations
 from experiments.verdicts import __doc__ as VERDICT_RULES
 
@@ -134,6 +135,12 @@ def surgery_section(results: dict[str, Any], out_dir: Path) -> str:
                      f"{pct(cross['direct_acc'])} / {pct(cross['direct_acc_norm'])}; items where the chosen ending "
                      f"differs: {cross['disagreements_acc']} (acc), {cross['disagreements_acc_norm']} (acc_norm). "
                      f"Note: {original['hellaswag_note']}.")
+    check = s.get("dtype_check")
+    if check:
+        parts.append(f"Perplexities above were computed under {check['dtype']} autocast (opt-in; the default is "
+                     f"float32). On the uncompressed model over the same windows the mean NLL changes by "
+                     f"{check['nll_relative_change']:+.2e} relative ({check['float32_nll']:.6g} in float32, "
+                     f"{check['dtype_nll']:.6g} in {check['dtype']}).")
     bad = [r["label"] for r in rows if r.get("nonfinite_windows")]
     parts.append("Windows with non-finite loss: " + (", ".join(bad) if bad else "none") + ".")
     notes = [(r["label"], "; ".join(r.get("notes") or [])) for r in rows if r.get("notes")]
@@ -185,7 +192,15 @@ def reproducibility_section(results: dict[str, Any]) -> str:
         table(["model", ""], model_rows),
         table(["data", "what", "file (in the data folder)", "sha256", "SHA256SUMS"], data_rows),
         table(["package", "version"], results["versions"].items()),
-        table(["part", "seconds"], [(k, f"{v:.0f}") for k, v in results["timings_s"].items()])])
+        table(["part", "seconds", "BLAS threads", "torch threads"],
+              [(k, f"{v:.0f}", *_threads_used(results.get("threads", {}).get(k)))
+               for k, v in results["timings_s"].items()]),
+        f"Threads: {THREAD_RULE}."])
+
+
+def _threads_used(part: dict[str, Any] | None) -> tuple[str, str]:
+    """(BLAS threads, torch threads) recorded for a part, or dashes."""
+    return ("-", "-") if part is None else (str(part["blas_threads"]), str(part["torch_threads"]))
 
 
 def render(results: dict[str, Any], judgements: Sequence[Judgement], out_dir: Path) -> str:

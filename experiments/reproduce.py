@@ -22,9 +22,10 @@ from experiments.cache import ensure_writable
 from experiments.data import sha256
 from experiments.loading import LoadedModel, load_model
 from experiments.phase import LAMBDA_GRID, phase_diagram
-from experiments.pipeline import (BUDGETS, check_ratio, choose_configs, hellaswag_cross_check, prepare, rank_for,
-                                  run_surgery)
+from experiments.pipeline import (BUDGETS, check_dtype, check_ratio, choose_configs, dtype_check, hellaswag_cross_check,
+                                  prepare, rank_for, run_surgery)
 from experiments.surgery import read_targets
+from experiments.threads import part_threads
 from experiments.verify import audit_theory
 from theory.anchors import CONVENTIONS
 
@@ -66,52 +67,63 @@ def phase_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, progress
 
 
 def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: int, cache_dir: Path,
-                 only: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
+                 only: Sequence[str] | None = None, progress: bool = True, dtype: str = "float32") -> dict[str, Any]:
     """Calibrate (cached), then compress / install / evaluate each configuration (cached), plus the
-    lm-eval vs direct HellaSwag cross-check on the uncompressed model."""
+    lm-eval vs direct HellaSwag cross-check on the uncompressed model. ``dtype`` "bfloat16": perplexity under
+    bfloat16 autocast, with its measured NLL change on the uncompressed model (``dtype_check``)."""
     budget = BUDGETS[mode]
     choose_configs(budget, only)        # every check that needs no calibration comes before it
     check_ratio(ratio)
+    check_dtype(dtype)
     ensure_writable(cache_dir, "cache folder")
     ctx = prepare(loaded, budget, seed, cache_dir, kind, progress)
+    ctx.dtype = dtype
     budget = ctx.budget                 # the calibration window clipped to the model's context, if it had to be
     d = rank_for(ctx.weights, ratio)
     rows = run_surgery(ctx, budget, d, cache_dir, only, progress)
     cross = hellaswag_cross_check(ctx, budget) if only is None else None
-    return {"d": d, "D": min(min(w.shape) for w in ctx.weights), "kind": kind, "budget": budget.__dict__,
+    checked = dtype_check(ctx, budget) if dtype != "float32" else None
+    return {"dtype_check": checked, "d": d, "D": min(min(w.shape) for w in ctx.weights), "kind": kind, "budget": budget.__dict__,
             "lambda_unit_c": ctx.c, "sources": ctx.sources, "fingerprint": ctx.fingerprint, "rows": rows,
             "hellaswag_cross_check": cross, "adjustments": ctx.adjustments}
 
 
 def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, out_dir: Path, cache_dir: Path,
-              command: str, progress: bool = True) -> tuple[dict[str, Any], Path]:
+              command: str, progress: bool = True, dtype: str = "float32") -> tuple[dict[str, Any], Path]:
     """Theory audit, phase diagram, surgery; then the verdicts and the report written to ``out_dir``."""
     from experiments.report import write_report   # matplotlib only when a report is made
 
     check_ratio(ratio)                   # bad options and unwritable folders fail before any work
+    check_dtype(dtype)
     ensure_writable(out_dir, "output folder")
     ensure_writable(cache_dir, "cache folder")
     started = time.time()
     results: dict[str, Any] = {"command": command, "mode": mode, "seed": seed, "ratio": ratio, "kind": kind,
                                "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     timings: dict[str, float] = {}
+    threads: dict[str, Any] = {}
     loaded = load_model(model)           # first: a missing model fails before minutes of work
     results["model"] = model_info(loaded)
     _say(progress, f"model: {loaded.name} from {loaded.source}")
     _say(progress, f"[1/3] theory audit ({mode})")
     t = time.time()
-    results["theory"] = audit_theory(mode, seed)
+    with part_threads("theory", threads):
+        results["theory"] = audit_theory(mode, seed)
     timings["theory"] = time.time() - t
     _say(progress, f"[2/3] phase diagram on {kind} at d/D = {ratio}")
     t = time.time()
-    results["phase"] = phase_part(loaded, kind, ratio, mode, progress)
+    with part_threads("phase", threads):
+        results["phase"] = phase_part(loaded, kind, ratio, mode, progress)
     timings["phase"] = time.time() - t
     _say(progress, "[3/3] calibration, surgery and evaluation")
     t = time.time()
-    results["surgery"] = surgery_part(loaded, kind, ratio, mode, seed, cache_dir, progress=progress)
+    with part_threads("surgery", threads):
+        results["surgery"] = surgery_part(loaded, kind, ratio, mode, seed, cache_dir, progress=progress,
+                                          dtype=dtype)
     timings["surgery"] = time.time() - t
     timings["total"] = time.time() - started
     results["timings_s"] = timings
+    results["threads"] = threads
     return results, write_report(results, out_dir)
 
 

@@ -13,6 +13,8 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 from experiments.claims import CLAIMS
 from experiments.cli import default_out, main
 from experiments.data import data_dir
+from experiments.loading import load_model
+from experiments.reproduce import surgery_part
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +106,25 @@ def test_unknown_configuration_label_is_a_clear_error(tiny_dir, capsys, tmp_path
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "no configuration labelled ['nonsense']" in err and "SVD-LLM V1" in err
+
+
+def test_unknown_dtype_is_one_line_error(tiny_dir, capsys, tmp_path):
+    argv = ["surgery", "--model", tiny_dir, "--mode", "quick", "--dtype", "float8", "--cache-dir", str(tmp_path)]
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown --dtype 'float8'" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("calibration-*"))  # refused before the calibration
+
+
+def test_bfloat16_rows_and_measured_nll_change(tiny_dir, tmp_path):
+    loaded = load_model(tiny_dir)
+    part = surgery_part(loaded, "attn_out", 0.25, "quick", 3, tmp_path, only=["original"], progress=False,
+                        dtype="bfloat16")
+    assert [r["ppl_dtype"] for r in part["rows"]] == ["bfloat16"]
+    check = part["dtype_check"]
+    assert check["dtype"] == "bfloat16" and 0 < abs(check["nll_relative_change"]) < 1e-2
+    assert check["nll_relative_change"] == pytest.approx(
+        (check["dtype_nll"] - check["float32_nll"]) / check["float32_nll"], rel=1e-12)
+    default = surgery_part(loaded, "attn_out", 0.25, "quick", 3, tmp_path, only=["original"], progress=False)
+    assert default["dtype_check"] is None and default["rows"][0]["ppl_dtype"] == "float32"
+    assert default["rows"][0]["ppl"] == pytest.approx(part["rows"][0]["ppl"], rel=1e-2)
