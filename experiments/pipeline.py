@@ -1,7 +1,7 @@
 """Surgery and evaluation runs on a real model: calibrate once, then compress, install, evaluate each config.
 
-A *budget* fixes the calibration size, the evaluation subset and the BCA stopping rule of a mode
-(quick | standard | full). Every configuration's result is cached as JSON (atomically) under a key made
+A mode (``experiments.audit.modes``, called the budget here) fixes the calibration size, the evaluation
+subset and the BCA stopping rule. Every configuration's result is cached as JSON (atomically) under a key made
 of the model's weights, the budget, the configuration and the seed, so an interrupted run resumes
 where it stopped and a re-run of the report re-uses finished rows. lambda is given in units of
 c = max_i (||W_i||_2^2 + ||W_{i+1}||_2^2), as in the phase diagram.
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from experiments.adapters import adapter_for
+from experiments.audit.modes import Mode
 from experiments.cache import read_json, write_json
 from experiments.calibration import cache_key, calibration_batch, model_fingerprint, second_moments
 from experiments.compress import AllocationError, Compression, compress, errors
@@ -36,27 +37,6 @@ ROW_FORMAT = "2"   # part of every row's cache key: bump it when a change alters
 
 
 @dataclass(frozen=True)
-class Budget:
-    """How much of everything a mode spends."""
-
-    calib_n: int
-    calib_T: int
-    ppl_windows: int | None          # None: every window of the test set
-    hellaswag_items: int | None      # None: all 10,042
-    max_sweeps: int
-    tol: float
-    sweep_lambdas: tuple[float, ...]  # interior lambda / c values of the sweep
-    extended: bool                    # also tied bundle, reference Basis Sharing, anchored corner
-
-
-BUDGETS: dict[str, Budget] = {
-    "quick": Budget(8, 512, 2, 40, 25, 1e-6, (1.0,), False),
-    "standard": Budget(32, 1024, 6, 200, 60, 1e-7, (0.1, 1.0, 10.0), True),
-    "full": Budget(256, 2048, None, None, 500, 1e-10, (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0), True),
-}
-
-
-@dataclass(frozen=True)
 class Config:
     """One compressed model: a method of experiments.compress and its options; ``table`` groups the rows."""
 
@@ -69,7 +49,7 @@ class Config:
     installation: str = "projection"
 
 
-def configs(budget: Budget) -> list[Config]:
+def configs(budget: Mode) -> list[Config]:
     """The configurations of the paper's tables that this budget runs."""
     rows = [Config("original", None, "main"), Config("SVD-LLM V1", "v1", "main"),
             Config("SVD-LLM V2", "v2", "main"), Config("pure bundle (GBD)", "gbd", "main"),
@@ -81,6 +61,8 @@ def configs(budget: Budget) -> list[Config]:
     rows += [Config(f"bundle lambda/c={lam:g}", "bundle", "sweep", lam_over_c=lam) for lam in budget.sweep_lambdas]
     mid = budget.sweep_lambdas[len(budget.sweep_lambdas) // 2]
     rows += [Config(f"bundle lambda/c={mid:g}, V1-output anchors", "bundle", "convention", lam_over_c=mid,
+                    convention="v1-output"),
+             Config("anchored corner, V1-output anchors (no BCA)", "anchored", "convention", lam_over_c=np.inf,
                     convention="v1-output"),
              Config("pure bundle (GBD), orthogonal sandwich", "gbd", "surgery", installation="sandwich")]
     return rows
@@ -115,7 +97,7 @@ def read_targets(model: torch.nn.Module, kind: str = "attn_out") -> tuple[list[s
     return names, [adapter.weight(m) for m in modules], [adapter.bias(m) for m in modules]
 
 
-def prepare(loaded: LoadedModel, budget: Budget, seed: int, cache_dir: Path, kind: str = "attn_out",
+def prepare(loaded: LoadedModel, budget: Mode, seed: int, cache_dir: Path, kind: str = "attn_out",
             progress: bool = True) -> Context:
     """Read the targets, calibrate (cached), tokenize the test text."""
     model, tok = loaded.model, loaded.tokenizer
@@ -136,18 +118,20 @@ def prepare(loaded: LoadedModel, budget: Budget, seed: int, cache_dir: Path, kin
                    fingerprint, sources)
 
 
-def evaluate(ctx: Context, budget: Budget, progress: bool = True) -> dict[str, Any]:
+def evaluate(ctx: Context, budget: Mode, progress: bool = True) -> dict[str, Any]:
     """Perplexity (SVD-LLM protocol) and HellaSwag (lm-eval) of the model as it is now."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
     ppl = perplexity(model, ctx.test_ids, max_windows=budget.ppl_windows, progress=progress)
     hs = hellaswag_lm_eval(model, tok, limit=budget.hellaswag_items)
     return {"ppl": ppl.ppl, "ppl_protocol": ppl.protocol, "nonfinite_windows": ppl.nonfinite_windows,
-            "ppl_tokens": ppl.n_tokens, "hellaswag_acc": hs.acc, "hellaswag_acc_norm": hs.acc_norm,
+            "ppl_tokens": ppl.n_tokens, "ppl_window_nll": list(ppl.window_nll),
+            "ppl_window_tokens": list(ppl.window_tokens), "hellaswag_acc": hs.acc, "hellaswag_acc_norm": hs.acc_norm,
             "hellaswag_acc_stderr": hs.acc_stderr, "hellaswag_n": hs.n, "hellaswag_source": hs.source,
-            "hellaswag_note": hs.note}
+            "hellaswag_note": hs.note, "hellaswag_gold": list(hs.gold), "hellaswag_pred": list(hs.predictions),
+            "hellaswag_pred_norm": list(hs.predictions_norm), "hellaswag_logliks": [list(x) for x in hs.logliks]}
 
 
-def hellaswag_cross_check(ctx: Context, budget: Budget) -> dict[str, Any]:
+def hellaswag_cross_check(ctx: Context, budget: Mode) -> dict[str, Any]:
     """lm-eval vs the independent direct scorer on the same items of the uncompressed model."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
     harness = hellaswag_lm_eval(model, tok, limit=budget.hellaswag_items)
@@ -158,7 +142,7 @@ def hellaswag_cross_check(ctx: Context, budget: Budget) -> dict[str, Any]:
             "disagreements_acc_norm": norm_diff}
 
 
-def _compress(ctx: Context, config: Config, d: int, budget: Budget) -> Compression:
+def _compress(ctx: Context, config: Config, d: int, budget: Mode) -> Compression:
     """compress() with the configuration's options; V2's loss rule, where undefined (a truncation loss <= 1,
     which depends on the scale of the second moments), falls back to uniform ranks and says so in the notes."""
     def run(allocation: str) -> Compression:
@@ -173,7 +157,7 @@ def _compress(ctx: Context, config: Config, d: int, budget: Budget) -> Compressi
         return compression
 
 
-def run_config(ctx: Context, config: Config, d: int, budget: Budget, cache_dir: Path,
+def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Path,
                progress: bool = True) -> dict[str, Any]:
     """Compress, install, evaluate and restore one configuration (cached by model, budget, config, d)."""
     key = cache_key(ROW_FORMAT, ctx.fingerprint, ctx.kind, repr(budget), repr(config), str(d),
@@ -199,7 +183,7 @@ def installed_parameters(model: torch.nn.Module, names: Sequence[str]) -> int:
     return sum(p.numel() for p in unique.values())
 
 
-def _run_compressed(ctx: Context, config: Config, d: int, budget: Budget, progress: bool) -> dict[str, Any]:
+def _run_compressed(ctx: Context, config: Config, d: int, budget: Mode, progress: bool) -> dict[str, Any]:
     model = ctx.loaded.model
     compression = _compress(ctx, config, d, budget)
     err = errors(ctx.weights, ctx.sigmas, compression)
@@ -221,7 +205,7 @@ def _run_compressed(ctx: Context, config: Config, d: int, budget: Budget, progre
             "ranks": compression.ranks, "notes": compression.notes, "bca_sweeps": compression.bca_sweeps}
 
 
-def choose_configs(budget: Budget, only: Sequence[str] | None = None) -> list[Config]:
+def choose_configs(budget: Mode, only: Sequence[str] | None = None) -> list[Config]:
     """The budget's configurations, or those labelled in ``only`` (an unknown label is an error)."""
     labels = [c.label for c in configs(budget)]
     unknown = sorted(set(only or ()) - set(labels))
@@ -230,7 +214,7 @@ def choose_configs(budget: Budget, only: Sequence[str] | None = None) -> list[Co
     return [c for c in configs(budget) if only is None or c.label in only]
 
 
-def run_surgery(ctx: Context, budget: Budget, d: int, cache_dir: Path, only: Sequence[str] | None = None,
+def run_surgery(ctx: Context, budget: Mode, d: int, cache_dir: Path, only: Sequence[str] | None = None,
                 progress: bool = True) -> list[dict[str, Any]]:
     """Every configuration of the budget (or those whose label is in ``only``), in order."""
     chosen = choose_configs(budget, only)

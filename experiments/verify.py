@@ -11,13 +11,13 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from experiments.audit.modes import mode as mode_named
 from theory.bca import bca_tied, bca_untied
 from theory.counterexamples import HAND_COUNTEREXAMPLE, ExactCertificate, minimal_counterexample, prove_exactly
 from theory.stack import Stack
 from theory.strategies import FAMILIES, SQUARE_FAMILIES, make_stack
 from theory.theorems import check_corollary3, check_theorem1, check_theorem2, compare_solvers
 
-SAMPLES_PER_FAMILY = {"quick": 4, "standard": 12, "full": 50}
 COR3_TS = tuple(2.0 ** -k for k in range(0, 10))
 
 
@@ -129,7 +129,7 @@ def audit_corollary3(per_family: int, seed: int) -> dict[str, Any]:
 
 def audit_theory(mode: str = "standard", seed: int = 0) -> dict[str, Any]:
     """All theory audits at the sample size of ``mode`` (quick | standard | full)."""
-    k = SAMPLES_PER_FAMILY[mode]
+    k = mode_named(mode).theory_samples
     return {"mode": mode, "seed": seed, "per_family": k, "bca": audit_bca(k, seed),
             "theorem1": audit_theorem1(k, seed), "theorem2": audit_theorem2(k, seed),
             "corollary3": audit_corollary3(k, seed)}

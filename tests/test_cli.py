@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from experiments.claims import CLAIMS
+from experiments.audit.ledger import CLAIMS
 from experiments.cli import default_out, main
 
 
