@@ -49,6 +49,13 @@ class Judgement:
     detect: str = ""
 
 
+def windows_needed(a: Mapping[str, Any], b: Mapping[str, Any], ratio: float, what: str) -> str:
+    """How many windows would resolve PPL(a) / PPL(b) = ``ratio`` (from this run's spread over windows)."""
+    na, nb = a.get("ppl_window_nll") or [], b.get("ppl_window_nll") or []
+    n = windows_to_detect(na, nb, a["ppl_window_tokens"], ratio) if na and len(na) == len(nb) else None
+    return "" if n is None else f"{n} windows resolve {what} ({ratio:.3g}x)"
+
+
 def _phase_points(results: Results) -> list[dict[str, Any]]:
     return results.get("phase", {}).get("points", [])
 
@@ -196,13 +203,15 @@ def judge_corner_svd(claim: Claim, results: Results) -> Judgement:
         return _missing(claim, "the anchored corner was not run in this mode", "run --mode standard or full")
     iv, band = ppl_ratio(main["anchored"], main["v1"]), claim.tolerance["band"]
     measured = ratio_text("PPL(corner) / PPL(V1)", iv)
+    detect = windows_needed(main["anchored"], main["v1"], band, "a difference at the band's edge")
     if iv.within(1 / band, band):
-        return Judgement(claim, measured, Verdict.REPRODUCED, f"interval inside [1/{band}, {band}]")
+        return Judgement(claim, measured, Verdict.REPRODUCED, f"interval inside [1/{band}, {band}]", detect)
     if iv.above(band) or iv.below(1 / band):
         return Judgement(claim, measured, Verdict.REFUTED,
                          "as deployed the corner is not SVD-LLM (the ratio above is the counterexample); it is SVD "
-                         "only for the raw two-sided Frobenius objective, while V1 is one-sided and whitened")
-    return Judgement(claim, measured, Verdict.NOT_SIGNIFICANT, f"interval overlaps the edge of [1/{band}, {band}]")
+                         "only for the raw two-sided Frobenius objective, while V1 is one-sided and whitened", detect)
+    return Judgement(claim, measured, Verdict.NOT_SIGNIFICANT, f"interval overlaps the edge of [1/{band}, {band}]",
+                     detect)
 
 
 def judge_phase_optimum(claim: Claim, results: Results) -> Judgement:
@@ -269,9 +278,7 @@ def judge_ppl_gbd(claim: Claim, results: Results) -> Judgement:
     tol = claim.tolerance
     paper_ratio = tol["gbd"] / tol["v1"]
     iv = ppl_ratio(main["gbd"], main["v1"])
-    need = windows_to_detect(main["gbd"]["ppl_window_nll"], main["v1"]["ppl_window_nll"],
-                             main["v1"]["ppl_window_tokens"], paper_ratio) if iv.n else None
-    detect = "" if need is None else f"{need} windows resolve the paper's ratio {paper_ratio:.2f}x"
+    detect = windows_needed(main["gbd"], main["v1"], paper_ratio, "the paper's ratio")
     measured = (f"{results['model']['name']}: GBD {main['gbd']['ppl']:.2f} vs V1 {main['v1']['ppl']:.2f}; "
                 + ratio_text("ratio", iv) + f"; direction: {'GBD worse' if side(iv, 1) > 0 else 'GBD better' if side(iv, 1) < 0 else 'undecided'}")
     if not _on_paper_model(claim, results):
@@ -379,15 +386,18 @@ def judge_lambda_flat(claim: Claim, results: Results) -> Judgement:
         return _missing(claim, "no lambda sweep", "run the surgery")
     flat_band, cat = claim.tolerance["flat"], claim.tolerance["catastrophic"]
     flat, large = ppl_ratio(sweep[0], main["gbd"]), ppl_ratio(sweep[-1], main["v1"])
+    detect = windows_needed(sweep[0], main["gbd"], flat_band, "the flatness band's edge")
     measured = (ratio_text(f"PPL(lambda={sweep[0]['lam_over_c']:g} c) / PPL(0)", flat) + "; "
                 + ratio_text(f"PPL(lambda={sweep[-1]['lam_over_c']:g} c) / PPL(V1)", large))
     if flat.within(1 / flat_band, flat_band) and large.above(cat):
-        return Judgement(claim, measured, Verdict.REPRODUCED, f"flat within {flat_band}x and > {cat}x at large lambda")
+        return Judgement(claim, measured, Verdict.REPRODUCED, f"flat within {flat_band}x and > {cat}x at large lambda",
+                         detect)
     if flat.above(flat_band) or flat.below(1 / flat_band):
-        return Judgement(claim, measured, Verdict.NOT_REPRODUCED, f"PPL is not flat within {flat_band:g}x")
+        return Judgement(claim, measured, Verdict.NOT_REPRODUCED, f"PPL is not flat within {flat_band:g}x", detect)
     if large.below(cat):
-        return Judgement(claim, measured, Verdict.NOT_REPRODUCED, f"large lambda is not {cat:g}x worse than V1")
-    return Judgement(claim, measured, Verdict.NOT_SIGNIFICANT, "an interval overlaps its threshold")
+        return Judgement(claim, measured, Verdict.NOT_REPRODUCED, f"large lambda is not {cat:g}x worse than V1",
+                         detect)
+    return Judgement(claim, measured, Verdict.NOT_SIGNIFICANT, "an interval overlaps its threshold", detect)
 
 
 def _same_lambda(results: Results, table: str, method: str, lam: float, convention: str) -> dict[str, Any] | None:
@@ -403,16 +413,18 @@ def judge_anchor_fix(claim: Claim, results: Results) -> Judgement:
         return _missing(claim, "no anchor-convention pair", "run the surgery")
     helps, gap = ppl_ratio(fixed, base), ppl_ratio(fixed, main["v1"])
     little = claim.tolerance["little"]
+    detect = windows_needed(fixed, base, little, "'a little' at its edge")
     measured = ratio_text("PPL(V1-output) / PPL(original anchors)", helps) + "; " + ratio_text("PPL(V1-output) / PPL(V1)", gap)
     if side(helps, 1) == 0 or side(gap, 1) == 0:
-        return Judgement(claim, measured, Verdict.NOT_SIGNIFICANT, "an interval includes 1")
+        return Judgement(claim, measured, Verdict.NOT_SIGNIFICANT, "an interval includes 1", detect)
     if side(helps, 1) > 0 or side(gap, 1) < 0:
         return Judgement(claim, measured, Verdict.NOT_REPRODUCED,
-                         "the V1-output anchors do not help" if side(helps, 1) > 0 else "the gap to V1 closes")
+                         "the V1-output anchors do not help" if side(helps, 1) > 0 else "the gap to V1 closes", detect)
     if helps.estimate >= little:
-        return Judgement(claim, measured, Verdict.REPRODUCED, f"helps by less than {1 / little:g}x; gap remains")
+        return Judgement(claim, measured, Verdict.REPRODUCED, f"helps by less than {1 / little:g}x; gap remains",
+                         detect)
     return Judgement(claim, measured, Verdict.DIRECTION_ONLY,
-                     f"helps by {1 / helps.estimate:.3g}x, more than 'a little' ({1 / little:g}x); the gap remains")
+                     f"helps by {1 / helps.estimate:.3g}x, more than 'a little' ({1 / little:g}x); the gap remains", detect)
 
 
 def _pair_worse(claim: Claim, results: Results, worse: dict[str, Any] | None, better: dict[str, Any] | None,
@@ -423,7 +435,8 @@ def _pair_worse(claim: Claim, results: Results, worse: dict[str, Any] | None, be
     measured = ratio_text(name, iv)
     verdict = {1: Verdict.REPRODUCED, 0: Verdict.NOT_SIGNIFICANT, -1: Verdict.NOT_REPRODUCED}[side(iv, 1)]
     return Judgement(claim, measured, verdict, {1: "ratio significantly above 1", 0: "interval includes 1",
-                                                -1: "ratio significantly below 1"}[side(iv, 1)])
+                                                -1: "ratio significantly below 1"}[side(iv, 1)],
+                     windows_needed(worse, better, iv.estimate, "the measured ratio"))
 
 
 def judge_bca_hurts(claim: Claim, results: Results) -> Judgement:
@@ -450,8 +463,10 @@ def judge_interior(claim: Claim, results: Results) -> Judgement:
     if any(side(iv, 1) == 0 for _, iv in tests):
         return Judgement(claim, measured, Verdict.NOT_SIGNIFICANT, "an interval includes 1")
     ok = all(lo <= iv.estimate <= hi for _, iv in tests)
+    closest = min(inner, key=lambda r: r["ppl"])
     return Judgement(claim, measured, Verdict.REPRODUCED if ok else Verdict.DIRECTION_ONLY,
-                     f"all significantly worse than V1; every ratio in [{lo}, {hi}]: {ok}")
+                     f"all significantly worse than V1; every ratio in [{lo}, {hi}]: {ok}",
+                     windows_needed(closest, v1, lo, "the paper's smallest ratio"))
 
 
 def judge_mechanism(claim: Claim, results: Results) -> Judgement:
@@ -477,15 +492,16 @@ def judge_tie_bs(claim: Claim, results: Results) -> Judgement:
     collapse, frac_min = claim.tolerance["collapse"], claim.tolerance["log_vocab_fraction"]
     iv, vocab = ppl_ratio(main["bs-core"], main["original"]), results["model"]["vocab_size"]
     frac = math.log(main["bs-core"]["ppl"]) / math.log(vocab)
+    detect = windows_needed(main["bs-core"], main["original"], collapse, "the collapse threshold")
     measured = (f"PPL(bs-core) = {main['bs-core']['ppl']:.1f}; " + ratio_text("PPL(bs-core) / PPL(original)", iv)
                 + f"; ln PPL / ln |V| = {frac:.2f}, |V| = {vocab}")
     if iv.above(collapse) and frac >= frac_min:
         return Judgement(claim, measured, Verdict.REPRODUCED,
-                         f"> {collapse:g}x the original's PPL and PPL >= |V|^{frac_min:g}")
-    if iv.estimate > collapse and frac >= frac_min and not iv.above(collapse):
-        return Judgement(claim, measured, Verdict.NOT_SIGNIFICANT, f"the interval reaches below {collapse:g}x")
+                         f"> {collapse:g}x the original's PPL and PPL >= |V|^{frac_min:g}", detect)
+    if iv.estimate > collapse and frac >= frac_min:
+        return Judgement(claim, measured, Verdict.NOT_SIGNIFICANT, f"the interval reaches below {collapse:g}x", detect)
     return Judgement(claim, measured, Verdict.NOT_REPRODUCED,
-                     f"a collapse needs > {collapse:g}x the original's PPL and PPL >= |V|^{frac_min:g}")
+                     f"a collapse needs > {collapse:g}x the original's PPL and PPL >= |V|^{frac_min:g}", detect)
 
 
 @dataclass(frozen=True)
