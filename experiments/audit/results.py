@@ -7,11 +7,12 @@ file of another version, or a row with missing or unknown fields, is one clear e
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 from experiments.errors import GbdError
 
 SCHEMA_VERSION = 2
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,18 +55,15 @@ class Row:
     bca_sweeps: int | None = None
 
 
-ROW_FIELDS = frozenset(f.name for f in fields(Row))
-
-
-def check_row(row: Mapping[str, Any]) -> Row:
-    """The row as a ``Row``; missing or unknown fields are one clear error."""
-    unknown = sorted(set(row) - ROW_FIELDS)
+def typed(cls: type[T], data: Mapping[str, Any], what: str) -> T:
+    """``cls(**data)``; missing or unknown fields are one clear error naming ``what``."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
     if unknown:
-        raise GbdError(f"result row {row.get('label')!r} has unknown fields {unknown} (schema {SCHEMA_VERSION})")
+        raise GbdError(f"{what} has unknown fields {unknown} (results schema {SCHEMA_VERSION})")
     try:
-        return Row(**row)
+        return cls(**data)
     except TypeError as e:
-        raise GbdError(f"result row {row.get('label')!r} does not match schema {SCHEMA_VERSION}: {e}") from None
+        raise GbdError(f"{what} does not match results schema {SCHEMA_VERSION}: {e}") from None
 
 
 @dataclass
@@ -92,18 +90,11 @@ class Results:
             raise GbdError(f"results of schema version {self.version}; this code reads version {SCHEMA_VERSION}")
         surgery = self.surgery
         for r in surgery.get("rows", []) + [r for rs in surgery.get("seed_rows", {}).values() for r in rs]:
-            check_row(r)
+            typed(Row, r, f"result row {r.get('label')!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Results":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise GbdError(f"results have unknown fields {unknown}")
-        try:
-            return cls(**data)
-        except TypeError as e:
-            raise GbdError(f"results do not match schema {SCHEMA_VERSION}: {e}") from None
+        return typed(cls, data, "the results")
