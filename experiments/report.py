@@ -11,8 +11,8 @@ from typing import Any, Iterable, Sequence
 
 from experiments import plots
 from experiments.audit import statistics
-from experiments.audit.measures import (correlations, hs_accuracy, interior_rows, ppl_interval, ppl_ratio,
-                                        seed_spread)
+from experiments.audit.measures import (correlations, hs_accuracy, hs_paired, interior_rows, ppl_interval,
+                                        ppl_ratio, seed_spread)
 from experiments.audit.results import SCHEMA_VERSION, Results
 from experiments.audit.verdicts import Judgement, Verdict, rule_text
 from experiments.audit.verdicts import __doc__ as VERDICT_CLASSES
@@ -165,6 +165,14 @@ def _hs_cell(row: dict[str, Any], norm: bool) -> str:
     return f"{pct(row['hellaswag_acc'])} ± {100 * row['hellaswag_acc_stderr']:.1f}"
 
 
+def _hs_change(row: dict[str, Any], original: dict[str, Any]) -> str:
+    """acc(row) - acc(original) in points with its paired interval, and the exact McNemar p."""
+    pair = hs_paired(original, row)
+    if pair is None:
+        return "-"
+    return f"{pair.difference.text(3, 100)}, p = {pair.mcnemar_p:.2g}"
+
+
 def surgery_rows(rows: Sequence[dict[str, Any]], original: dict[str, Any]) -> list[tuple]:
     out = []
     for r in rows:
@@ -173,13 +181,14 @@ def surgery_rows(rows: Sequence[dict[str, Any]], original: dict[str, Any]) -> li
                     fmt(r.get("frobenius_fraction")), fmt(r.get("two_sided_fraction")),
                     fmt(r.get("activation_fraction")),
                     f"{r['params_kept'] / r['params_original']:.3f}" if compressed else "1",
-                    ppl_ratio(r, original).text(4, unit="x") if compressed else "1"))
+                    ppl_ratio(r, original).text(4, unit="x") if compressed else "1",
+                    _hs_change(r, original) if compressed else "-"))
     return out
 
 
 SURGERY_HEADER = ["configuration", "PPL [95 % interval]", "HellaSwag acc ± se (points)", "acc_norm ± se",
                   "Frobenius (installed)", "two-sided (sections)", "activation error", "params kept",
-                  "PPL / original [paired 95 % interval]"]
+                  "PPL / original [paired 95 % interval]", "acc - original (points) [paired 95 %], McNemar p"]
 
 
 def surgery_section(results: dict[str, Any], out_dir: Path) -> str:
