@@ -199,6 +199,10 @@ def test_theorem_verdicts_follow_the_measurements(results):
     assert verdicts(results)["cor3-exact"] is Verdict.REFUTED
     results["theory"]["theorem1"]["prior_bound_holds"] = t1["stacks"] - 1
     assert verdicts(results)["thm1-bound"] is Verdict.REFUTED
+    results["theory"]["bca"].update(stop_reasons={"gradient tolerance": 30, "sweep limit": 6},
+                                    endpoints={"local maximum": 35, "saddle": 1})
+    bca = next(j for j in judge_all(results) if j.claim.id == "bca-monotone")
+    assert "sweep limit 6" in bca.measured and "saddle 1" in bca.measured
 
 
 def test_results_schema_refuses_another_version_and_unknown_row_fields(results):

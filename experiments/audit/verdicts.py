@@ -76,6 +76,14 @@ def _not_paper_model(claim: Claim, results: Results) -> str:
             "number, interval and direction are beside it")
 
 
+def brief(value: Any) -> str:
+    """A theory audit's extra entry in a few words: a dict's scalar items, else the value itself."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items()
+                         if isinstance(v, (int, float, str, bool)))
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _missing(claim: Claim, what: str, why: str) -> Judgement:
     return Judgement(claim, what, Verdict.NOT_MEASURED, why)
 
@@ -84,7 +92,7 @@ def _missing(claim: Claim, what: str, why: str) -> Judgement:
 
 def judge_bca_monotone(claim: Claim, results: Results) -> Judgement:
     bca = results["theory"]["bca"]
-    extra = "".join(f"; {key.replace('_', ' ')}: {bca[key]}" for key in ("stop_reasons", "endpoints") if key in bca)
+    extra = "".join(f"; {key.replace('_', ' ')}: {brief(bca[key])}" for key in ("stop_reasons", "endpoints") if key in bca)
     measured = f"largest relative drop {bca['max_drop']:.2e} over {bca['runs']} runs{extra}"
     ok = bca["max_drop"] <= claim.tolerance["drop"]
     return Judgement(claim, measured, Verdict.REPRODUCED if ok else Verdict.REFUTED,
@@ -123,7 +131,7 @@ def judge_thm1_bound(claim: Claim, results: Results) -> Judgement:
     prior = t1.get("prior_bound_holds")
     measured = (f"a posteriori bound held on {t1['bound_holds']}/{t1['stacks']} stacks"
                 + ("" if prior is None else f", a priori on {prior}/{t1['stacks']}")
-                + ("" if "tightness" not in t1 else f"; tightness {t1['tightness']}"))
+                + ("" if "tightness" not in t1 else f"; tightness {brief(t1['tightness'])}"))
     ok = t1["bound_holds"] == t1["stacks"] and (prior is None or prior == t1["stacks"])
     return Judgement(claim, measured, Verdict.REPRODUCED if ok else Verdict.REFUTED,
                      "held on every stack" if ok else "a stack violates the bound")
@@ -160,7 +168,7 @@ def judge_thm2(claim: Claim, results: Results) -> Judgement:
     stated = sum(f["counterexamples"] for f in t2["by_family"].values())
     measured = (f"exact counterexample W = {cert['weights']}, d = {cert['d']}: non-symmetric, T(U_BS) = "
                 f"{cert['t_bs']} = sum of top-d sigma^2 = {cert['bound']}, so E2(U*) = E2(U_BS); {stated} certified "
-                "counterexamples among the seeded stacks" + (f"; sharp statement: {t2['sharp']}" if "sharp" in t2 else ""))
+                "counterexamples among the seeded stacks" + (f"; sharp statement: {brief(t2['sharp'])}" if "sharp" in t2 else ""))
     if cert["refutes"]:
         return Judgement(claim, measured, Verdict.REFUTED,
                          "U_BS reaches the global upper bound of T: equality, not strict inequality. Strictness "
@@ -191,7 +199,7 @@ def judge_cor3_exact(claim: Claim, results: Results) -> Judgement:
                         "the theory audit of this version does not evaluate the exact identity")
     err, n = c3["exact_max_relative_error"], c3.get("exact_stacks", 0)
     measured = f"largest relative error {err:.2e} over {n} stacks" + (
-        f"; third-order term: {c3['third_order']}" if "third_order" in c3 else "")
+        f"; third-order term: {brief(c3['third_order'])}" if "third_order" in c3 else "")
     ok = n > 0 and err <= tol
     return Judgement(claim, measured, Verdict.REPRODUCED if ok else Verdict.REFUTED,
                      f"every relative error <= {tol:g}: {ok}")
