@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from experiments.audit.measures import SEED_METHODS
+from experiments.audit.modes import Mode
 from experiments.audit.modes import mode as mode_named
 from experiments.audit.results import Results
 from experiments.audit.verdicts import judge_all
@@ -77,15 +78,22 @@ def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: 
     d = rank_for(ctx.weights, ratio)
     rows = run_surgery(ctx, budget, d, cache_dir, only, progress)
     cross = hellaswag_cross_check(ctx, budget) if only is None else None
-    seed_rows = {}
-    if only is None:
-        labels = [c.label for c in configs(budget) if c.table == "main" and c.method in SEED_METHODS]
-        for other in budget.seeds(seed)[1:]:
-            seed_ctx = prepare(loaded, budget, other, cache_dir, kind, progress)
-            seed_rows[str(other)] = run_surgery(seed_ctx, budget, d, cache_dir, labels, progress)
+    seed_rows = {} if only is not None else seed_runs(loaded, budget, budget.seeds(seed)[1:], d, cache_dir, kind,
+                                                          progress)
     return {"d": d, "D": min(min(w.shape) for w in ctx.weights), "kind": kind, "budget": asdict(budget),
             "lambda_unit_c": ctx.c, "sources": ctx.sources, "fingerprint": ctx.fingerprint, "rows": rows,
             "hellaswag_cross_check": cross, "seed_rows": seed_rows}
+
+
+def seed_runs(loaded: LoadedModel, budget: Mode, seeds: Sequence[int], d: int, cache_dir: Path, kind: str,
+              progress: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """The main-table rows of ``SEED_METHODS`` calibrated with each of ``seeds`` (cached like every row)."""
+    labels = [c.label for c in configs(budget) if c.table == "main" and c.method in SEED_METHODS]
+    out = {}
+    for other in seeds:
+        ctx = prepare(loaded, budget, other, cache_dir, kind, progress)
+        out[str(other)] = run_surgery(ctx, budget, d, cache_dir, labels, progress)
+    return out
 
 
 def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, out_dir: Path, cache_dir: Path,

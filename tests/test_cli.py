@@ -82,3 +82,17 @@ def test_unknown_configuration_label_is_a_clear_error(tiny_dir, capsys, tmp_path
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "no configuration labelled ['nonsense']" in err and "SVD-LLM V1" in err
+
+
+def test_seed_runs_recalibrate_v1_v2_and_gbd_with_each_further_seed(tiny_dir, tmp_path):
+    from experiments.audit.modes import MODES
+    from experiments.loading import load_model
+    from experiments.reproduce import seed_runs
+
+    loaded = load_model(tiny_dir)
+    quick = MODES["quick"]
+    runs = seed_runs(loaded, quick, (4, 5), 8, tmp_path, "attn_out", progress=False)
+    assert list(runs) == ["4", "5"] and all([r["method"] for r in rows] == ["v1", "v2", "gbd"] for rows in runs.values())
+    # other calibration windows, other second moments: V1's activation error differs between the seeds
+    assert runs["4"][0]["activation_fraction"] != runs["5"][0]["activation_fraction"]
+    assert len(list((tmp_path / "runs").iterdir())) == 6
