@@ -118,6 +118,14 @@ def test_every_claim_gets_a_verdict_and_the_model_specific_ones_are_not_measured
     assert v["cor3-exact"] is Verdict.NOT_MEASURED or "exact_max_relative_error" in results["theory"]["corollary3"]
 
 
+def test_the_large_lambda_limit_is_judged_only_on_a_grid_that_reaches_large_lambda(results):
+    points = results["phase"]["points"]
+    points[2]["frobenius_fraction"] = 0.48          # 4 % from the corner at 100 c: not reached
+    assert verdicts(results)["thm1-exact-at-large-lambda"] is Verdict.NOT_REPRODUCED
+    points[2]["lam_over_c"] = 3.0                   # a grid that stops at 3 c cannot say
+    assert verdicts(results)["thm1-exact-at-large-lambda"] is Verdict.NOT_MEASURED
+
+
 def test_the_other_models_number_and_interval_stand_beside_a_not_measured_pythia_claim(results):
     j = {j.claim.id: j for j in judge_all(results)}["ppl-gbd"]
     assert "10x [" in j.measured and "GBD worse" in j.measured and "windows resolve" in j.detect

@@ -45,7 +45,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("thm1-exact-at-large-lambda", "Theorem 1 / phase diagram",
           "at large lambda the anchored solution recovers its anchors essentially exactly on real weights", LOST,
           "smallest lambda / c of the grid whose untied Frobenius fraction is within the tolerance of the "
-          "lambda = inf corner", "large_lambda_limit", {"relative": 0.01, "tied": 0}),
+          "lambda = inf corner", "large_lambda_limit", {"relative": 0.01, "tied": 0, "min_lambda": 10.0}),
     Claim("thm2", "Theorem 2", "tied bundle strictly beats Basis-Sharing-core on E2 when all W_l are square and "
           "one is non-symmetric", "strict", "an exact (sympy) counterexample search over the seeded stacks",
           "thm2"),
@@ -60,7 +60,7 @@ CLAIMS: tuple[Claim, ...] = (
           "whitened, the corner two-sided and raw)", "corner_svd", {"band": 1.05}),
     Claim("corner-bs", "Framework: corners", "the lambda -> inf tied corner is Basis-Sharing-core", "identity",
           "smallest lambda / c whose tied Frobenius fraction is within the tolerance of the tied lambda = inf "
-          "corner (U_BS)", "large_lambda_limit", {"relative": 0.01, "tied": 1}),
+          "corner (U_BS)", "large_lambda_limit", {"relative": 0.01, "tied": 1, "min_lambda": 10.0}),
     Claim("phase-optimum", "Phase diagram", "the pure-bundle corner (lambda = 0, untied) is the Frobenius optimum of "
           "the phase diagram", "optimum", "the phase cell with the smallest two-sided Frobenius fraction",
           "phase_optimum", {"relative": 1e-9}),

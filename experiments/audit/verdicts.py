@@ -158,6 +158,9 @@ def judge_large_lambda(claim: Claim, results: Results) -> Judgement:
     reached = [lam for lam, g in gaps if g <= rel]
     if reached:
         return Judgement(claim, measured, Verdict.REPRODUCED, f"within {rel:.0%} from lambda = {reached[0]:g} c on")
+    if gaps[-1][0] < claim.tolerance["min_lambda"]:
+        return Judgement(claim, measured, Verdict.NOT_MEASURED, f"the grid stops at {gaps[-1][0]:g} c, below the "
+                         f"{claim.tolerance['min_lambda']:g} c where the limit is judged (standard and full modes)")
     return Judgement(claim, measured, Verdict.NOT_REPRODUCED,
                      f"no lambda of the grid (largest {gaps[-1][0]:g} c) is within {rel:.0%} of the corner")
 
@@ -527,7 +530,8 @@ RULES: dict[str, Rule] = {
     "thm1_bound": Rule(judge_thm1_bound, "reproduced when every bound holds on every stack, else refuted"),
     "thm1_rate": Rule(judge_thm1_rate, "reproduced when every slope lies in [{low:g}, {high:g}]"),
     "large_lambda_limit": Rule(judge_large_lambda, "reproduced when some finite lambda of the grid (tied = {tied:g}) "
-                               "is within {relative:.0%} of the lambda = inf corner's Frobenius fraction"),
+                               "is within {relative:.0%} of the lambda = inf corner's Frobenius fraction; not "
+                               "measured when none is and the grid stops below {min_lambda:g} c"),
     "thm2": Rule(judge_thm2, "refuted by an exact counterexample, else reproduced"),
     "cor3": Rule(judge_cor3, "reproduced when every relative error <= {relative:g}, else refuted (the worst stack)"),
     "cor3_exact": Rule(judge_cor3_exact, "reproduced when every relative error <= {relative:g}, else refuted"),
