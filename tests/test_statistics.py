@@ -47,6 +47,14 @@ def test_paired_ratio_removes_the_shared_variation_between_windows():
     assert iv.low <= math.exp(0.1) <= iv.high + 0.005
 
 
+def test_a_bootstrap_over_fewer_than_five_windows_is_shown_but_never_decides():
+    tokens = [100] * 3
+    iv = perplexity_ratio([900.0, 800.0, 700.0], [300.0, 250.0, 200.0], tokens)    # a large, steady effect
+    assert iv.low > 1 and not iv.above(1) and "too few to decide" in iv.text()
+    assert perplexity_ratio([900.0, 800.0, 700.0, 650.0, 600.0], [300.0, 250.0, 200.0, 150.0, 100.0],
+                            [100] * 5).above(1)
+
+
 def test_paired_ratio_of_identical_models_is_exactly_one():
     nll = [300.0, 250.0, 410.0]
     iv = perplexity_ratio(nll, nll, [100, 100, 100])

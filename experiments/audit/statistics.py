@@ -35,6 +35,7 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
+MIN_BOOTSTRAP_UNITS = 5     # below this many windows / configurations a bootstrap interval is shown, not used to decide
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 ALPHA = 0.05
@@ -44,17 +45,20 @@ POWER = 0.8
 @dataclass(frozen=True)
 class Interval:
     """An estimate, its ``CONFIDENCE`` interval [low, high] (NaN when it cannot be had), the sample size
-    it rests on and the method, in words."""
+    it rests on and the method, in words. ``decisive`` is False for a bootstrap over fewer than
+    ``MIN_BOOTSTRAP_UNITS`` units (its percentiles are a few resampled values, far from 95 % coverage): such an
+    interval is printed but never called significant."""
 
     estimate: float
     low: float
     high: float
     n: int
     method: str
+    decisive: bool = True
 
     @property
     def defined(self) -> bool:
-        return not (math.isnan(self.low) or math.isnan(self.high))
+        return self.decisive and not (math.isnan(self.low) or math.isnan(self.high))
 
     def above(self, value: float) -> bool:
         """The whole interval lies above ``value``."""
@@ -72,9 +76,10 @@ class Interval:
         """'estimate [low, high]' (n and the method are printed where the table says them)."""
         def f(x: float) -> str:
             return f"{scale * x:.{digits}g}"
-        if not self.defined:
+        if math.isnan(self.low) or math.isnan(self.high):
             return f"{f(self.estimate)}{unit} [no interval, n = {self.n}]"
-        return f"{f(self.estimate)}{unit} [{f(self.low)}, {f(self.high)}]"
+        caveat = "" if self.decisive else f" (n = {self.n}: too few to decide)"
+        return f"{f(self.estimate)}{unit} [{f(self.low)}, {f(self.high)}]{caveat}"
 
 
 def _finite_windows(*arrays: Sequence[float]) -> list[np.ndarray]:
@@ -95,7 +100,8 @@ def _percentile_bootstrap(data: tuple[np.ndarray, ...], statistic, estimate: flo
     res = stats.bootstrap(data, statistic, paired=True, vectorized=True, method="percentile",
                           confidence_level=CONFIDENCE, n_resamples=RESAMPLES,
                           rng=np.random.default_rng(BOOTSTRAP_SEED))
-    return Interval(estimate, float(res.confidence_interval.low), float(res.confidence_interval.high), n, method)
+    return Interval(estimate, float(res.confidence_interval.low), float(res.confidence_interval.high), n, method,
+                    n >= MIN_BOOTSTRAP_UNITS)
 
 
 def perplexity_interval(window_nll: Sequence[float], window_tokens: Sequence[int]) -> Interval:
@@ -195,7 +201,8 @@ def spearman_interval(x: Sequence[float], y: Sequence[float]) -> Interval:
     tail = 100 * (1 - CONFIDENCE) / 2
     method = (f"percentile bootstrap over {n} configurations, {int(ok.sum())} of {RESAMPLES} resamples with "
               f"non-constant ranks, seed {BOOTSTRAP_SEED}")
-    return Interval(estimate, float(np.percentile(rhos, tail)), float(np.percentile(rhos, 100 - tail)), n, method)
+    return Interval(estimate, float(np.percentile(rhos, tail)), float(np.percentile(rhos, 100 - tail)), n, method,
+                    n >= MIN_BOOTSTRAP_UNITS)
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
