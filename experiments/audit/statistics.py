@@ -127,15 +127,14 @@ def perplexity_ratio(nll_a: Sequence[float], nll_b: Sequence[float], window_toke
 def windows_to_detect(nll_a: Sequence[float], nll_b: Sequence[float], window_tokens: Sequence[int],
                       ratio: float) -> int | None:
     """Windows needed to resolve PPL(a)/PPL(b) = ``ratio`` at ALPHA with POWER, from the spread over windows
-    of the per-window log ratio (None with fewer than 2 windows or no spread to estimate)."""
+    of the per-window log ratio (at least ``MIN_BOOTSTRAP_UNITS``, the fewest that decide; None with fewer than
+    2 windows)."""
     a, b, tokens = _finite_windows(nll_a, nll_b, window_tokens)
     if a.size < 2 or ratio <= 0 or ratio == 1:
         return None
     sd = float(np.std((a - b) / tokens, ddof=1))
-    if sd == 0:
-        return 1
     z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
-    return max(2, math.ceil((z * sd / math.log(ratio)) ** 2))
+    return max(MIN_BOOTSTRAP_UNITS, math.ceil((z * sd / math.log(ratio)) ** 2))
 
 
 def accuracy(correct: Sequence[bool]) -> tuple[Interval, float]:
