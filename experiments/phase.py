@@ -23,7 +23,7 @@ from theory.anchors import AnchorConvention
 from theory.corners import per_layer_truncated_svd, sandwich, solve
 from theory.energy import frobenius_fraction
 from theory.stack import Stack
-from theory.theorems import coupling_norms
+from theory.objective import lambda_unit
 
 @dataclass
 class PhasePoint:
@@ -41,7 +41,7 @@ class PhasePoint:
 def phase_point(stack: Stack, d: int, lam_over_c: float, tied: bool, convention: AnchorConvention,
                 tol: float, max_sweeps: int) -> PhasePoint:
     """Solve one cell and measure its two-sided Frobenius fraction."""
-    c = max(coupling_norms(stack))
+    c = lambda_unit(stack)
     start = time.perf_counter()
     solution = solve(stack, d, lam_over_c * c, tied, convention, tol=tol, max_sweeps=max_sweeps)
     seconds = time.perf_counter() - start

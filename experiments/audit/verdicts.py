@@ -171,7 +171,9 @@ def judge_thm2(claim: Claim, results: Results) -> Judgement:
     stated = sum(f["counterexamples"] for f in t2["by_family"].values())
     measured = (f"exact counterexample W = {cert['weights']}, d = {cert['d']}: non-symmetric, T(U_BS) = "
                 f"{cert['t_bs']} = sum of top-d sigma^2 = {cert['bound']}, so E2(U*) = E2(U_BS); {stated} certified "
-                "counterexamples among the seeded stacks" + (f"; sharp statement: {brief(t2['sharp'])}" if "sharp" in t2 else ""))
+                "counterexamples among the seeded stacks" + (f"; the sharp statement's parts: "
+                                                              f"{', '.join(str(r[-1]) for r in t2['sharp']['rows'])}"
+                                                              if "sharp" in t2 else ""))
     if cert["refutes"]:
         return Judgement(claim, measured, Verdict.REFUTED,
                          "U_BS reaches the global upper bound of T: equality, not strict inequality. Strictness "
