@@ -470,16 +470,15 @@ def judge_interior(claim: Claim, results: Results) -> Judgement:
     lo, hi = claim.tolerance["low"], claim.tolerance["high"]
     tests = [(r, ppl_ratio(r, v1)) for r in inner]
     measured = "; ".join(ratio_text(r["label"], iv) for r, iv in tests)
+    detect = windows_needed(min(inner, key=lambda r: r["ppl"]), v1, lo, "the paper's smallest ratio")
     better = [r for r, iv in tests if side(iv, 1) < 0]
     if better:
-        return Judgement(claim, measured, Verdict.REFUTED, f"{better[0]['label']} beats V1 significantly")
+        return Judgement(claim, measured, Verdict.REFUTED, f"{better[0]['label']} beats V1 significantly", detect)
     if any(side(iv, 1) == 0 for _, iv in tests):
-        return Judgement(claim, measured, Verdict.NOT_SIGNIFICANT, "an interval includes 1")
+        return Judgement(claim, measured, Verdict.NOT_SIGNIFICANT, "an interval includes 1", detect)
     ok = all(lo <= iv.estimate <= hi for _, iv in tests)
-    closest = min(inner, key=lambda r: r["ppl"])
     return Judgement(claim, measured, Verdict.REPRODUCED if ok else Verdict.DIRECTION_ONLY,
-                     f"all significantly worse than V1; every ratio in [{lo}, {hi}]: {ok}",
-                     windows_needed(closest, v1, lo, "the paper's smallest ratio"))
+                     f"all significantly worse than V1; every ratio in [{lo}, {hi}]: {ok}", detect)
 
 
 def judge_mechanism(claim: Claim, results: Results) -> Judgement:
