@@ -7,6 +7,8 @@
   Markdown report with its figures.
 
 Modes (``experiments.audit.modes``) set every sample size, grid and seed count.
+Reports hold no absolute local path: data files are named relative to the data folder, the model by its file
+name, package and sha256.
 """
 from __future__ import annotations
 
@@ -23,10 +25,13 @@ from experiments.audit.modes import Mode
 from experiments.audit.modes import mode as mode_named
 from experiments.audit.results import Results
 from experiments.audit.verdicts import judge_all
+from experiments.cache import ensure_writable
 from experiments.data import sha256
 from experiments.loading import LoadedModel, load_model
 from experiments.phase import phase_diagram
-from experiments.pipeline import choose_configs, configs, hellaswag_cross_check, prepare, rank_for, read_targets, run_surgery
+from experiments.pipeline import (check_ratio, choose_configs, configs, hellaswag_cross_check, prepare, rank_for,
+                                  run_surgery)
+from experiments.surgery import read_targets
 from experiments.verify import audit_theory
 from theory.anchors import CONVENTIONS
 
@@ -35,8 +40,9 @@ PACKAGES = ("numpy", "scipy", "sympy", "torch", "transformers", "lm_eval", "data
 
 
 def versions() -> dict[str, str]:
-    """Python, platform and the versions of the packages the numbers depend on."""
-    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    """Python, operating system and machine (no kernel version) and the versions of the packages the numbers
+    depend on."""
+    found = {"python": sys.version.split()[0], "platform": f"{platform.system()} {platform.machine()}"}
     for name in PACKAGES:
         try:
             found[name] = metadata.version(name)
@@ -46,14 +52,14 @@ def versions() -> dict[str, str]:
 
 
 def model_info(loaded: LoadedModel) -> dict[str, Any]:
-    """Name, source, architecture, vocabulary size and (for a single-file model) the file's sha256."""
+    """Name, source (no absolute path), architecture, vocabulary size and (for a single-file model) the file's
+    sha256."""
     config = loaded.model.config
     info = {"name": loaded.name, "source": loaded.source, "model_type": config.model_type,
             "vocab_size": int(config.vocab_size), "hidden_size": int(config.hidden_size),
             "layers": int(config.num_hidden_layers)}
-    if loaded.source.startswith("GGUF file "):
-        path = loaded.source.removeprefix("GGUF file ").split(" (")[0]
-        info["file_sha256"] = sha256(path)
+    if loaded.file is not None:
+        info["file_sha256"] = sha256(loaded.file)
     return info
 
 
@@ -73,8 +79,11 @@ def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: 
     None), the methods of ``SEED_METHODS`` are re-run with each further calibration seed of the mode
     (``seed_rows``, by seed)."""
     budget = mode_named(mode)
-    choose_configs(budget, only)        # an unknown label fails before the calibration
+    choose_configs(budget, only)        # every check that needs no calibration comes before it
+    check_ratio(ratio)
+    ensure_writable(cache_dir, "cache folder")
     ctx = prepare(loaded, budget, seed, cache_dir, kind, progress)
+    budget = ctx.budget                 # the calibration window clipped to the model's context, if it had to be
     d = rank_for(ctx.weights, ratio)
     rows = run_surgery(ctx, budget, d, cache_dir, only, progress)
     cross = hellaswag_cross_check(ctx, budget) if only is None else None
@@ -82,7 +91,8 @@ def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: 
                                                           progress)
     return {"d": d, "D": min(min(w.shape) for w in ctx.weights), "kind": kind, "budget": asdict(budget),
             "lambda_unit_c": ctx.c, "sources": ctx.sources, "fingerprint": ctx.fingerprint, "rows": rows,
-            "hellaswag_cross_check": cross, "seed_rows": seed_rows}
+            "hellaswag_cross_check": cross, "seed_rows": seed_rows,
+            "adjustments": ctx.adjustments}
 
 
 def seed_runs(loaded: LoadedModel, budget: Mode, seeds: Sequence[int], d: int, cache_dir: Path, kind: str,
@@ -101,6 +111,9 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
     """Theory audit, phase diagram, surgery; then the verdicts and the report written to ``out_dir``."""
     from experiments.report import write_report   # matplotlib only when a report is made
 
+    check_ratio(ratio)                   # bad options and unwritable folders fail before any work
+    ensure_writable(out_dir, "output folder")
+    ensure_writable(cache_dir, "cache folder")
     started = time.time()
     results: dict[str, Any] = {"command": command, "mode": mode, "seed": seed, "ratio": ratio, "kind": kind,
                                "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

@@ -240,3 +240,13 @@ def test_report_has_every_claim_intervals_tables_and_figures_and_changes_nothing
     assert json.loads((tmp_path / "results.json").read_text())["version"] == SCHEMA_VERSION
     assert "| 400 [" in text and "| 20x [" in text      # GBD's PPL and its ratio to the original, with intervals
     assert "| v1 | 2 | 42 ± 2.8 [40, 44] |" in text     # seeds 0 and 4: PPL 40 and 44, sd = 4 / sqrt(2)
+
+
+def test_versions_name_no_kernel():
+    import platform
+
+    from experiments.reproduce import versions
+
+    found = versions()
+    assert found["platform"] == f"{platform.system()} {platform.machine()}"
+    assert platform.release() not in " ".join(found.values())
