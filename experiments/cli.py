@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from experiments.audit.modes import DEFAULT_SEED, MODES
 from experiments.errors import GbdError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,10 +28,11 @@ DEFAULT_CACHE = Path(os.environ.get("GBD_CACHE_DIR", REPO / ".cache" / "gbd"))
 
 
 def _common(p: argparse.ArgumentParser, model: bool = True, mode_default: str = "standard") -> None:
-    p.add_argument("--mode", choices=("quick", "standard", "full"), default=mode_default,
+    p.add_argument("--mode", choices=tuple(MODES), default=mode_default,
                    help=f"sample sizes: quick (minutes), standard, full (paper-size; GPU advised) "
                         f"[default: {mode_default}]")
-    p.add_argument("--seed", type=int, default=3, help="seed of calibration windows and theory stacks [3]")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"seed of calibration windows and theory stacks [{DEFAULT_SEED}]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if model:
         p.add_argument("--model", default=None,
@@ -140,14 +142,14 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from experiments.claims import claim
-    from experiments.verdicts import JUDGES
+    from experiments.audit.ledger import claim
+    from experiments.audit.verdicts import judge
     from experiments.verify import audit_theory
 
     results = {"theory": audit_theory(args.mode, args.seed)}
     theory = results["theory"]
-    for claim_id in ("thm1-rate", "thm2", "cor3"):
-        j = JUDGES[claim_id](claim(claim_id), results)
+    for claim_id in ("bca-monotone", "thm1-bound", "thm1-rate", "thm2", "cor3", "cor3-exact"):
+        j = judge(claim(claim_id), results)
         print(f"{claim_id}: {j.verdict.value}\n  measured: {j.measured}\n  why: {j.why}")
     bca = theory["bca"]
     print(f"BCA: largest energy drop {bca['max_drop']:.2e} over {bca['runs']} runs; reached the best solver's "

@@ -76,6 +76,8 @@ class PerplexityResult:
 
     ``ppl = exp(nll_sum / n_tokens)`` over the finite windows; ``nonfinite_windows`` counts the evaluated
     windows whose NLL was NaN/inf (excluded from ``nll_sum`` and ``n_tokens``, never silently).
+    ``window_nll`` / ``window_tokens``: each evaluated window's summed NLL (non-finite ones as they came) and
+    its number of predictions, in window order, for the intervals of ``experiments.audit.statistics``.
     """
 
     ppl: float
@@ -87,6 +89,8 @@ class PerplexityResult:
     nonfinite_windows: int
     protocol: str
     dtype: str = "float32"
+    window_nll: tuple[float, ...] = ()
+    window_tokens: tuple[int, ...] = ()
 
 
 def _resolve_seq_len(model: nn.Module, seq_len: int | None) -> int:
@@ -166,14 +170,12 @@ def perplexity(
     seq_len = _resolve_seq_len(model, seq_len)
     windows, available = _windows(ids.to(torch.long), seq_len, max_windows)
     device = _model_device(model)
-    nll_sum, n_finite, n_bad = 0.0, 0, 0
+    per_window: list[float] = []
     with torch.inference_mode(), torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "float32"):
         for batch in tqdm(windows.split(batch_size), desc="perplexity", unit="batch", disable=not progress):
-            nll = _window_nll(model, batch.to(device), chunk).cpu()
-            finite = torch.isfinite(nll)
-            nll_sum += float(nll[finite].sum())
-            n_finite += int(finite.sum())
-            n_bad += int((~finite).sum())
+            per_window += _window_nll(model, batch.to(device), chunk).cpu().tolist()
+    finite = [x for x in per_window if math.isfinite(x)]
+    nll_sum, n_finite, n_bad = float(sum(finite)), len(finite), len(per_window) - len(finite)
     n_tokens = n_finite * (seq_len - 1)
     n = windows.shape[0]
     protocol = (
@@ -191,13 +193,16 @@ def perplexity(
         nonfinite_windows=n_bad,
         protocol=protocol,
         dtype=dtype,
+        window_nll=tuple(per_window),
+        window_tokens=(seq_len - 1,) * n,
     )
 
 
 # --------------------------------------------------------------------------------------------- HellaSwag
 @dataclass(frozen=True)
 class HellaSwagResult:
-    """HellaSwag accuracies; ``predictions``/``predictions_norm`` are the chosen ending per item (doc order)."""
+    """HellaSwag accuracies; per item (doc order): ``predictions``/``predictions_norm`` the chosen ending,
+    ``gold`` the right one, ``logliks`` the log-likelihood of every ending."""
 
     acc: float
     acc_stderr: float
@@ -208,6 +213,8 @@ class HellaSwagResult:
     note: str
     predictions: tuple[int, ...] = ()
     predictions_norm: tuple[int, ...] = ()
+    gold: tuple[int, ...] = ()
+    logliks: tuple[tuple[float, ...], ...] = ()
 
 
 def _lm_eval_doc(item: HellaSwagItem) -> dict:
@@ -254,6 +261,8 @@ def _result_from_logliks(
         note=note,
         predictions=tuple(pred),
         predictions_norm=tuple(pred_norm),
+        gold=tuple(int(g) for g in gold),
+        logliks=tuple(tuple(float(x) for x in ll) for ll in lls),
     )
 
 

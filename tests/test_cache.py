@@ -11,7 +11,8 @@ import pytest
 from experiments import pipeline
 from experiments.cache import PACKAGE_ROOT, code_version, ensure_writable, library_versions
 from experiments.errors import GbdError
-from experiments.pipeline import BUDGETS, Config, cached_row, row_key
+from experiments.audit.modes import MODES as BUDGETS
+from experiments.pipeline import Config, cached_row, row_key
 
 CONFIG = Config("SVD-LLM V1", "v1", "main")
 SOURCES = {"calibration": {"sha256": "a" * 64, "seed": 3}, "wikitext2_test": {"sha256": "b" * 64},

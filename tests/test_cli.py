@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from experiments.claims import CLAIMS
+from experiments.audit.ledger import CLAIMS
 from experiments.cli import default_out, main
 from experiments.data import data_dir
 from experiments.loading import load_model
@@ -128,3 +128,16 @@ def test_bfloat16_rows_and_measured_nll_change(tiny_dir, tmp_path):
     default = surgery_part(loaded, "attn_out", 0.25, "quick", 3, tmp_path, only=["original"], progress=False)
     assert default["dtype_check"] is None and default["rows"][0]["ppl_dtype"] == "float32"
     assert default["rows"][0]["ppl"] == pytest.approx(part["rows"][0]["ppl"], rel=1e-2)
+
+
+def test_seed_runs_recalibrate_v1_v2_and_gbd_with_each_further_seed(tiny_dir, tmp_path):
+    from experiments.audit.modes import MODES
+    from experiments.reproduce import seed_runs
+
+    loaded = load_model(tiny_dir)
+    quick = MODES["quick"]
+    runs = seed_runs(loaded, quick, (4, 5), 8, tmp_path, "attn_out", progress=False)
+    assert list(runs) == ["4", "5"] and all([r["method"] for r in rows] == ["v1", "v2", "gbd"] for rows in runs.values())
+    # other calibration windows, other second moments: V1's activation error differs between the seeds
+    assert runs["4"][0]["activation_fraction"] != runs["5"][0]["activation_fraction"]
+    assert len(list((tmp_path / "runs").iterdir())) == 6
