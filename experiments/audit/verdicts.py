@@ -126,12 +126,19 @@ def judge_bca_sweeps(claim: Claim, results: Results) -> Judgement:
                      f"{len(slow)} of {len(cells)} cells needed more than {few} sweeps or hit the sweep limit")
 
 
+def tightness_text(tight: Mapping[str, Any]) -> str:
+    """Median distance / bound at the smallest and the largest lambda / c of the tightness sweep."""
+    lam, post, prior = tight["lam_over_c"], tight["posterior_ratio_median"], tight["prior_ratio_median"]
+    return (f"median distance / a-posteriori bound {post[0]:.2f} at lambda = {lam[0]:g} c, {post[-1]:.3f} at "
+            f"{lam[-1]:g} c; distance / a-priori bound {prior[0]:.3f} and {prior[-1]:.3f}")
+
+
 def judge_thm1_bound(claim: Claim, results: Results) -> Judgement:
     t1 = results["theory"]["theorem1"]
     prior = t1.get("prior_bound_holds")
     measured = (f"a posteriori bound held on {t1['bound_holds']}/{t1['stacks']} stacks"
                 + ("" if prior is None else f", a priori on {prior}/{t1['stacks']}")
-                + ("" if "tightness" not in t1 else f"; tightness {brief(t1['tightness'])}"))
+                + ("" if "tightness" not in t1 else "; " + tightness_text(t1["tightness"])))
     ok = t1["bound_holds"] == t1["stacks"] and (prior is None or prior == t1["stacks"])
     return Judgement(claim, measured, Verdict.REPRODUCED if ok else Verdict.REFUTED,
                      "held on every stack" if ok else "a stack violates the bound")
