@@ -160,9 +160,10 @@ def cmd_surgery(args: argparse.Namespace) -> None:
 def cmd_beyond(args: argparse.Namespace) -> None:
     from experiments.cache import write_json
     from experiments.loading import DEFAULT_MODEL, load_model
-    from experiments.methods.open_questions import run_open_questions
+    from experiments.methods.open_questions import check_questions, run_open_questions
     from experiments.methods.open_report import render_section
 
+    check_questions(args.question)
     model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
     loaded = load_model(model)
     out = args.out or default_out(loaded.name, args.mode)

@@ -210,16 +210,21 @@ def run_entry(setting: Setting, entry: Entry, budget: Budget, cache_dir: Path) -
     return row
 
 
+def check_questions(questions: Sequence[str] | None) -> None:
+    """A clear error for a question name not in QUESTIONS (before any model is loaded)."""
+    unknown = sorted(set(questions or ()) - set(QUESTIONS))
+    if unknown:
+        raise GbdError(f"unknown question(s) {unknown}; choose from {list(QUESTIONS)}")
+
+
 def run_open_questions(loaded: LoadedModel, mode: str = "quick", ratio: float = 0.25, seed: int = 3,
                        cache_dir: Path = Path(".cache/gbd"), questions: Sequence[str] | None = None,
                        progress: bool = True, budget: Budget | None = None) -> dict[str, Any]:
     """Run the chosen questions (default all) on ``loaded``; the JSON-ready section data (module docstring).
     ``budget`` replaces the mode's sample sizes (``mode`` is then only a name in the data)."""
+    check_questions(questions)
     if mode not in BUDGETS:
         raise GbdError(f"unknown mode {mode!r}; choose one of {list(BUDGETS)}")
-    unknown = sorted(set(questions or ()) - set(QUESTIONS))
-    if unknown:
-        raise GbdError(f"unknown question(s) {unknown}; choose from {list(QUESTIONS)}")
     budget = budget or BUDGETS[mode]
     entries = [e for e in plan(budget, ratio) if questions is None or e.question in questions]
     if not entries:
