@@ -18,7 +18,7 @@ from theory.anchors import AnchorConvention
 from theory.corners import per_layer_truncated_svd, sandwich, solve
 from theory.energy import frobenius_fraction
 from theory.stack import Stack
-from theory.theorems import coupling_norms
+from theory.objective import lambda_unit
 
 LAMBDA_GRID = {"quick": (0.0, 1.0, np.inf), "standard": (0.0, 0.1, 1.0, 10.0, np.inf),
                "full": (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, np.inf)}
@@ -39,7 +39,7 @@ class PhasePoint:
 def phase_point(stack: Stack, d: int, lam_over_c: float, tied: bool, convention: AnchorConvention,
                 tol: float, max_sweeps: int) -> PhasePoint:
     """Solve one cell and measure its two-sided Frobenius fraction."""
-    c = max(coupling_norms(stack))
+    c = lambda_unit(stack)
     solution = solve(stack, d, lam_over_c * c, tied, convention, tol=tol, max_sweeps=max_sweeps)
     frac = frobenius_fraction(stack.weights, sandwich(stack, solution.sections))
     run = solution.run

@@ -12,6 +12,7 @@ from experiments import plots
 from experiments.cache import atomic_write, write_json
 from experiments.claims import Verdict
 from experiments.compress import V2_RULE
+from experiments.theory_section import render_theory
 from experiments.verdicts import Judgement, interior_rows, judge_all, mechanism_correlations
 from experiments.verdicts import __doc__ as VERDICT_RULES
 
@@ -60,68 +61,7 @@ def claims_section(judgements: Sequence[Judgement]) -> str:
 
 
 def theory_section(theory: dict[str, Any], out_dir: Path) -> str:
-    bca, t1, t2, c3 = theory["bca"], theory["theorem1"], theory["theorem2"], theory["corollary3"]
-    parts = ["## Theory audit",
-             f"Seeded stacks of every family (random, low-rank, near-symmetric, block, rectangular), "
-             f"{theory['per_family']} per family, seed {theory['seed']}. The property tests (`pytest`) search "
-             "the same families with hypothesis.",
-             "### Block-coordinate ascent",
-             f"BCA never lowered the energy: largest relative drop between sweeps {bca['max_drop']:.2e} over "
-             f"{bca['runs']} runs (untied and tied). Against pymanopt trust regions and 3 random restarts, BCA from "
-             f"its default start reached the best energy any solver found (to 1e-8) in {bca['reached_best']} of "
-             f"{bca['comparisons']} cases; median relative gap {bca['median_gap']:.2e}, worst "
-             f"{bca['worst_gap']:.2e}."]
-    worst = sorted(bca["rows"], key=lambda r: -r["gap"])[:3]
-    parts.append(table(["family", "dims", "d", "seed", "tied", "relative gap to the best solver"],
-                       [(r["family"], r["dims"], r["d"], r["seed"], r["tied"], f"{r['gap']:.2e}") for r in worst]))
-    parts += ["### Theorem 1 (anchor limit)",
-              "At a BCA fixed point each U_i spans the top-d eigenspace of lambda A_i A_i^T + C_i, C_i PSD, so "
-              "(Davis-Kahan, with the Weyl bound lambda_d >= lambda)\n\n"
-              "    ||sin Theta(U_i, A_i)||_F <= ||(I - A_i A_i^T) C_i U_i||_F / lambda_d(M_i)   (a posteriori)\n"
-              "                              <= sqrt(d) (||W_i||_2^2 + ||W_{i+1}||_2^2) / lambda  (a priori),\n\n"
-              "and ||P_U - P_A||_F^2 = 2 sum_i ||sin Theta_i||_F^2.",
-              f"Both bounds held on {t1['bound_holds']} of {t1['stacks']} stacks; fitted log-log slopes (lambda >= "
-              f"10 c) lie in [{t1['slope_min']:.4f}, {t1['slope_max']:.4f}]."]
-    if t1["curve"] is not None:
-        curve = t1["curve"]
-        name = plots.theorem1_plot(curve, out_dir / "theorem1.png")
-        parts.append(f"![Theorem 1]({name})\n\nOne random stack (dims {curve['dims']}, d = {curve['d']}, seed "
-                     f"{curve['seed']}): slope {curve['slope']:.4f}.")
-    hand, minimal = t2["hand"], t2["minimal"]
-    parts += ["### Theorem 2 (tied bundle vs Basis-Sharing-core)",
-              "For every section U: T(U) = sum_l ||U^T W_l U||^2 <= sum_l ||U^T W_l||^2 <= sum_{k<=d} "
-              "sigma_k([W_1..W_L])^2. When T(U_BS) reaches the right-hand side, U_BS is a global maximizer of T and "
-              "E2(U*) = E2(U_BS), whether or not some W_l is non-symmetric: **the theorem as stated is false**.",
-              f"Minimal counterexample, found and shrunk by hypothesis, proved in exact arithmetic (sympy): "
-              f"W = {minimal['weights']}, d = {minimal['d']}; eigenvalues of sum_l W_l W_l^T {minimal['sigma2']}; "
-              f"T(U_BS) = {minimal['t_bs']} = bound {minimal['bound']}; Riemannian gradient at U_BS exactly zero: "
-              f"{minimal['gradient_zero']}.",
-              f"Hand-made one: W = {hand['weights']}, d = {hand['d']}, T(U_BS) = {hand['t_bs']} = {hand['bound']}.",
-              "**The condition that holds:** E2(U*) < E2(U_BS) strictly if and only if U_BS is not a global "
-              "maximizer of T; a nonzero Riemannian gradient (I - P) M(P) U_BS certifies strictness, and "
-              "T(U_BS) = sum_{k<=d} sigma_k^2 (U_BS invariant under every W_l and W_l^T restricted suitably, e.g. "
-              "block-diagonal stacks whose leading blocks dominate) certifies equality.",
-              table(["family", "stacks", "paper's hypothesis holds", "strict", "certified counterexamples",
-                     "our condition agrees"],
-                    [(f, r["stacks"], r["hypothesis"], r["strict"], r["counterexamples"], r["real_condition_agrees"])
-                     for f, r in t2["by_family"].items()])]
-    rows = c3["rows"]
-    parts += ["### Corollary 3 (second-order expansion)",
-              "U* is a critical point of T, so along the geodesic gamma(t) = Exp_{U*}(t H), H = Log_{U*}(U_BS) "
-              "= Q diag(theta) V^T (theta the principal angles, Q and U* V the principal vectors):\n\n"
-              "    E2(gamma(t)) - E2(U*) = -(t^2 / 2) Hess T(U*)[H, H] + O(t^3),\n"
-              "    Hess T(U)[H, H] = 2 <H, M(P) H> + 2 <H, M(H U^T + U H^T) U> - 2 tr(H^T H U^T M(P) U),\n\n"
-              "with M(P) = sum_l W_l P W_l^T + W_l^T P W_l. It depends on the principal vectors, not only on the "
-              "angles. At t = 1 it predicts E2(U_BS) - E2(U*)."]
-    if rows:
-        name = plots.corollary3_plot(c3["ts"], rows, out_dir / "corollary3.png")
-        parts.append(table(["family", "dims", "d", "seed", "largest angle (rad)", "rel. error at U_BS",
-                            "rel. error at t = 2^-9", "fitted order"],
-                           [(r["family"], r["dims"], r["d"], r["seed"], f"{r['max_angle']:.3f}",
-                             f"{r['rel_err_t1']:.2e}", f"{r['rel_err_min_t']:.2e}", f"{r['order']:.2f}")
-                            for r in rows]))
-        parts.append(f"![Corollary 3]({name})")
-    return "\n\n".join(parts)
+    return render_theory(theory, out_dir)
 
 
 PHASE_HEADER = ["lambda", "sections", "anchors", "two-sided Frobenius fraction", "BCA sweeps", "converged"]

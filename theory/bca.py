@@ -11,6 +11,17 @@ is a minorize-maximize step that cannot lower the energy once c >= sum_l ||W_l||
 (then f(P) + c tr(P^2) is a convex quadratic in P and tr(P^2) = d is constant on Gr(n, d)).
 ``shift="auto"`` tries c = 0 first and takes the safe c only when the plain step would lower
 the energy; ``shift="none"`` is the plain fixed-point iteration (not monotone in general).
+
+Stopping (like pymanopt's stopping criteria, every solve says why it stopped, ``StopReason``):
+- "gradient": the relative Riemannian gradient ||(I - P) grad|| / ||grad|| (theory.objective) is <= gtol:
+  the primary rule, the only one that makes ``converged`` true;
+- "stalled": the energy changed by at most tol * max(1, |E|) for ``STALL_SWEEPS`` sweeps in a row while the
+  gradient stayed above gtol (the secondary, energy-change test: the step no longer makes progress);
+- "cycle": the plain tied step (shift="none") revisits the section of two sweeps before (a period-2 cycle
+  between non-critical sections, whose energy may still creep up) or stalls away from a critical point;
+  a fixed point of the plain step is critical, so either means it will not converge. With shift="auto" a
+  cycle (or stall) of the plain step switches to the safe shifted step for the rest of the run instead;
+- "max_sweeps": the sweep limit.
 """
 from __future__ import annotations
 
@@ -20,63 +31,65 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from theory.anchors import anchors as make_anchors
-from theory.energy import bundle_energy, tied_energy, tied_factor
-from theory.grassmann import Array, check_section, projection, top_left_singular, top_range
+from theory.grassmann import Array, check_section, sin_theta_fro, top_left_singular, top_range
+from theory.objective import TiedProblem, UntiedProblem
 from theory.stack import Stack
+
+StopReason = Literal["gradient", "max_sweeps", "cycle", "stalled"]
+STOP_REASONS: tuple[str, ...] = ("gradient", "stalled", "cycle", "max_sweeps")
+STALL_SWEEPS = 3            # sweeps in a row with an energy change <= tol before "stalled"
+GRADIENT_GATE = 1e-4        # untied: the gradient is evaluated only once a sweep changes E by <= this (relative)
+CYCLE_RATIO = 0.05          # period 2: d(U_{k+1}, U_{k-1}) <= CYCLE_RATIO d(U_{k+1}, U_k) (also a flip-flop
+                            # that converges too slowly to matter: rate beyond 0.95 per sweep)
 
 
 @dataclass
 class BCAResult:
-    """Sections found, energy after each sweep (entry 0: the initial point), convergence facts."""
+    """Sections found, energy after each sweep (entry 0: the initial point), and why the solve stopped."""
 
     sections: list[Array]
     history: list[float]
     sweeps: int
-    converged: bool
-    grad_norm: float
+    stop_reason: StopReason
+    grad_norm: float            # ||Riemannian gradient||_F at the end point
+    rel_grad: float             # ||(I - P) grad|| / ||grad|| at the end point
     shifted_steps: int = 0
+    cycles: int = 0             # tied: cycles (or stalls) of the plain step that switched to the safe step
 
     @property
     def energy(self) -> float:
         return self.history[-1]
 
+    @property
+    def converged(self) -> bool:
+        """Stopped by the gradient rule: the end point is critical to the relative tolerance gtol."""
+        return self.stop_reason == "gradient"
 
-def _converged(history: Sequence[float], tol: float) -> bool:
+
+def _small_change(history: Sequence[float], tol: float) -> bool:
     return abs(history[-1] - history[-2]) <= tol * max(1.0, abs(history[-1]))
 
 
+def _grad_norm(rgrad: Array | Sequence[Array]) -> float:
+    parts = rgrad if isinstance(rgrad, list) else [rgrad]
+    return float(np.sqrt(sum(np.sum(g ** 2) for g in parts)))
+
+
 def untied_factor(stack: Stack, sections: Sequence[Array], i: int, lam: float,
-                   anchors: Sequence[Array] | None) -> Array:
-    """F_i with M_i = F_i F_i^T (module docstring)."""
-    Ws, L = stack.weights, stack.L
-    cols = []
-    if i < L:
-        cols.append(Ws[i].T @ sections[i + 1])      # W_{i+1}^T U_{i+1}
-    if i > 0:
-        cols.append(Ws[i - 1] @ sections[i - 1])    # W_i U_{i-1}
-    if lam and anchors is not None:
-        cols.append(np.sqrt(lam) * anchors[i])
-    return np.hstack(cols)
+                  anchors: Sequence[Array] | None) -> Array:
+    """F_i with M_i = F_i F_i^T (theory.objective.UntiedProblem.factor)."""
+    return UntiedProblem(stack, lam, anchors if lam else None).factor(sections, i)
 
 
 def untied_sweep(stack: Stack, sections: Sequence[Array], d: int, lam: float = 0.0,
                  anchors: Sequence[Array] | None = None,
                  top: Callable[[Array, int], Array] = top_range) -> list[Array]:
     """One Gauss-Seidel sweep on a copy: U_i <- top-d range of F_i (``top``), i = 0..L in order."""
+    problem = UntiedProblem(stack, lam, anchors if lam else None)
     out = list(sections)
     for i in range(stack.L + 1):
-        out[i] = top(untied_factor(stack, out, i, lam, anchors), d)
+        out[i] = top(problem.factor(out, i), d)
     return out
-
-
-def untied_riemannian_grad_norm(stack: Stack, sections: Sequence[Array], lam: float = 0.0,
-                                anchors: Sequence[Array] | None = None) -> float:
-    """sqrt(sum_i ||(I - P_i) M_i U_i||_F^2): zero exactly at critical points of E."""
-    total = 0.0
-    for i, U in enumerate(sections):
-        F = untied_factor(stack, sections, i, lam, anchors)
-        total += float(np.sum(projection(U, F @ (F.T @ U)) ** 2))
-    return float(np.sqrt(total))
 
 
 def _check_lambda(lam: float, anchors: object) -> None:
@@ -87,29 +100,37 @@ def _check_lambda(lam: float, anchors: object) -> None:
 
 
 def bca_untied(stack: Stack, d: int, lam: float = 0.0, anchors: Sequence[Array] | None = None,
-               init: Sequence[Array] | None = None, tol: float = 1e-12, max_sweeps: int = 500) -> BCAResult:
-    """Maximize E(U_0..U_L) by sweeping U_i <- top-d eigenspace of M_i, i = 0..L.
+               init: Sequence[Array] | None = None, tol: float = 1e-12, max_sweeps: int = 500,
+               gtol: float = 1e-6) -> BCAResult:
+    """Maximize E(U_0..U_L) by sweeping U_i <- top-d eigenspace of M_i, i = 0..L (stopping: module docstring).
 
     ``init`` defaults to the anchors when given, else the ``original``-convention anchors.
-    Stops when a sweep changes E by at most tol * max(1, |E|) or after ``max_sweeps``.
     """
     stack.check_rank(d)
     _check_lambda(lam, anchors)
+    problem = UntiedProblem(stack, lam, anchors if lam else None)
     sections = [U.copy() for U in (init if init is not None else anchors if anchors is not None
                                    else make_anchors(stack, d, "original"))]
     if len(sections) != stack.L + 1:
         raise ValueError(f"need L+1 = {stack.L + 1} initial sections, got {len(sections)}")
     for U, n in zip(sections, stack.dims):
         check_section(U, n, d)
-    history = [bundle_energy(stack, sections, lam, anchors)]
-    converged, sweeps = False, 0
-    while sweeps < max_sweeps and not converged:
+    history = [problem.cost(sections)]
+    sweeps, stalled, stop = 0, 0, None
+    while stop is None:
+        if sweeps >= max_sweeps:
+            stop = "max_sweeps"
+            break
         sections = untied_sweep(stack, sections, d, lam, anchors)
         sweeps += 1
-        history.append(bundle_energy(stack, sections, lam, anchors))
-        converged = _converged(history, tol)
-    return BCAResult(sections, history, sweeps, converged,
-                     untied_riemannian_grad_norm(stack, sections, lam, anchors))
+        history.append(problem.cost(sections))
+        if _small_change(history, GRADIENT_GATE) and problem.relative_grad(sections) <= gtol:
+            stop = "gradient"
+        stalled = stalled + 1 if _small_change(history, tol) else 0
+        if stop is None and stalled >= STALL_SWEEPS:
+            stop = "stalled"
+    return BCAResult(sections, history, sweeps, stop, _grad_norm(problem.rgrad(sections)),
+                     problem.relative_grad(sections))
 
 
 def basis_sharing_core(stack: Stack, d: int) -> Array:
@@ -117,24 +138,16 @@ def basis_sharing_core(stack: Stack, d: int) -> Array:
     return top_left_singular(np.hstack(stack.weights), d)
 
 
-def tied_objective(stack: Stack, U: Array, lam: float = 0.0, anchor: Array | None = None) -> float:
-    """T(U) + lambda ||U^T A||_F^2."""
-    val = tied_energy(stack, U)
-    return val + lam * float(np.sum((U.T @ anchor) ** 2)) if lam else val
-
-
-def tied_riemannian_grad_norm(stack: Stack, U: Array, lam: float = 0.0, anchor: Array | None = None) -> float:
-    """||(I - U U^T) (M(P) + lambda A A^T) U||_F (half the Riemannian gradient of the tied objective)."""
-    G = tied_factor(stack, U)
-    G = G @ (G.T @ U)
-    if lam:
-        G = G + lam * anchor @ (anchor.T @ U)
-    return float(np.linalg.norm(projection(U, G)))
+def _cycling(new: Array, previous: list[Array]) -> bool:
+    """A period-2 cycle: the new section is (nearly) the one of two steps before, not the last one."""
+    if len(previous) < 2:
+        return False
+    return sin_theta_fro(new, previous[-2]) <= CYCLE_RATIO * sin_theta_fro(new, previous[-1])
 
 
 def bca_tied(stack: Stack, d: int, lam: float = 0.0, anchor: Array | None = None, init: Array | None = None,
-             tol: float = 1e-12, max_sweeps: int = 2000,
-             shift: Literal["auto", "none"] = "auto") -> BCAResult:
+             tol: float = 1e-12, max_sweeps: int = 2000, shift: Literal["auto", "none"] = "auto",
+             gtol: float = 1e-6) -> BCAResult:
     """Maximize T(U) + lambda ||U^T A||^2 over one shared U (square stacks); see module docstring.
 
     ``init`` defaults to the anchor when given, else U_BS. ``anchor`` defaults to U_BS
@@ -142,28 +155,48 @@ def bca_tied(stack: Stack, d: int, lam: float = 0.0, anchor: Array | None = None
     """
     if not stack.square:
         raise ValueError(f"tied sections need square weights of one size, got interface widths {stack.dims}")
+    if shift not in ("auto", "none"):
+        raise ValueError(f"shift must be 'auto' or 'none', got {shift!r}")
     stack.check_rank(d)
     n = stack.dims[0]
     if lam and anchor is None:
         anchor = basis_sharing_core(stack, d)
     _check_lambda(lam, anchor)
+    problem = TiedProblem(stack, lam, anchor if lam else None)
     U = (init if init is not None else anchor if anchor is not None else basis_sharing_core(stack, d)).copy()
     check_section(U, n, d)
     c_safe = float(sum(np.linalg.norm(W, 2) ** 2 for W in stack.weights))
-    history = [tied_objective(stack, U, lam, anchor)]
-    converged, sweeps, shifted = False, 0, 0
-    while sweeps < max_sweeps and not converged:
-        F = tied_factor(stack, U)                   # M(P) + lambda A A^T = F F^T
-        if lam:
-            F = np.hstack([F, np.sqrt(lam) * anchor])
-        candidate = top_range(F, d)
-        value = tied_objective(stack, candidate, lam, anchor)
-        if shift == "auto" and value < history[-1]:
+    history = [problem.cost(U)]
+    recent: list[Array] = [U]
+    sweeps, stalled, shifted, cycles, plain, stop = 0, 0, 0, 0, True, None
+    while stop is None:
+        F = problem.factor(U)                       # M(P) + lambda A A^T = F F^T
+        G = F @ (F.T @ U)                           # half the Euclidean gradient at U
+        g_norm = float(np.linalg.norm(G))
+        if g_norm == 0.0 or float(np.linalg.norm(G - U @ (U.T @ G))) <= gtol * g_norm:
+            stop = "gradient"
+            break
+        if not plain and stalled >= STALL_SWEEPS:
+            stop = "stalled"
+            break
+        if sweeps >= max_sweeps:
+            stop = "max_sweeps"
+            break
+        candidate = top_range(F, d) if plain else None
+        if plain and (_cycling(candidate, recent) or stalled >= STALL_SWEEPS):
+            if shift == "none":
+                stop = "cycle"
+                break
+            plain, cycles, stalled = False, cycles + 1, 0
+        value = problem.cost(candidate) if plain else -np.inf
+        if not plain or (shift == "auto" and value < history[-1]):
             candidate = top_range(np.hstack([F, np.sqrt(2.0 * c_safe) * U]), d)   # + 2 c P
-            value = tied_objective(stack, candidate, lam, anchor)
+            value = problem.cost(candidate)
             shifted += 1
         U = candidate
+        recent = [recent[-1], U]
         sweeps += 1
         history.append(value)
-        converged = _converged(history, tol)
-    return BCAResult([U], history, sweeps, converged, tied_riemannian_grad_norm(stack, U, lam, anchor), shifted)
+        stalled = stalled + 1 if _small_change(history, tol) else 0
+    return BCAResult([U], history, sweeps, stop, _grad_norm(problem.rgrad(U)), problem.relative_grad(U),
+                     shifted, cycles)

@@ -8,7 +8,7 @@
 
 Every solve returns L+1 sections (a tied solve repeats its one U); ``sandwich`` turns them
 into compressed weights P_l W_l P_{l-1}. The activation-aware variant passes the whitened
-stack W_l S_l and maps back with ``unwhiten``.
+stack W_l S_l (experiments.compress maps the result back).
 """
 from __future__ import annotations
 
@@ -69,11 +69,6 @@ def solve_corner(stack: Stack, d: int, corner: str, convention: AnchorConvention
 def sandwich(stack: Stack, sections: Sequence[Array]) -> list[Array]:
     """W_hat_l = P_l W_l P_{l-1}."""
     return [projector(sections[l]) @ W @ projector(sections[l - 1]) for l, W in enumerate(stack.weights, 1)]
-
-
-def unwhiten(W_hat_whitened: Sequence[Array], S_pinv: Sequence[Array]) -> list[Array]:
-    """Map compressed whitened weights back: W_hat_l = (W_hat_l S_l) S_l^+ (S_l^+ = S_l^{-1} when invertible)."""
-    return [Wh @ Sp for Wh, Sp in zip(W_hat_whitened, S_pinv, strict=True)]
 
 
 def per_layer_truncated_svd(stack: Stack, d: int) -> list[Array]:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from theory.bca import basis_sharing_core
 from theory.energy import tied_energy
+from theory.objective import spectrum
 from theory.stack import Stack
 
 # Found by hand first and kept as a regression: n = 2, d = 1, L = 2.
@@ -80,7 +81,7 @@ def _float_refutes(example: tuple[list[list[list[int]]], int]) -> bool:
     stack = Stack.of(np.array(weights, dtype=float))
     if not any((np.array(W) != np.array(W).T).any() for W in weights):
         return False
-    s = np.linalg.svd(np.hstack(stack.weights), compute_uv=False)
+    s = spectrum(stack)
     if s[d - 1] - (s[d] if d < len(s) else 0.0) < 1e-9:
         return False
     return tied_energy(stack, basis_sharing_core(stack, d)) >= float(np.sum(s[:d] ** 2)) - 1e-9
@@ -103,3 +104,125 @@ def minimal_counterexample(max_examples: int = 20_000) -> ExactCertificate:
                       settings=settings(max_examples=max_examples, derandomize=True, database=None,
                                         suppress_health_check=list(HealthCheck)))
     return prove_exactly(weights, d)
+
+
+# ----------------------------------------------------------------- the sharp Theorem 2, decided exactly (n = 2, d = 1)
+
+# Exact examples for the sharp statement (theory.theorem2); all have U_BS = e_1, decided by ``decide_exactly``.
+SHARP_EXAMPLES: dict[str, list[list[list[int]]]] = {
+    # critical, B != 0 (not certified), not block-diagonal, yet U_BS is the global maximum: T(u) = 2 u_1^2
+    "equality without the certificate": [[[1, 1], [0, 0]], [[1, -1], [0, 0]]],
+    # critical, B != 0, a strict local maximum of T (T(U_BS) = 1) that is not global (T(e_2) = 4)
+    "strict local maximum, not global": [[[-1, 0], [0, 2]], [[0, 2], [0, 0]]],
+    # every W_l symmetric, L = 2, nonzero gradient at U_BS: strict although the paper's hypothesis fails
+    "all symmetric, strict": [[[2, 1], [1, -2]], [[1, 0], [0, 0]]],
+    # non-symmetric, not block-diagonal (C != 0), B = 0: the certificate, equality
+    "non-symmetric, not block-diagonal, equality": HAND_COUNTEREXAMPLE[0],
+}
+
+
+@dataclass
+class ExactDecision:
+    """Theorem 2 decided in exact arithmetic for a 2 x 2 integer stack at d = 1 with a rational U_BS.
+
+    u(phi) = cos(phi) v + sin(phi) w (v spans U_BS, w its complement, both unit), g(phi) = T(u(phi)).
+    ``global_max``: T(U_BS) >= T(u) for every unit u, certified by the nonnegativity on R of
+    p(t) = T(U_BS) (1 + t^2)^2 - N(t), N(t) = sum_l ((v + t w)^T W_l (v + t w))^2 (every real root of
+    even multiplicity, checked by Sturm counts on the square-free factors, and p > 0 somewhere), and
+    T(U_BS) >= T(w) (the point t = infinity). Otherwise ``witness`` is a rational u with T(u) > T(U_BS).
+    """
+
+    weights: list[list[list[int]]]
+    symmetric: bool
+    block_diagonal: bool                # every B_l = 0 and C_l = 0 in the basis (v, w)
+    t_bs: sp.Expr
+    bound: sp.Expr                      # sigma_1^2 of [W_1, W_2, ...]
+    off_block: sp.Expr                  # sum_l B_l^2
+    gradient: sp.Expr                   # g'(0)
+    gradient_by_blocks: sp.Expr         # 2 sum_l (B_l A_l - D_l B_l)
+    hessian: sp.Expr                    # g''(0)
+    global_max: bool
+    witness: list[sp.Expr] | None
+    witness_value: sp.Expr | None
+
+    @property
+    def verdict(self) -> str:
+        return "equality" if self.global_max else "strict"
+
+    @property
+    def bs_class(self) -> str:
+        if self.gradient != 0:
+            return "not critical"
+        return "local maximum" if self.hessian < 0 else "saddle or degenerate"
+
+    def describe(self) -> dict[str, object]:
+        """JSON-ready summary (exact values as strings)."""
+        return {"weights": self.weights, "d": 1, "symmetric": self.symmetric, "block_diagonal": self.block_diagonal,
+                "t_bs": str(self.t_bs), "bound": str(self.bound), "sum_B2": str(self.off_block),
+                "gradient": str(self.gradient), "hessian": str(self.hessian), "u_bs": self.bs_class,
+                "verdict": self.verdict, "witness": None if self.witness is None else [str(x) for x in self.witness],
+                "witness_T": None if self.witness_value is None else str(self.witness_value)}
+
+
+def _nonnegative_on_reals(p: sp.Poly) -> bool:
+    """p(t) >= 0 for every real t: odd-multiplicity factors have no real root and p > 0 at some point."""
+    if p.is_zero:
+        return True
+    _, factors = p.sqf_list()
+    if any(k % 2 == 1 and f.degree() > 0 and f.count_roots() > 0 for f, k in factors):
+        return False
+    t = next(x for x in range(1, p.degree() + 2) if p.eval(x) != 0)
+    return bool(p.eval(t) > 0)
+
+
+def decide_exactly(weights: list[list[list[int]]]) -> ExactDecision:
+    """Decide E2(U*) = E2(U_BS) or < for a 2 x 2 integer stack at d = 1 (see ExactDecision)."""
+    Ws = [sp.Matrix(W) for W in weights]
+    if any(W.shape != (2, 2) for W in Ws):
+        raise ValueError("the exact decision handles 2 x 2 weights at d = 1")
+    G = sum((W * W.T for W in Ws), sp.zeros(2, 2))
+    (top, _, vecs), *_ = sorted(G.eigenvects(), key=lambda p: float(p[0]), reverse=True)
+    if len(vecs) != 1 or not all(x.is_rational for x in vecs[0]):
+        raise ValueError("the exact decision needs a unique, rational U_BS")
+    v = vecs[0] / vecs[0].norm()
+    w = sp.Matrix([-v[1], v[0]])
+    phi, t = sp.symbols("phi t", real=True)
+    u = sp.cos(phi) * v + sp.sin(phi) * w
+    g = sum(((u.T * W * u)[0]) ** 2 for W in Ws)
+    A = [(v.T * W * v)[0] for W in Ws]
+    B = [(v.T * W * w)[0] for W in Ws]
+    C = [(w.T * W * v)[0] for W in Ws]
+    D = [(w.T * W * w)[0] for W in Ws]
+    t_bs = sp.nsimplify(sum(a ** 2 for a in A))
+    y = v + t * w
+    N = sp.expand(sum(((y.T * W * y)[0]) ** 2 for W in Ws))
+    p = sp.Poly(sp.expand(t_bs * (1 + t ** 2) ** 2 - N), t)
+    t_perp = sum(d_ ** 2 for d_ in D)
+    global_max = bool(_nonnegative_on_reals(p) and t_bs >= t_perp)
+    witness, value = None, None
+    if not global_max:
+        witness, value = _witness(Ws, v, w, t_bs)
+    return ExactDecision(
+        weights, all(W == W.T for W in Ws), all(b == 0 for b in B) and all(c == 0 for c in C), t_bs, top,
+        sp.nsimplify(sum(b ** 2 for b in B)), sp.simplify(sp.diff(g, phi).subs(phi, 0)),
+        sp.simplify(2 * sum(b * a - d_ * b for a, b, d_ in zip(A, B, D))),
+        sp.simplify(sp.diff(g, phi, 2).subs(phi, 0)), global_max, witness, value)
+
+
+def _witness(Ws: list[sp.Matrix], v: sp.Matrix, w: sp.Matrix, t_bs: sp.Expr) -> tuple[list[sp.Expr], sp.Expr]:
+    """A unit vector with rational-cosine coordinates (Pythagorean parametrization) where T > T(U_BS)."""
+    def T(u: sp.Matrix) -> sp.Expr:
+        return sp.nsimplify(sum(((u.T * W * u)[0]) ** 2 for W in Ws))
+
+    grid = np.linspace(0.0, np.pi, 2001)
+    Wf = [np.array(W.tolist(), dtype=float) for W in Ws]
+    vals = sum(np.einsum("ip,ij,jp->p", np.stack([np.cos(grid), np.sin(grid)]), W, np.stack([np.cos(grid),
+                                                                                          np.sin(grid)])) ** 2
+               for W in Wf)
+    start = float(grid[int(np.argmax(vals))])
+    for q in (10, 100, 1000, 10000):
+        m = sp.Rational(round(np.tan(start / 2) * q), q)      # u = ((1 - m^2), 2 m) / (1 + m^2): exactly unit
+        u = sp.Matrix([(1 - m ** 2) / (1 + m ** 2), 2 * m / (1 + m ** 2)])
+        if T(u) > t_bs:
+            return list(u), T(u)
+    raise ValueError("no rational witness found (T(U_BS) may be the maximum)")

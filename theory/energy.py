@@ -50,16 +50,6 @@ def tied_energy(stack: Stack, U: Array) -> float:
     return float(sum(np.sum((U.T @ W @ U) ** 2) for W in stack.weights))
 
 
-def tied_factor(stack: Stack, U: Array) -> Array:
-    """G(U) = [W_1 U, ..., W_L U, W_1^T U, ..., W_L^T U], so that M(U U^T) = G G^T (n x 2 L d)."""
-    return np.hstack([W @ U for W in stack.weights] + [W.T @ U for W in stack.weights])
-
-
-def tied_operator(stack: Stack, P: Array) -> Array:
-    """M(P) = sum_l (W_l P W_l^T + W_l^T P W_l); grad_U T = 2 M(U U^T) U."""
-    return sum(W @ P @ W.T + W.T @ P @ W for W in stack.weights)
-
-
 def e2(stack: Stack, U: Array) -> float:
     """Two-sided tied error E2(U) = sum_l ||W_l||^2 - T(U)."""
     return stack.total_energy() - tied_energy(stack, U)
@@ -84,7 +74,7 @@ def frobenius_fraction(weights: Sequence[Array], approximations: Sequence[Array]
 def activation_error(W: Array, W_hat: Array, Sigma: Array) -> float:
     """tr((W - W_hat) Sigma (W - W_hat)^T) = ||(W - W_hat) X||_F^2 for Sigma = X X^T."""
     D = W - W_hat
-    return float(np.einsum("ij,jk,ik->", D, Sigma, D))
+    return float(np.sum((D @ Sigma) * D))
 
 
 def activation_fraction(weights: Sequence[Array], approximations: Sequence[Array],

@@ -1,8 +1,8 @@
 """Points of Grassmannians Gr(n, d) stored as n x d matrices with orthonormal columns.
 
 Names follow pymanopt's Grassmann manifold: ``projection`` (to the tangent space),
-``exp`` / ``log`` (geodesics), ``dist``; plus the principal angles and projectors the
-paper's statements use.
+``exp`` / ``log`` (geodesics); plus the sin-theta distance and the projectors the paper's
+statements use.
 """
 from __future__ import annotations
 
@@ -70,17 +70,6 @@ def top_left_singular(W: Array, d: int) -> Array:
 def projection(U: Array, Z: Array) -> Array:
     """Tangent-space projection at U: (I - U U^T) Z (horizontal lift, pymanopt's ``projection``)."""
     return Z - U @ (U.T @ Z)
-
-
-def principal_angles(U: Array, V: Array) -> Array:
-    """Principal angles between span(U) and span(V), ascending, in [0, pi/2]."""
-    s = np.linalg.svd(U.T @ V, compute_uv=False)
-    return np.arccos(np.clip(s, -1.0, 1.0))[::-1]
-
-
-def projector_distance(U: Array, V: Array) -> float:
-    """||U U^T - V V^T||_F = sqrt(2) ||sin Theta(U, V)||_F."""
-    return float(np.linalg.norm(projector(U) - projector(V)))
 
 
 def sin_theta_fro(U: Array, V: Array) -> float:

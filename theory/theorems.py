@@ -5,29 +5,62 @@ tests/ call them on hypothesis-generated stacks, and the report prints them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from theory.anchors import AnchorConvention, anchors as make_anchors
-from theory.bca import basis_sharing_core, bca_tied, bca_untied, untied_factor
-from theory.energy import e2, tied_energy, tied_operator
-from theory.grassmann import Array, exp, log, projection, random_section, sin_theta_fro, top_range
+from theory.bca import BCAResult, basis_sharing_core, bca_tied, bca_untied
+from theory.corollary3 import TAYLOR_ORDER, exact_difference, taylor_coefficients, taylor_prediction
+from theory.energy import e2, tied_energy
+from theory.grassmann import Array, exp, log, random_section, sin_theta_fro, top_eigenspace, top_range
 from theory.manopt_solver import trust_regions_tied, trust_regions_untied
+from theory.objective import TiedProblem, UntiedProblem, coupling_norms, lambda_unit, spectrum
 from theory.stack import Stack
+from theory.theorem2 import bs_blocks, gradient_by_blocks, off_block_norm, t_bs_by_blocks
+
+__all__ = ["coupling_norms", "compare_solvers", "check_theorem1", "check_theorem2", "check_corollary3"]
 
 # --------------------------------------------------------------------------- BCA vs an independent solver
+
+ENDPOINT_GTOL = 1e-5        # relative Riemannian gradient above which an end point is not critical
+
+
+def energy_by_projectors(stack: Stack, sections: Sequence[Array]) -> float:
+    """sum_l tr(P_l W_l P_{l-1} W_l^T), P_i = U_i U_i^T: the energy recomputed without theory.energy."""
+    P = [U @ U.T for U in sections]
+    return float(sum(np.trace(P[l] @ W @ P[l - 1] @ W.T) for l, W in enumerate(stack.weights, start=1)))
+
+
+@dataclass
+class EndPoint:
+    """One solver's end point, checked on its own: reported vs recomputed energy, gradient, class."""
+
+    solver: str
+    energy: float
+    recomputed: float
+    rel_grad: float
+    kind: str
+    stop_reason: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Energy reported correctly (1e-10 relative) and a critical point (relative gradient <= ENDPOINT_GTOL)."""
+        return (abs(self.energy - self.recomputed) <= 1e-10 * max(1.0, abs(self.recomputed))
+                and self.rel_grad <= ENDPOINT_GTOL)
 
 
 @dataclass
 class SolverComparison:
-    """Best energy of BCA, of pymanopt trust regions, and of BCA from random restarts."""
+    """Energies of BCA, of pymanopt trust regions and of BCA from random restarts, and each end point."""
 
     bca: float
     trust_regions: float
     restarts: list[float]
     bca_sweeps: int
+    endpoints: list[EndPoint] = field(default_factory=list)
+    bca_run: BCAResult | None = None
 
     @property
     def best(self) -> float:
@@ -38,23 +71,48 @@ class SolverComparison:
         """(best - BCA) / best: 0 when BCA reached the best maximum any solver found."""
         return (self.best - self.bca) / max(abs(self.best), 1e-300)
 
+    @property
+    def failures(self) -> list[str]:
+        """Solvers whose own end point fails its check (EndPoint.ok)."""
+        return [p.solver for p in self.endpoints if not p.ok]
+
 
 def compare_solvers(stack: Stack, d: int, tied: bool, restarts: int = 5, seed: int = 0) -> SolverComparison:
-    """BCA from its default start vs trust regions (random start) vs BCA from ``restarts`` random starts."""
+    """BCA from its default start vs trust regions (random start) vs BCA from ``restarts`` random starts.
+
+    Every end point is checked on its own: its energy recomputed by ``energy_by_projectors``, its relative
+    Riemannian gradient and its class (local maximum / saddle / not critical, theory.objective).
+    """
     rng = np.random.default_rng(seed)
+    n = stack.dims[0]
     if tied:
-        run = bca_tied(stack, d)
-        _, tr = trust_regions_tied(stack, d, init=random_section(stack.dims[0], d, rng))
-        rs = [bca_tied(stack, d, init=random_section(stack.dims[0], d, rng)).energy for _ in range(restarts)]
+        problem = TiedProblem(stack)
+        runs = [bca_tied(stack, d)]
+        U_tr, tr = trust_regions_tied(stack, d, init=random_section(n, d, rng))
+        runs += [bca_tied(stack, d, init=random_section(n, d, rng)) for _ in range(restarts)]
+        points = [(r.sections[0], r.energy, r.stop_reason) for r in runs] + [(U_tr, tr, None)]
+        endpoints = [EndPoint(name, value, energy_by_projectors(stack, [U] * (stack.L + 1)),
+                              problem.relative_grad(U), problem.classify(U), reason)
+                     for name, (U, value, reason) in zip(_names(restarts), points)]
     else:
-        run = bca_untied(stack, d)
-        _, tr = trust_regions_untied(stack, d, init=[random_section(n, d, rng) for n in stack.dims])
-        rs = [bca_untied(stack, d, init=[random_section(n, d, rng) for n in stack.dims]).energy
-              for _ in range(restarts)]
-    return SolverComparison(run.energy, tr, rs, run.sweeps)
+        problem = UntiedProblem(stack)
+        runs = [bca_untied(stack, d)]
+        S_tr, tr = trust_regions_untied(stack, d, init=[random_section(m, d, rng) for m in stack.dims])
+        runs += [bca_untied(stack, d, init=[random_section(m, d, rng) for m in stack.dims]) for _ in range(restarts)]
+        points = [(r.sections, r.energy, r.stop_reason) for r in runs] + [(S_tr, tr, None)]
+        endpoints = [EndPoint(name, value, energy_by_projectors(stack, S), problem.relative_grad(S),
+                              problem.classify(S), reason)
+                     for name, (S, value, reason) in zip(_names(restarts), points)]
+    return SolverComparison(runs[0].energy, tr, [r.energy for r in runs[1:]], runs[0].sweeps, endpoints, runs[0])
+
+
+def _names(restarts: int) -> list[str]:
+    return ["bca"] + [f"bca restart {k}" for k in range(1, restarts + 1)] + ["trust-regions"]
 
 
 # --------------------------------------------------------------------------- Theorem 1
+
+SLOPE_WINDOWS: tuple[tuple[float, float], ...] = ((0.01, 0.1), (0.1, 1.0), (1.0, 10.0), (10.0, 1e4))
 
 
 @dataclass
@@ -62,10 +120,12 @@ class Theorem1Result:
     """Projector distance ||P_U(lambda) - P_A||_F against lambda, with the Davis-Kahan bounds.
 
     For every interface i at a BCA fixed point, U_i spans the top-d eigenspace of
-    M_i = lambda A_i A_i^T + C_i with C_i PSD, so lambda_d(M_i) >= lambda (Weyl) and
+    M_i = lambda A_i A_i^T + C_i with C_i PSD, so lambda_d(M_i) >= lambda (Weyl) and, for EVERY lambda > 0,
         ||sin Theta(U_i, A_i)||_F <= ||(I - A_i A_i^T) C_i U_i||_F / lambda_d(M_i)     (a posteriori)
                                   <= sqrt(d) (||W_i||_2^2 + ||W_{i+1}||_2^2) / lambda  (a priori),
-    and ||P_U - P_A||_F^2 = 2 sum_i ||sin Theta_i||_F^2.
+    and ||P_U - P_A||_F^2 = 2 sum_i ||sin Theta_i||_F^2. Tightness: distance / bound per lambda (the
+    a-posteriori ratio tends to 1 as lambda grows). The local log-log slope depends on the lambda window
+    (in units of c = theory.objective.lambda_unit): ``window_slopes``.
     """
 
     lambdas: list[float]
@@ -74,52 +134,90 @@ class Theorem1Result:
     bound_prior: list[float]
     slope: float
     fit_from: float
+    unit: float = 1.0
+    window_slopes: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def posterior_holds(self) -> bool:
+        return all(x <= b * (1 + 1e-9) + 1e-12 for x, b in zip(self.distance, self.bound_posterior))
+
+    @property
+    def prior_holds(self) -> bool:
+        return all(x <= p * (1 + 1e-9) + 1e-12 for x, p in zip(self.distance, self.bound_prior))
 
     @property
     def bound_holds(self) -> bool:
-        return all(x <= b * (1 + 1e-9) + 1e-12 for x, b in zip(self.distance, self.bound_posterior)) and all(
+        """distance <= a posteriori <= a priori at every lambda."""
+        return self.posterior_holds and all(
             b <= p * (1 + 1e-9) + 1e-12 for b, p in zip(self.bound_posterior, self.bound_prior))
 
+    @property
+    def prior_ratio(self) -> list[float]:
+        return [x / p if p > 0 else 0.0 for x, p in zip(self.distance, self.bound_prior)]
 
-def coupling_norms(stack: Stack) -> list[float]:
-    """c_i = ||W_i||_2^2 + ||W_{i+1}||_2^2 >= ||C_i||_2 (terms absent at the ends dropped)."""
-    s = [float(np.linalg.norm(W, 2) ** 2) for W in stack.weights]
-    return [(s[i - 1] if i > 0 else 0.0) + (s[i] if i < stack.L else 0.0) for i in range(stack.L + 1)]
+    @property
+    def posterior_ratio(self) -> list[float]:
+        return [x / b if b > 0 else 0.0 for x, b in zip(self.distance, self.bound_posterior)]
+
+
+def loglog_slope(xs: Sequence[float], ys: Sequence[float], lo: float, hi: float, floor: float = 1e-13) -> float:
+    """Least-squares slope of log y against log x over lo <= x <= hi and y > floor (nan with < 2 points)."""
+    x, y = np.asarray(xs), np.asarray(ys)
+    keep = (x >= lo * (1 - 1e-12)) & (x <= hi * (1 + 1e-12)) & (y > floor)
+    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0]) if keep.sum() >= 2 else float("nan")
 
 
 def check_theorem1(stack: Stack, d: int, lambdas: Sequence[float] | None = None,
                    convention: AnchorConvention = "original") -> Theorem1Result:
     """Solve at each lambda (warm-started along the path from the anchors) and measure the bounds.
 
-    The log-log slope is fitted on the lambdas >= 10 max_i c_i, where the expansion in 1/lambda holds.
+    Default grid: lambda / c = 10^-2 .. 10^4, three per decade. The log-log slope is fitted on
+    lambda >= 10 c, where the expansion in 1/lambda holds; ``window_slopes`` fits each of SLOPE_WINDOWS.
     """
     A = make_anchors(stack, d, convention)
     c = coupling_norms(stack)
-    cmax = max(c)
-    lambdas = sorted(lambdas if lambdas is not None else list(cmax * np.logspace(-1, 4, 16)), reverse=True)
+    cmax = lambda_unit(stack)
+    lambdas = sorted(lambdas if lambdas is not None else list(cmax * np.logspace(-2, 4, 19)), reverse=True)
     init = A
     dist, post, prior = [], [], []
+    coupling = UntiedProblem(stack)
     for lam in lambdas:
-        sections = bca_untied(stack, d, lam=lam, anchors=A, init=init, tol=1e-15, max_sweeps=2000).sections
+        sections = bca_untied(stack, d, lam=lam, anchors=A, init=init, tol=1e-15, max_sweeps=2000,
+                              gtol=1e-13).sections
         init = sections
         sin2, bnd2 = 0.0, 0.0
         for i in range(stack.L + 1):
             # the exact fixed-point section given its neighbours, and its coupling C_i = F F^T
-            F = untied_factor(stack, sections, i, 0.0, None)
+            F = coupling.factor(sections, i)
             M_factor = np.hstack([F, np.sqrt(lam) * A[i]])
             U = top_range(M_factor, d)
             lam_d = float(np.linalg.eigvalsh(U.T @ (M_factor @ (M_factor.T @ U)))[0])
             sin2 += sin_theta_fro(U, A[i]) ** 2
-            bnd2 += (np.linalg.norm(projection(A[i], F @ (F.T @ U))) / lam_d) ** 2
+            bnd2 += (np.linalg.norm((F @ (F.T @ U)) - A[i] @ (A[i].T @ (F @ (F.T @ U)))) / lam_d) ** 2
         dist.append(float(np.sqrt(2 * sin2)))
         post.append(float(np.sqrt(2 * bnd2)))
         prior.append(float(np.sqrt(2 * d * sum(ci ** 2 for ci in c)) / lam))
-    lam_arr, dist_arr = np.array(lambdas), np.array(dist)
-    fit = (lam_arr >= 10 * cmax) & (dist_arr > 1e-13)
-    slope = float(np.polyfit(np.log(lam_arr[fit]), np.log(dist_arr[fit]), 1)[0]) if fit.sum() >= 2 else float("nan")
-    order = np.argsort(lam_arr)
-    return Theorem1Result(list(lam_arr[order]), list(dist_arr[order]), list(np.array(post)[order]),
-                          list(np.array(prior)[order]), slope, 10 * cmax)
+    order = np.argsort(lambdas)
+    lam_arr, dist_arr = np.array(lambdas)[order], np.array(dist)[order]
+    windows = {f"{lo:g}-{hi:g}": loglog_slope(lam_arr / cmax, dist_arr, lo, hi) for lo, hi in SLOPE_WINDOWS}
+    return Theorem1Result(list(lam_arr), list(dist_arr), list(np.array(post)[order]), list(np.array(prior)[order]),
+                          loglog_slope(lam_arr, dist_arr, 10 * cmax, np.inf), 10 * cmax, cmax, windows)
+
+
+def generic_perturbation_slope(n: int, d: int, seed: int, lambdas: Sequence[float] = tuple(np.logspace(1, 4, 7))
+                               ) -> float:
+    """Log-log slope of ||P_U - P_A||_F, U = top-d eigenspace of lambda A A^T + E, for a random PSD E
+    (||E||_2 = 1) unrelated to any stack: any smooth perturbation gives 1/lambda (slope -1), so the slope
+    confirms Theorem 1's rate, not its constants."""
+    rng = np.random.default_rng(seed)
+    A = random_section(n, d, rng)
+    G = rng.standard_normal((n, n))
+    E = G @ G.T / np.linalg.norm(G @ G.T, 2)
+    dist = []
+    for lam in lambdas:
+        U = top_eigenspace(lam * A @ A.T + E, d)
+        dist.append(float(np.linalg.norm(U @ U.T - A @ A.T)))
+    return loglog_slope(lambdas, dist, min(lambdas), max(lambdas))
 
 
 # --------------------------------------------------------------------------- Theorem 2
@@ -127,29 +225,42 @@ def check_theorem1(stack: Stack, d: int, lambdas: Sequence[float] | None = None,
 
 @dataclass
 class Theorem2Result:
-    """Tied bundle optimum U* against Basis-Sharing-core U_BS on E2 (square stacks).
+    """Tied bundle optimum U* against Basis-Sharing-core U_BS on E2 (square stacks), with the sharp facts.
 
-    Facts used: T(U) <= ||U^T [W_1..W_L]||_F^2 <= sum_{k<=d} sigma_k([W_1..W_L])^2 =: bound for every U,
-    so T(U_BS) == bound certifies U_BS as a global maximizer (then E2(U*) = E2(U_BS)). A nonzero
-    Riemannian gradient of T at U_BS certifies the opposite (E2(U*) < E2(U_BS) strictly).
+    T(U) <= ||U^T [W_1..W_L]||_F^2 <= sum_{k<=d} sigma_k^2 =: bound for every U, and (theory.theorem2)
+    T(U_BS) = bound - sum_l ||B_l||^2, so all B_l = 0 certifies equality E2(U*) = E2(U_BS); a nonzero
+    Riemannian gradient 2 U_perp sum_l (B_l^T A_l - D_l B_l^T) at U_BS certifies strictness. Otherwise
+    (critical, B != 0) only the global search decides (``case`` "undecided").
     """
 
     hypothesis_holds: bool      # the paper's condition: all square and some W_l non-symmetric
     e2_bs: float
     e2_star: float
-    grad_at_bs: float
+    grad_at_bs: float           # ||Riemannian gradient of T at U_BS|| (theory.objective)
     bs_certified_max: bool      # T(U_BS) reaches the upper bound
     spectral_gap: float         # sigma_d - sigma_{d+1} of [W_1..W_L]: U_BS unique when > 0
     scale: float
+    off_block: float = 0.0      # sqrt(sum_l ||B_l||^2)
+    identity_error: float = 0.0     # |T(U_BS) - (bound - sum ||B_l||^2)| / scale
+    gradient_error: float = 0.0     # ||grad (objective) - grad (blocks)|| / scale
+    ascent_gain: float = 0.0        # T(Exp_{U_BS}(h g / ||g||)) - T(U_BS), h = 1e-4, g the gradient (0 when g = 0)
+    bs_class: str = ""              # local maximum / saddle / not critical
 
     @property
     def gap(self) -> float:
-        """E2(U_BS) - E2(U*) >= 0."""
+        """E2(U_BS) - E2(U*), U* the best tied end point any solver found (min with U_BS itself)."""
         return self.e2_bs - self.e2_star
 
     @property
     def strict(self) -> bool:
         return self.gap > 1e-9 * self.scale or self.grad_at_bs > 1e-7 * self.scale
+
+    @property
+    def case(self) -> str:
+        """"certified" (B = 0), "gradient" (nonzero gradient at U_BS) or "undecided" (critical, B != 0)."""
+        if self.off_block <= 1e-7 * np.sqrt(self.scale):
+            return "certified"
+        return "gradient" if self.grad_at_bs > 1e-7 * self.scale else "undecided"
 
     @property
     def counterexample(self) -> bool:
@@ -158,16 +269,15 @@ class Theorem2Result:
 
     @property
     def real_condition_agrees(self) -> bool:
-        """Our condition: strict  <=>  U_BS is not a global maximizer of T (certified either way here)."""
-        return self.strict != self.bs_certified_max
+        """Certified either way: B = 0 gives equality, a nonzero gradient gives strict (else not counted)."""
+        return {"certified": not self.strict, "gradient": self.strict}.get(self.case, False)
 
 
 def check_theorem2(stack: Stack, d: int, restarts: int = 3, seed: int = 0) -> Theorem2Result:
     """Compare E2 at U_BS with the best tied optimum found by BCA, trust regions and restarts."""
-    if not stack.square:
-        raise ValueError("Theorem 2 concerns square stacks (all W_l n x n)")
-    U_bs = basis_sharing_core(stack, d)
-    s = np.linalg.svd(np.hstack(stack.weights), compute_uv=False)
+    blocks = bs_blocks(stack, d)
+    U_bs = blocks.U
+    s = spectrum(stack)
     bound = float(np.sum(s[:d] ** 2))
     scale = max(stack.total_energy(), 1e-300)
     rng = np.random.default_rng(seed)
@@ -176,12 +286,18 @@ def check_theorem2(stack: Stack, d: int, restarts: int = 3, seed: int = 0) -> Th
     best = max(tied_energy(stack, bca_tied(stack, d, init=U0).sections[0]) for U0 in starts)
     best = max(best, trust_regions_tied(stack, d, init=U_bs)[1])
     nonsym = any(np.abs(W - W.T).max() > 0 for W in stack.weights)
-    grad = float(np.linalg.norm(projection(U_bs, tied_operator(stack, U_bs @ U_bs.T) @ U_bs)))
+    problem = TiedProblem(stack)
+    g = problem.rgrad(U_bs)
+    g_norm = float(np.linalg.norm(g))
     t_bs = tied_energy(stack, U_bs)
+    gain = tied_energy(stack, exp(U_bs, 1e-4 * g / g_norm)) - t_bs if g_norm > 1e-7 * scale else 0.0
     return Theorem2Result(
         hypothesis_holds=nonsym, e2_bs=e2(stack, U_bs), e2_star=min(e2(stack, U_bs), stack.total_energy() - best),
-        grad_at_bs=grad, bs_certified_max=t_bs >= bound - 1e-10 * scale,
-        spectral_gap=float(s[d - 1] - (s[d] if d < len(s) else 0.0)), scale=scale)
+        grad_at_bs=g_norm, bs_certified_max=t_bs >= bound - 1e-10 * scale,
+        spectral_gap=float(s[d - 1] - (s[d] if d < len(s) else 0.0)), scale=scale,
+        off_block=off_block_norm(stack, d), identity_error=abs(t_bs - t_bs_by_blocks(stack, d)) / scale,
+        gradient_error=float(np.linalg.norm(g - gradient_by_blocks(stack, d))) / scale, ascent_gain=gain,
+        bs_class=problem.classify(U_bs))
 
 
 # --------------------------------------------------------------------------- Corollary 3
@@ -190,15 +306,13 @@ def check_theorem2(stack: Stack, d: int, restarts: int = 3, seed: int = 0) -> Th
 def tied_hessian_form(stack: Stack, U: Array, H: Array) -> float:
     """Riemannian Hessian quadratic form of T at U on the horizontal tangent vector H (U^T H = 0):
 
-        Hess T(U)[H, H] = 2 <H, M(P) H> + 2 <H, M(H U^T + U H^T) U> - 2 tr(H^T H U^T M(P) U),
+        Hess T(U)[H, H] = <H, (I - P) D(grad T)(U)[H] - H U^T grad T(U)>   (theory.objective.TiedProblem)
+                        = 2 <H, M(P) H> + 2 <H, M(H U^T + U H^T) U> - 2 tr(H^T H U^T M(P) U),
 
-    M(P) = sum_l W_l P W_l^T + W_l^T P W_l. With H = Q diag(theta) V^T (principal vectors Q in the
-    complement, U V in span U, theta the principal angles to the target) it depends on the angles
+    M(P) = sum_l W_l P W_l^T + W_l^T P W_l. With H = Q diag(theta) V^T it depends on the angles
     and on the principal vectors through M(P), as SPEC.md section 5 says.
     """
-    M = tied_operator(stack, U @ U.T)
-    dM = tied_operator(stack, H @ U.T + U @ H.T)
-    return float(2 * np.sum(H * (M @ H)) + 2 * np.sum(H * (dM @ U)) - 2 * np.trace(H.T @ H @ (U.T @ M @ U)))
+    return float(np.sum(H * TiedProblem(stack).rhess(U, H)))
 
 
 def corollary3_prediction(stack: Stack, U_star: Array, U_bs: Array, t: float = 1.0) -> float:
@@ -213,17 +327,41 @@ def corollary3_prediction(stack: Stack, U_star: Array, U_bs: Array, t: float = 1
 
 @dataclass
 class Corollary3Result:
-    """Direct and predicted E2 differences along the geodesic from U* to U_BS."""
+    """Direct, second-order, exact and Taylor (orders 3, 4) E2 differences along the geodesic U* -> U_BS."""
 
     ts: list[float]
     direct: list[float]
     predicted: list[float]
     angles: list[float]         # principal angles between U* and U_BS
     grad_at_star: float
+    exact: list[float] = field(default_factory=list)        # theory.corollary3.exact_difference
+    taylor: dict[int, list[float]] = field(default_factory=dict)    # order -> prediction per t
+    phi: list[float] = field(default_factory=list)          # Taylor coefficients phi_0..phi_4 of T(gamma(t))
+
+    @staticmethod
+    def _relative(direct: Sequence[float], other: Sequence[float]) -> list[float]:
+        return [abs(a - b) / max(abs(a), 1e-300) for a, b in zip(direct, other)]
 
     @property
     def relative_errors(self) -> list[float]:
-        return [abs(a - b) / max(abs(a), 1e-300) for a, b in zip(self.direct, self.predicted)]
+        """Of the paper's second-order form."""
+        return self._relative(self.direct, self.predicted)
+
+    @property
+    def exact_relative_errors(self) -> list[float]:
+        return self._relative(self.direct, self.exact)
+
+    def taylor_relative_errors(self, order: int) -> list[float]:
+        return self._relative(self.direct, self.taylor[order])
+
+    def error_order(self, order: int, t_lo: float, t_hi: float, scale: float) -> float:
+        """Fitted log-log slope of the relative error of the expansion to ``order`` (2, 3, 4) against t in
+        [t_lo, t_hi], over the points whose error exceeds the rounding of the direct difference
+        (1e4 eps scale / |direct|, scale = sum_l ||W_l||^2)."""
+        errs = self.relative_errors if order == 2 else self.taylor_relative_errors(order)
+        keep = [(t, e) for t, e, x in zip(self.ts, errs, self.direct)
+                if e > 1e4 * np.finfo(float).eps * scale / max(abs(x), 1e-300)]
+        return loglog_slope([t for t, _ in keep], [e for _, e in keep], t_lo, t_hi, floor=0.0)
 
 
 def tied_optimum(stack: Stack, d: int) -> Array:
@@ -235,13 +373,16 @@ def tied_optimum(stack: Stack, d: int) -> Array:
 
 def check_corollary3(stack: Stack, d: int, ts: Sequence[float] = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125),
                      U_star: Array | None = None) -> Corollary3Result:
-    """Measure E2(gamma(t)) - E2(U*) directly and by the second-order formula for each t."""
+    """Measure E2(gamma(t)) - E2(U*) directly, by the second-order form, exactly and to orders 3 and 4."""
     U_bs = basis_sharing_core(stack, d)
     U_star = tied_optimum(stack, d) if U_star is None else U_star
     H = log(U_star, U_bs)
     e_star = e2(stack, U_star)
     direct = [e2(stack, exp(U_star, t * H)) - e_star for t in ts]
     predicted = [corollary3_prediction(stack, U_star, U_bs, t) for t in ts]
+    exact = [exact_difference(stack, U_star, U_bs, t) for t in ts]
+    phi = taylor_coefficients(stack, U_star, U_bs)
+    taylor = {k: [taylor_prediction(phi, t, k) for t in ts] for k in range(2, TAYLOR_ORDER + 1)}
     angles = list(np.linalg.svd(H, compute_uv=False))
-    grad = float(np.linalg.norm(projection(U_star, tied_operator(stack, U_star @ U_star.T) @ U_star)))
-    return Corollary3Result(list(ts), direct, predicted, angles, grad)
+    grad = float(np.linalg.norm(TiedProblem(stack).rgrad(U_star)))
+    return Corollary3Result(list(ts), direct, predicted, angles, grad, exact, taylor, phi)

@@ -1,0 +1,41 @@
+"""The theory audit's contract with the report and the verdicts: its keys, JSON-ready values, determinism."""
+import json
+
+import pytest
+
+from experiments.theory_section import render_theory
+from experiments.verify import (SAMPLES_PER_FAMILY, audit_bca, audit_corollary3, audit_theorem1, audit_theorem2,
+                                audit_theory)
+
+
+@pytest.fixture(scope="module")
+def theory() -> dict:
+    return {"mode": "test", "seed": 5, "per_family": 1, "bca": audit_bca(1, 5), "theorem1": audit_theorem1(1, 5),
+            "theorem2": audit_theorem2(1, 5), "corollary3": audit_corollary3(1, 5)}
+
+
+def test_audit_has_the_keys_others_read_and_is_json_ready(theory):
+    bca, t1, t2, c3 = theory["bca"], theory["theorem1"], theory["theorem2"], theory["corollary3"]
+    assert {"runs", "max_drop", "comparisons", "reached_best", "worst_gap", "median_gap", "rows", "stop_reasons",
+            "endpoints"} <= set(bca)
+    assert set(bca["endpoints"]) == {"local maximum", "saddle", "not critical"}
+    assert sum(bca["stop_reasons"].values()) == bca["comparisons"] == sum(bca["endpoints"].values())
+    assert {"stacks", "bound_holds", "prior_bound_holds", "slopes", "slope_min", "slope_max", "curve",
+            "tightness"} <= set(t1)
+    assert {"by_family", "hand", "minimal", "sharp"} <= set(t2) and {"rows", "examples"} <= set(t2["sharp"])
+    assert {"ts", "rows", "exact_max_relative_error", "exact_stacks", "third_order"} <= set(c3)
+    assert all("rel_err_t1" in r for r in c3["rows"])
+    json.dumps(theory, allow_nan=True)
+    text = render_theory(theory)
+    assert "stop reason" in text and "sharp statement" in text and "Part 2, the exact statement, holds" in text
+
+
+def test_audit_is_deterministic_in_its_seed(theory):
+    assert json.dumps(audit_bca(1, 5)) == json.dumps(theory["bca"])
+    assert json.dumps(audit_corollary3(1, 5)) == json.dumps(theory["corollary3"])
+
+
+def test_audit_refuses_an_unknown_mode():
+    with pytest.raises(ValueError, match="unknown mode"):
+        audit_theory("huge")
+    assert set(SAMPLES_PER_FAMILY) == {"quick", "standard", "full"}
