@@ -87,7 +87,7 @@ def activation_coupled(weights: list[Array], sigmas: list[Array], biases: list[A
                          max_sweeps=int(options.get("max_sweeps", 500)))
         sections, sweeps, history = run.sections, run.sweeps, run.history
         notes.append(f"mu={mu:g} (units of c={c:.4g}); BCA {sweeps} sweeps, J {history[0]:.6g} -> {history[-1]:.6g}"
-                     + ("" if run.converged else " (sweep limit reached)"))
+                     + f", stopped by {run.stop_reason}")
     else:
         sections, sweeps, history = init, 0, None
         notes.append("mu = 0 or one layer: V1's sections")
