@@ -1,11 +1,70 @@
-"""Atomic files: write to a temporary file in the target's directory, then rename over it."""
+"""Caches: atomic files, keys over everything a cached value depends on, and the code version in those keys.
+
+Files are written to a temporary file in the target's directory, then renamed over it (never half-written).
+A key is a sha256 over length-prefixed parts (``cache_key``); ``code_version`` hashes source files and
+library versions, so a fix to the code or an upgrade of a library is never served values made before it.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import Any, Callable, IO, Sequence
+
+from experiments.errors import GbdError
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_FOLDERS = ("theory", "experiments")
+LIBRARIES = ("numpy", "scipy", "torch", "transformers", "lm_eval", "datasets", "pymanopt")
+
+
+def cache_key(*parts: str | bytes) -> str:
+    """sha256 over the length-prefixed parts (so that ('ab', 'c') and ('a', 'bc') differ)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
+def library_versions(names: Sequence[str] = LIBRARIES) -> list[str]:
+    """'name==version' of each installed distribution ('name absent' when it is not installed)."""
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} absent")
+    return found
+
+
+def code_version(files: Sequence[Path] | None = None, libraries: Sequence[str] = LIBRARIES) -> str:
+    """sha256 over the relative path and bytes of each source file (default: every ``.py`` file of theory/
+    and experiments/) and the versions of ``libraries``: part of every cache key of computed results."""
+    if files is None:
+        files = sorted(p for folder in SOURCE_FOLDERS for p in (PACKAGE_ROOT / folder).glob("*.py"))
+    parts: list[str | bytes] = []
+    for path in files:
+        path = path.resolve()
+        name = path.relative_to(PACKAGE_ROOT).as_posix() if path.is_relative_to(PACKAGE_ROOT) else path.name
+        parts += [name, path.read_bytes()]
+    return cache_key(*parts, *library_versions(libraries))
+
+
+def ensure_writable(folder: str | Path, what: str) -> Path:
+    """Create ``folder`` if needed and check a file can be written in it, before any work; else a GbdError."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".gbd-write-check-"):
+            pass
+    except OSError as exc:
+        raise GbdError(f"the {what} {folder} is not writable ({type(exc).__name__}: {exc.strerror or exc}); "
+                       "choose another folder") from exc
+    return folder
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:

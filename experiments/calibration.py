@@ -16,28 +16,24 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from experiments.cache import atomic_write
+from experiments.cache import atomic_write, cache_key, code_version
 from experiments.errors import GbdError
+
+CALIBRATION_LIBRARIES = ("torch", "transformers")   # the model's forward pass; with this file, the cache's code
+STATE_TYPES = {"key": str, "rows_done": int, "complete": bool, "sums": dict}
 
 
 def calibration_batch(tokenizer: Any, text: str, n: int, T: int, seed: int) -> torch.LongTensor:
     """(n, T) windows ids[s_j : s_j + T] of the tokenized text, s_j ~ U{0..len-T} from default_rng(seed)."""
     if n < 1 or T < 1:
         raise GbdError(f"calibration needs n >= 1 sequences of T >= 1 tokens, got n={n}, T={T}")
+    if seed < 0:
+        raise GbdError(f"the calibration seed must be >= 0, got {seed}")
     ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
     if len(ids) < T:
         raise GbdError(f"calibration text has {len(ids)} tokens, fewer than the window length T={T}")
     starts = np.random.default_rng(seed).integers(0, len(ids) - T + 1, size=n)
     return torch.stack([ids[s:s + T] for s in starts])
-
-
-def cache_key(*parts: str | bytes) -> str:
-    """sha256 over the length-prefixed parts (so that ('ab', 'c') and ('a', 'bc') differ)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        digest.update(len(data).to_bytes(8, "little") + data)
-    return digest.hexdigest()
 
 
 def model_fingerprint(model: nn.Module) -> bytes:
@@ -57,8 +53,8 @@ def second_moments(model: nn.Module, names: list[str], input_ids: torch.Tensor, 
     With ``cache``, partial sums are saved every ``checkpoint_every`` batches and at the end, and a run
     restarted with the same model, names and tokens resumes after the rows already done.
     """
-    key = cache_key(getattr(model.config, "_name_or_path", ""), model_fingerprint(model), "\n".join(names),
-                    str(tuple(input_ids.shape)), input_ids.cpu().to(torch.long).numpy().tobytes())
+    key = cache_key(code_version([Path(__file__)], CALIBRATION_LIBRARIES), model_fingerprint(model),
+                    "\n".join(names), str(tuple(input_ids.shape)), input_ids.cpu().to(torch.long).numpy().tobytes())
     state = _load_cache(cache, key) or {"key": key, "rows_done": 0, "complete": False, "sums": {}}
     sums = dict(state["sums"])
     if not state["complete"]:
@@ -117,10 +113,21 @@ def _load_cache(cache: Path | None, key: str) -> dict[str, Any] | None:
     except Exception as exc:  # a truncated or foreign file: recompute rather than fail
         warnings.warn(f"ignoring unreadable calibration cache {cache} ({type(exc).__name__}: {exc})")
         return None
-    if state.get("key") != key:
-        warnings.warn(f"ignoring calibration cache {cache}: made for another model, target list or batch")
+    if not _well_formed(state):
+        warnings.warn(f"ignoring calibration cache {cache}: not a calibration state (a file of another kind)")
+        return None
+    if state["key"] != key:
+        warnings.warn(f"ignoring calibration cache {cache}: made for another model, target list, batch or code "
+                      "version")
         return None
     return state
+
+
+def _well_formed(state: Any) -> bool:
+    """A dict with the keys and types ``_save_cache`` writes, its sums a dict of name -> float64 square tensor."""
+    return (isinstance(state, dict) and all(isinstance(state.get(k), t) for k, t in STATE_TYPES.items())
+            and all(isinstance(n, str) and isinstance(s, torch.Tensor) and s.dtype == torch.float64 and s.dim() == 2
+                    for n, s in state["sums"].items()))
 
 
 def _save_cache(cache: Path, state: dict[str, Any], sums: dict[str, torch.Tensor]) -> None:

@@ -18,8 +18,9 @@ import os
 import re
 import shlex
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from experiments.errors import GbdError
 
@@ -89,11 +90,49 @@ def default_out(model_name: str, mode: str) -> Path:
     return REPO / "reports" / f"{slug}-{mode}"
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Options argparse cannot check by type: a seed >= 0 and a rank ratio in (0, 1] (before any work)."""
+    if args.seed < 0:
+        raise GbdError(f"--seed must be >= 0, got {args.seed}")
+    ratio = getattr(args, "ratio", None)
+    if ratio is not None and not 0 < ratio <= 1:
+        raise GbdError(f"rank ratio d/D (--ratio) must lie in (0, 1], got {ratio}")
+
+
+def shown_command(argv: Sequence[str]) -> str:
+    """The command line as the report prints it: arguments that are existing paths shown without their absolute
+    location (``experiments.data.display_path``)."""
+    from experiments.data import display_path
+
+    shown = [display_path(a) if os.path.isabs(os.path.expanduser(a)) and os.path.exists(os.path.expanduser(a))
+             else a for a in argv]
+    return "gbd-audit " + " ".join(shlex.quote(a) for a in shown)
+
+
+@contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """Every tqdm bar disabled for the duration (ours, lm-eval's, the model loader's and datasets'), whatever
+    ``disable`` its caller passes; restored afterwards."""
+    from tqdm import tqdm
+
+    original = tqdm.__init__
+
+    def quiet_init(self: Any, *a: Any, **kw: Any) -> None:
+        kw["disable"] = True
+        original(self, *a, **kw)
+
+    tqdm.__init__ = quiet_init
+    try:
+        yield
+    finally:
+        tqdm.__init__ = original
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from experiments.loading import DEFAULT_MODEL
     from experiments.reproduce import reproduce
 
-    command = "gbd-audit " + " ".join(shlex.quote(a) for a in args.argv)
+    command = shown_command(args.argv)
     model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
     out = args.out or default_out(Path(model).stem if model.endswith(".gguf") else model.split("/")[-1], args.mode)
     results, path = reproduce(model, args.mode, args.seed, args.ratio, args.kind, out, args.cache_dir, command,
@@ -211,7 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     run: Callable[[argparse.Namespace], None] = args.run
     try:
-        run(args)
+        if hasattr(args, "seed"):
+            check_options(args)
+        if getattr(args, "quiet", False):
+            with no_progress_bars():
+                run(args)
+        else:
+            run(args)
     except GbdError as e:
         print(f"gbd-audit: error: {e}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from scipy.linalg import orth
 from experiments.errors import GbdError
 from theory.anchors import CONVENTIONS
 from theory.corners import solve
-from theory.energy import activation_error, activation_fraction, frobenius_fraction
+from theory.energy import activation_error
 from theory.grassmann import Array, top_left_singular
 from theory.stack import Stack
 from theory.whitening import Whitening, whitening
@@ -449,23 +449,40 @@ def compress(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence
     return METHODS[method](req)
 
 
+def error_fraction(error: float, total: float) -> float:
+    """error / total, with 0 / 0 = 0: a zero layer (total 0) that its approximation leaves at zero loses nothing;
+    a nonzero error against a zero total is inf."""
+    if total > 0:
+        return error / total
+    return 0.0 if error == 0 else float("inf")
+
+
+def frobenius_error_fraction(weights: Sequence[Array], approximations: Sequence[Array]) -> float:
+    """sum_l ||W_l - W_hat_l||_F^2 / sum_l ||W_l||_F^2, through ``error_fraction`` (0 for an all-zero stack
+    approximated by zero)."""
+    return error_fraction(sum(float(np.sum((W - Wh) ** 2)) for W, Wh in zip(weights, approximations, strict=True)),
+                          sum(float(np.sum(W * W)) for W in weights))
+
+
 def errors(weights: Sequence[Array], sigmas: Sequence[Array], compression: Compression) -> dict:
     """Frobenius fraction sum ||W - W_hat||^2 / sum ||W||^2 and activation fraction
-    sum tr((W - W_hat) Sigma (W - W_hat)^T) / sum tr(W Sigma W^T), total and per layer,
-    plus the unnormalized activation errors."""
+    sum tr((W - W_hat) Sigma (W - W_hat)^T) / sum tr(W Sigma W^T), total and per layer (``error_fraction``:
+    defined for zero layers), plus the unnormalized activation errors."""
     Ws = [np.asarray(W, dtype=np.float64) for W in weights]
     Ss = [np.asarray(S, dtype=np.float64) for S in sigmas]
     Whs = compression.W_hats
     if not len(Ws) == len(Ss) == len(Whs):
         raise GbdError(f"got {len(Ws)} weights, {len(Ss)} second moments, {len(Whs)} compressed layers")
-    per_layer = [{"frobenius_fraction": frobenius_fraction([W], [Wh]),
-                  "activation_fraction": activation_fraction([W], [Wh], [S]),
-                  "activation_error": activation_error(W, Wh, S)} for W, Wh, S in zip(Ws, Whs, Ss)]
-    return {"frobenius_fraction": frobenius_fraction(Ws, Whs),
-            "activation_fraction": activation_fraction(Ws, Whs, Ss),
-            "activation_error": float(sum(p["activation_error"] for p in per_layer)),
+    frob = [(float(np.sum((W - Wh) ** 2)), float(np.sum(W * W))) for W, Wh in zip(Ws, Whs)]
+    act = [(activation_error(W, Wh, S), activation_error(W, np.zeros_like(W), S)) for W, Wh, S in zip(Ws, Whs, Ss)]
+    per_layer = [{"frobenius_fraction": error_fraction(*f), "activation_fraction": error_fraction(*a),
+                  "activation_error": a[0]} for f, a in zip(frob, act)]
+    return {"frobenius_fraction": error_fraction(*np.sum(frob, axis=0)),
+            "activation_fraction": error_fraction(*np.sum(act, axis=0)),
+            "activation_error": float(sum(a[0] for a in act)),
             "per_layer": per_layer}
 
 
-__all__ = ["AllocationError", "LowRankFactors", "Compression", "Request", "METHODS", "register_method", "compress", "errors", "generalized_projection",
+__all__ = ["AllocationError", "LowRankFactors", "Compression", "Request", "METHODS", "register_method", "compress",
+           "errors", "error_fraction", "frobenius_error_fraction", "generalized_projection",
            "v2_allocation", "shared_rank", "output_bias", "V2_RULE"]

@@ -3,8 +3,8 @@
 - WikiText-2 raw test: Hugging Face ``wikitext-2-raw-v1`` rows rebuilt from ``wiki.test.raw`` exactly as the
   dataset script read the file (one row per line, line ending kept, blank lines -> ''), then joined with
   "\\n\\n" (the SVD-LLM perplexity protocol).
-- Calibration: the hub train split when asked for, else the local *tokenized* WikiText-2 valid split
-  (``<unk>`` tokens), never the test split.
+- Calibration: a text file (``$GBD_CALIB_TEXT``), else the local *tokenized* WikiText-2 valid split
+  (``<unk>`` tokens; the train split is not available offline), never the test split.
 - HellaSwag validation: 6 lines per item (activity_label + ": " + ctx, gold label, 4 endings).
 """
 from __future__ import annotations
@@ -23,16 +23,18 @@ WIKITEXT_VALID_TOKENIZED = "wikitext-2-tokens-pytorch-examples/valid.txt"
 HELLASWAG_VAL = "hellaswag/hellaswag_val_full.txt.bz2"
 HELLASWAG_VAL_ITEMS = 10_042
 LINES_PER_ITEM = 6
+CHECKSUMS = "SHA256SUMS"
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
 class TextSource:
-    """A text, what it is, and the file it came from with its sha256 (None for hub data)."""
+    """A text, what it is, and the file it came from with its sha256."""
 
     text: str
     name: str
-    path: str | None
-    sha256: str | None
+    path: str
+    sha256: str
 
 
 @dataclass
@@ -65,6 +67,53 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def display_path(path: str | Path) -> str:
+    """A path as reports print it, never absolute: relative to the data folder, else to the package root,
+    else only the file name."""
+    path = Path(path).resolve()
+    roots = [PACKAGE_ROOT]
+    try:
+        roots.insert(0, data_dir().resolve())
+    except GbdError:   # no data folder: only the package root
+        pass
+    for root in roots:
+        if path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+    return path.name
+
+
+def read_checksums(folder: Path) -> dict[str, str] | None:
+    """{path relative to ``folder``: sha256} from ``folder/SHA256SUMS`` (sha256sum format), or None if absent."""
+    listing = folder / CHECKSUMS
+    if not listing.is_file():
+        return None
+    sums = {}
+    for line in listing.read_text(encoding="utf-8").splitlines():
+        digest, sep, name = line.strip().partition("  ")
+        if sep:
+            sums[Path(name.lstrip("*")).as_posix().removeprefix("./")] = digest.lower()
+    return sums
+
+
+def checksum_status(path: str | Path, digest: str) -> str:
+    """'matches SHA256SUMS', 'MISMATCH: SHA256SUMS lists <sha>', 'not listed in SHA256SUMS', or
+    'no SHA256SUMS' for a file of the data folder (a file outside it: 'outside the data folder')."""
+    try:
+        folder = data_dir().resolve()
+    except GbdError:
+        return "outside the data folder"
+    path = Path(path).resolve()
+    if not path.is_relative_to(folder):
+        return "outside the data folder"
+    sums = read_checksums(folder)
+    if sums is None:
+        return f"no {CHECKSUMS}"
+    expected = sums.get(path.relative_to(folder).as_posix())
+    if expected is None:
+        return f"not listed in {CHECKSUMS}"
+    return f"matches {CHECKSUMS}" if expected == digest else f"MISMATCH: {CHECKSUMS} lists {expected}"
+
+
 def hf_rows(text: str) -> list[str]:
     """Rows as the HF wikitext script made them: each line with its '\\n', whitespace-only lines -> ''."""
     return [line if line.strip() else "" for line in io.StringIO(text)]
@@ -76,17 +125,13 @@ def join_rows(rows: list[str]) -> str:
 
 
 def wikitext2_test(source: str | None = None) -> TextSource:
-    """WikiText-2 raw test text: local file (default), ``"hub"`` or a file path."""
-    if source == "hub":
-        return _hub_wikitext("test")
+    """WikiText-2 raw test text: the data folder's file (default) or a file path."""
     path = Path(source) if source else data_dir() / WIKITEXT_TEST
     return _file_text(path, f"wikitext-2-raw-v1 test rows from {path.name}, joined with \\n\\n")
 
 
 def calibration_text(source: str | None = None) -> TextSource:
-    """Calibration text: ``"hub"`` (raw train), a file path, ``$GBD_CALIB_TEXT``, else the local tokenized valid."""
-    if source == "hub":
-        return _hub_wikitext("train")
+    """Calibration text: a file path, ``$GBD_CALIB_TEXT``, else the local tokenized valid."""
     source = source or os.environ.get("GBD_CALIB_TEXT")
     if source:
         return _file_text(Path(source), f"calibration rows from {Path(source).name}, joined with \\n\\n")
@@ -106,8 +151,12 @@ def hellaswag_items(path: str | Path | None = None, limit: int | None = None) ->
     expected = None if path else HELLASWAG_VAL_ITEMS
     path = _existing(Path(path) if path else data_dir() / HELLASWAG_VAL)
     opener = bz2.open if path.suffix == ".bz2" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:   # truncated or corrupt .bz2, unreadable file
+        raise GbdError(f"{display_path(path)} cannot be read: {type(exc).__name__}: {exc} (truncated or "
+                       "corrupt file?)") from exc
     if lines and lines[-1] == "":
         lines.pop()
     if not lines or len(lines) % LINES_PER_ITEM:
@@ -145,16 +194,3 @@ def _file_text(path: Path, name: str) -> TextSource:
     with open(path, encoding="utf-8") as f:
         text = join_rows(hf_rows(f.read()))
     return TextSource(text, name, str(path), sha256(path))
-
-
-def _hub_wikitext(split: str) -> TextSource:
-    """wikitext-2-raw-v1 ``split`` from the Hugging Face hub, rows joined with "\\n\\n"."""
-    try:
-        import datasets  # slow to import and only needed here
-
-        rows = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"]
-    except Exception as exc:  # offline / unreachable hub / missing cache: all the same to the user
-        raise GbdError(f"could not load wikitext-2-raw-v1 {split} from the Hugging Face hub "
-                       f"({type(exc).__name__}: {exc}); use the local files instead (no source argument)") from exc
-    return TextSource(join_rows(list(rows)), f"wikitext-2-raw-v1 {split} (Hugging Face hub), joined with \\n\\n",
-                      None, None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,13 +37,11 @@ from experiments.errors import GbdError
 DEFAULT_SEQ_LEN = 2048  # SVD-LLM's evaluation window
 CONTEXT_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")  # lm-eval's order
 LOCAL_TASK = "hellaswag_local_gbd"
-HUB_TASK = "hellaswag"
 LOCAL_NOTE = (
     "local HellaSwag file (klosax text format): it lacks the ctx_a/ctx_b split, so the whole context is "
     "passed as ctx_a with ctx_b empty and lm-eval's ctx_b.capitalize() is not applied (capitalization can "
     "differ from lm-eval's own hellaswag task on the hub data)"
 )
-HUB_NOTE = "lm-eval's own hellaswag task (hub dataset Rowan/hellaswag, its own preprocessing)"
 
 
 # --------------------------------------------------------------------------------------------- perplexity
@@ -269,18 +268,25 @@ def _write_local_task(task_dir: Path, items: Sequence[HellaSwagItem]) -> None:
 @contextmanager
 def quiet_lm_eval() -> Iterator[None]:
     """Raise lm-eval's and datasets' log level to ERROR and hide datasets' progress bars for the duration
-    (lm-eval's own loglikelihood progress bar stays)."""
+    (lm-eval's own loglikelihood progress bar stays; the command line's --quiet hides it). lm-eval's
+    ``git describe`` probe, which prints "fatal: not a git repository" outside a checkout, is replaced by its
+    own silent fallback (reading .git of the working directory)."""
     from datasets.utils import logging as ds_logging
+    from lm_eval import evaluator
+    from lm_eval.loggers.utils import get_commit_from_path
 
     loggers = [logging.getLogger(name) for name in ("lm_eval", "datasets")]
     levels = [lg.level for lg in loggers]
     bars = ds_logging.is_progress_bar_enabled()
+    git_probe = evaluator.get_git_commit_hash
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     ds_logging.disable_progress_bar()
+    evaluator.get_git_commit_hash = lambda: get_commit_from_path(os.getcwd())
     try:
         yield
     finally:
+        evaluator.get_git_commit_hash = git_probe
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
         if bars:
@@ -319,8 +325,7 @@ def hellaswag_lm_eval(
 ) -> HellaSwagResult:
     """HellaSwag acc/acc_norm through lm-evaluation-harness (HFLM on the in-memory model, zero-shot).
 
-    ``items_path`` None: the local six-line file (experiments.data default); a path: that file;
-    ``"hub"``: lm-eval's own ``hellaswag`` task (needs the hub dataset; offline this raises GbdError).
+    ``items_path`` None: the local six-line file (experiments.data default); a path: that file.
     ``limit`` keeps the first items only.
     """
     from lm_eval.tasks import TaskManager
@@ -328,15 +333,6 @@ def hellaswag_lm_eval(
     if tokenizer is None:
         raise GbdError("HellaSwag needs the model's tokenizer; none was given")
     with quiet_lm_eval():
-        if items_path == "hub":
-            try:
-                out = _run_lm_eval(model, tokenizer, HUB_TASK, TaskManager(), limit, batch_size)
-            except Exception as exc:  # any failure to fetch/load the hub dataset
-                raise GbdError(
-                    f"lm-eval's own hellaswag task could not run (it needs the hub dataset Rowan/hellaswag; "
-                    f"offline it is unavailable, use the local file instead): {type(exc).__name__}: {exc}"
-                ) from exc
-            return _result_from_lm_eval(out, HUB_TASK, "lm-eval hellaswag (hub)", HUB_NOTE)
         items = hellaswag_items(items_path, limit=limit)
         with tempfile.TemporaryDirectory(prefix="gbd_hellaswag_") as tmp:
             _write_local_task(Path(tmp), items)

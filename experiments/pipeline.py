@@ -2,37 +2,41 @@
 
 A *budget* fixes the calibration size, the evaluation subset and the BCA stopping rule of a mode
 (quick | standard | full). Every configuration's result is cached as JSON (atomically) under a key made
-of the model's weights, the budget, the configuration and the seed, so an interrupted run resumes
-where it stopped and a re-run of the report re-uses finished rows. lambda is given in units of
-c = max_i (||W_i||_2^2 + ||W_{i+1}||_2^2), as in the phase diagram.
+of everything that determines it: the code version (source files and library versions), the model's
+weights, the target kind, the budget, the configuration, d, the seed and the sha256 of every data file
+(calibration text, WikiText-2 test, HellaSwag). An interrupted run resumes where it stopped, a re-run of
+the report re-uses finished rows, and a changed file or a code fix is never served stale rows. lambda is
+given in units of c = max_i (||W_i||_2^2 + ||W_{i+1}||_2^2), as in the phase diagram.
 """
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from experiments.adapters import adapter_for
-from experiments.cache import read_json, write_json
-from experiments.calibration import cache_key, calibration_batch, model_fingerprint, second_moments
-from experiments.compress import AllocationError, Compression, compress, errors
-from experiments.data import calibration_text, hellaswag_items, hellaswag_source, wikitext2_test
+from experiments.cache import cache_key, code_version, read_json, write_json
+from experiments.calibration import calibration_batch, model_fingerprint, second_moments
+from experiments.compress import AllocationError, Compression, compress, errors, frobenius_error_fraction
+from experiments.data import (calibration_text, checksum_status, display_path, hellaswag_items, hellaswag_source,
+                              wikitext2_test)
 from experiments.errors import GbdError
-from experiments.evaluation import (hellaswag_direct, hellaswag_lm_eval, perplexity, prediction_disagreements,
-                                    tokenize_corpus)
+from experiments.evaluation import (hellaswag_direct, hellaswag_lm_eval, model_context, perplexity,
+                                    prediction_disagreements, tokenize_corpus)
 from experiments.loading import LoadedModel
-from experiments.surgery import install
+from experiments.phase import absolute_lambda
+from experiments.surgery import installed, module_parameters, read_targets
 from theory.corners import sandwich
-from theory.energy import frobenius_fraction
+from theory.objective import lambda_unit
 from theory.stack import Stack
-from theory.theorems import coupling_norms
 
-
-ROW_FORMAT = "2"   # part of every row's cache key: bump it when a change alters what a row holds
+ROW_KEYS = frozenset({"label", "method", "table", "d", "ppl", "ppl_protocol", "hellaswag_acc", "hellaswag_acc_norm",
+                      "hellaswag_n"})           # every cached row has them ...
+COMPRESSED_ROW_KEYS = frozenset({"frobenius_fraction", "activation_fraction", "params_kept", "params_original"})
 
 
 @dataclass(frozen=True)
@@ -98,42 +102,57 @@ class Context:
     sigmas: list[np.ndarray]
     test_ids: torch.Tensor
     fingerprint: str
+    budget: Budget
     sources: dict[str, Any] = field(default_factory=dict)
+    adjustments: list[str] = field(default_factory=list)
 
     @property
     def c(self) -> float:
         """The lambda unit max_i (||W_i||_2^2 + ||W_{i+1}||_2^2)."""
-        return max(coupling_norms(Stack.of(self.weights)))
+        return lambda_unit(Stack.of(self.weights))
 
 
-def read_targets(model: torch.nn.Module, kind: str = "attn_out") -> tuple[list[str], list[np.ndarray],
-                                                                           list[np.ndarray | None]]:
-    """The ``kind`` targets of every block (depth order): names, weights (n_out x n_in, float64), biases."""
-    adapter = adapter_for(model)
-    names = adapter.target_names(model, kind)
-    modules = [model.get_submodule(n) for n in names]
-    return names, [adapter.weight(m) for m in modules], [adapter.bias(m) for m in modules]
+def fit_to_context(budget: Budget, model: torch.nn.Module) -> tuple[Budget, list[str]]:
+    """The budget with its calibration window clipped to the model's context (GPT-2: n_positions), and what
+    was changed, in words."""
+    context = model_context(model)
+    if context is None or budget.calib_T <= context:
+        return budget, []
+    return replace(budget, calib_T=context), [f"calibration windows clipped from {budget.calib_T} to {context} "
+                                              "tokens, the model's context"]
+
+
+def data_source(path: str, digest: str, **fields: Any) -> dict[str, Any]:
+    """A data file as the report names it: path relative to the data folder, sha256, SHA256SUMS status."""
+    return {**fields, "path": display_path(path), "sha256": digest, "checksum": checksum_status(path, digest)}
 
 
 def prepare(loaded: LoadedModel, budget: Budget, seed: int, cache_dir: Path, kind: str = "attn_out",
             progress: bool = True) -> Context:
-    """Read the targets, calibrate (cached), tokenize the test text."""
+    """Read the targets and every data file (checked against SHA256SUMS), then calibrate (cached) and
+    tokenize the test text. Everything that can fail without calibrating fails before it."""
     model, tok = loaded.model, loaded.tokenizer
     names, weights, biases = read_targets(model, kind)
+    budget, adjustments = fit_to_context(budget, model)
+    calib, test = calibration_text(), wikitext2_test()
+    hs_path, hs_sha = hellaswag_source()
+    hellaswag_items(limit=budget.hellaswag_items)            # a corrupt HellaSwag file fails here, not after hours
+    sources = {"calibration": data_source(calib.path, calib.sha256, name=calib.name, sequences=budget.calib_n,
+                                          tokens_each=budget.calib_T, seed=seed),
+               "wikitext2_test": data_source(test.path, test.sha256, name=test.name),
+               "hellaswag": data_source(str(hs_path), hs_sha, name="HellaSwag validation, six lines per item")}
+    for what, source in sources.items():
+        if source["checksum"].startswith("MISMATCH"):
+            print(f"gbd-audit: warning: {what} file {source['path']}: {source['checksum']}", file=sys.stderr)
+    for note in adjustments:
+        print(f"gbd-audit: note: {note}", file=sys.stderr)
     fingerprint = model_fingerprint(model).hex()
-    calib = calibration_text()
     batch = calibration_batch(tok, calib.text, budget.calib_n, budget.calib_T, seed)
     sigma = second_moments(model, names, batch, progress=progress,
                            cache=cache_dir / f"calibration-{cache_key(fingerprint, kind, str(seed))[:16]}-"
                                              f"{budget.calib_n}x{budget.calib_T}.pt")
-    test = wikitext2_test()
-    hs_path, hs_sha = hellaswag_source()
-    sources = {"calibration": {"name": calib.name, "path": calib.path, "sha256": calib.sha256,
-                               "sequences": budget.calib_n, "tokens_each": budget.calib_T, "seed": seed},
-               "wikitext2_test": {"name": test.name, "path": test.path, "sha256": test.sha256},
-               "hellaswag": {"path": str(hs_path), "sha256": hs_sha}}
     return Context(loaded, kind, names, weights, biases, [sigma[n] for n in names], tokenize_corpus(tok, test.text),
-                   fingerprint, sources)
+                   fingerprint, budget, sources, adjustments)
 
 
 def evaluate(ctx: Context, budget: Budget, progress: bool = True) -> dict[str, Any]:
@@ -162,7 +181,8 @@ def _compress(ctx: Context, config: Config, d: int, budget: Budget) -> Compressi
     """compress() with the configuration's options; V2's loss rule, where undefined (a truncation loss <= 1,
     which depends on the scale of the second moments), falls back to uniform ranks and says so in the notes."""
     def run(allocation: str) -> Compression:
-        return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d, lam=config.lam_over_c * ctx.c,
+        return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d,
+                        lam=absolute_lambda(config.lam_over_c, ctx.c),
                         tied=config.tied, convention=config.convention, installation=config.installation,
                         allocation=allocation, tol=budget.tol, max_sweeps=budget.max_sweeps)
     try:
@@ -173,51 +193,56 @@ def _compress(ctx: Context, config: Config, d: int, budget: Budget) -> Compressi
         return compression
 
 
+def row_key(ctx: Context, config: Config, d: int, budget: Budget) -> str:
+    """The cache key of one row: code version, model weights, kind, budget, configuration, d, seed and the
+    sha256 of every data file."""
+    return cache_key(code_version(), ctx.fingerprint, ctx.kind, repr(budget), repr(config), str(d),
+                     str(ctx.sources["calibration"]["seed"]),
+                     *(str(ctx.sources[k]["sha256"]) for k in ("calibration", "wikitext2_test", "hellaswag")))
+
+
+def cached_row(cached: Any, key: str, config: Config) -> dict[str, Any] | None:
+    """The row of a cache file if it is one made under ``key`` for ``config`` with every key a row has, else
+    None (a miss: anything else, valid JSON of the wrong shape included, is recomputed)."""
+    if not (isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("row"), dict)):
+        return None
+    row = cached["row"]
+    needed = ROW_KEYS | (COMPRESSED_ROW_KEYS if config.method is not None else frozenset())
+    return row if needed <= set(row) and row["label"] == config.label else None
+
+
 def run_config(ctx: Context, config: Config, d: int, budget: Budget, cache_dir: Path,
                progress: bool = True) -> dict[str, Any]:
-    """Compress, install, evaluate and restore one configuration (cached by model, budget, config, d)."""
-    key = cache_key(ROW_FORMAT, ctx.fingerprint, ctx.kind, repr(budget), repr(config), str(d),
-                    ctx.sources["calibration"]["sha256"] or "", str(ctx.sources["calibration"]["seed"]))
+    """Compress, install, evaluate and restore one configuration (cached under ``row_key``)."""
+    key = row_key(ctx, config, d, budget)
     path = cache_dir / "runs" / f"{key[:24]}.json"
-    cached = read_json(path)
-    if cached is not None:
-        return cached
+    row = cached_row(read_json(path), key, config)
+    if row is not None:
+        return row
     start = time.time()
-    row: dict[str, Any] = {"label": config.label, **asdict(config), "d": d}
+    row = {"label": config.label, **asdict(config), "d": d}
     if config.method is None:
         row.update(evaluate(ctx, budget, progress))
     else:
         row.update(_run_compressed(ctx, config, d, budget, progress))
     row["seconds"] = time.time() - start
-    write_json(path, row)
+    write_json(path, {"key": key, "row": row})
     return row
-
-
-def installed_parameters(model: torch.nn.Module, names: Sequence[str]) -> int:
-    """Parameters stored by the named modules, a tensor shared between them (Basis Sharing's A) counted once."""
-    unique = {id(p): p for n in names for p in model.get_submodule(n).parameters()}
-    return sum(p.numel() for p in unique.values())
 
 
 def _run_compressed(ctx: Context, config: Config, d: int, budget: Budget, progress: bool) -> dict[str, Any]:
     model = ctx.loaded.model
     compression = _compress(ctx, config, d, budget)
     err = errors(ctx.weights, ctx.sigmas, compression)
-    originals = {n: model.get_submodule(n) for n in ctx.names}
-    try:
-        install(model, ctx.names, compression)
-        params = installed_parameters(model, ctx.names)
+    params_original = module_parameters(model, ctx.names)
+    with installed(model, ctx.names, compression):
+        params = module_parameters(model, ctx.names)
         measured = evaluate(ctx, budget, progress)
-    finally:
-        adapter = adapter_for(model)
-        for n, module in originals.items():
-            adapter.replace(model, n, module)
     two_sided = (None if compression.sections is None else
-                 frobenius_fraction(ctx.weights, sandwich(Stack.of(ctx.weights), compression.sections)))
+                 frobenius_error_fraction(ctx.weights, sandwich(Stack.of(ctx.weights), compression.sections)))
     return {**measured, "frobenius_fraction": err["frobenius_fraction"],
             "activation_fraction": err["activation_fraction"], "two_sided_fraction": two_sided,
-            "params_kept": params, "params_original": sum(w.size + (0 if b is None else b.size)
-                                                          for w, b in zip(ctx.weights, ctx.biases)),
+            "params_kept": params, "params_original": params_original,
             "ranks": compression.ranks, "notes": compression.notes, "bca_sweeps": compression.bca_sweeps}
 
 
@@ -242,9 +267,14 @@ def run_surgery(ctx: Context, budget: Budget, d: int, cache_dir: Path, only: Seq
     return rows
 
 
-def rank_for(weights: Sequence[np.ndarray], ratio: float) -> int:
-    """d = round(ratio * D), D the smallest side of the targets (the hidden size for W_O); the paper's ratio is 0.25."""
+def check_ratio(ratio: float) -> None:
+    """The rank ratio d/D must lie in (0, 1]."""
     if not 0 < ratio <= 1:
         raise GbdError(f"rank ratio d/D must lie in (0, 1], got {ratio}")
+
+
+def rank_for(weights: Sequence[np.ndarray], ratio: float) -> int:
+    """d = round(ratio * D), D the smallest side of the targets (the hidden size for W_O); the paper's ratio is 0.25."""
+    check_ratio(ratio)
     n = min(min(w.shape) for w in weights)
     return max(1, int(round(ratio * n)))

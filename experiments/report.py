@@ -160,18 +160,30 @@ def mechanism_section(results: dict[str, Any], out_dir: Path) -> str:
     return "\n\n".join(parts)
 
 
+def data_warnings(results: dict[str, Any]) -> list[str]:
+    """One bold warning per data file whose sha256 differs from the data folder's SHA256SUMS."""
+    return [f"**Warning: the {k} file {v.get('path')} does not match the data folder's checksums ({v['checksum']}); "
+            "its numbers are not comparable with runs on the listed file.**"
+            for k, v in results["surgery"]["sources"].items() if str(v.get("checksum", "")).startswith("MISMATCH")]
+
+
 def reproducibility_section(results: dict[str, Any]) -> str:
     s, m = results["surgery"], results["model"]
     model_rows = [(k, v) for k, v in m.items()]
-    data_rows = [(k, v.get("name", ""), v.get("path") or "hub", v.get("sha256") or "-") for k, v in s["sources"].items()]
+    data_rows = [(k, v.get("name", ""), v.get("path") or "hub", v.get("sha256") or "-", v.get("checksum", "-"))
+                 for k, v in s["sources"].items()]
+    adjustments = s.get("adjustments") or []
     return "\n\n".join([
         "## Re-running this report",
         f"    {results['command']}",
         f"Started {results['started']}; mode {results['mode']}; seed {results['seed']} (calibration windows, "
         f"theory sample); model weights fingerprint (sha256 of every parameter) `{s['fingerprint'][:16]}...`. "
-        "Calibration and each configuration are cached under the cache directory, so a re-run resumes.",
+        "Calibration and each configuration are cached under the cache directory, keyed by the code version, "
+        "the model, the options and every data file's sha256, so a re-run resumes."
+        + ("".join(f" Adjusted: {a}." for a in adjustments)),
+        *data_warnings(results),
         table(["model", ""], model_rows),
-        table(["data", "what", "file", "sha256"], data_rows),
+        table(["data", "what", "file (in the data folder)", "sha256", "SHA256SUMS"], data_rows),
         table(["package", "version"], results["versions"].items()),
         table(["part", "seconds"], [(k, f"{v:.0f}") for k, v in results["timings_s"].items()])])
 
@@ -183,7 +195,7 @@ def render(results: dict[str, Any], judgements: Sequence[Judgement], out_dir: Pa
         "# Reproduction report: Cross-Layer Subspace Coupling for LLM Compression",
         f"Made by `{results['command']}` on {results['started']} ({results['mode']} mode). Model: **{m['name']}** "
         f"({m['source']}). Data: local WikiText-2 and HellaSwag files (hashes at the end). Every number below was "
-        "measured by this run."])
+        "measured by this run.", *data_warnings(results)])
     sections = [head, claims_section(judgements), theory_section(results["theory"], out_dir),
                 phase_section(results["phase"], out_dir), surgery_section(results, out_dir),
                 mechanism_section(results, out_dir), reproducibility_section(results)]

@@ -5,8 +5,9 @@
 - ``surgery_part``: calibration, then every configuration of the mode compressed, installed and evaluated.
 - ``reproduce``: all three, the verdicts, and the Markdown report with its figures.
 
-Modes (``MODES``) set the sample sizes: quick (minutes on a laptop CPU), standard, full (the paper's
-calibration of 256 x 2048 and the whole test set).
+Modes (``experiments.pipeline.BUDGETS``) set the sample sizes: quick (minutes on a laptop CPU), standard, full
+(the paper's calibration of 256 x 2048 and the whole test set). Reports hold no absolute local path: data files
+are named relative to the data folder, the model by its file name, package and sha256.
 """
 from __future__ import annotations
 
@@ -17,23 +18,24 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
+from experiments.cache import ensure_writable
 from experiments.data import sha256
 from experiments.loading import LoadedModel, load_model
 from experiments.phase import LAMBDA_GRID, phase_diagram
-from experiments.pipeline import BUDGETS, choose_configs, hellaswag_cross_check, prepare, rank_for, read_targets, run_surgery
+from experiments.pipeline import (BUDGETS, check_ratio, choose_configs, hellaswag_cross_check, prepare, rank_for,
+                                  run_surgery)
+from experiments.surgery import read_targets
 from experiments.verify import audit_theory
 from theory.anchors import CONVENTIONS
 
-MODES: tuple[str, ...] = ("quick", "standard", "full")
-DEFAULT_SEED = 3          # SVD-LLM's calibration seed
-DEFAULT_RATIO = 0.25      # the paper's d / D
 PACKAGES = ("numpy", "scipy", "sympy", "torch", "transformers", "lm_eval", "datasets", "pymanopt", "hypothesis",
             "gguf")
 
 
 def versions() -> dict[str, str]:
-    """Python, platform and the versions of the packages the numbers depend on."""
-    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    """Python, operating system and machine (no kernel version) and the versions of the packages the numbers
+    depend on."""
+    found = {"python": sys.version.split()[0], "platform": f"{platform.system()} {platform.machine()}"}
     for name in PACKAGES:
         try:
             found[name] = metadata.version(name)
@@ -43,14 +45,14 @@ def versions() -> dict[str, str]:
 
 
 def model_info(loaded: LoadedModel) -> dict[str, Any]:
-    """Name, source, architecture, vocabulary size and (for a single-file model) the file's sha256."""
+    """Name, source (no absolute path), architecture, vocabulary size and (for a single-file model) the file's
+    sha256."""
     config = loaded.model.config
     info = {"name": loaded.name, "source": loaded.source, "model_type": config.model_type,
             "vocab_size": int(config.vocab_size), "hidden_size": int(config.hidden_size),
             "layers": int(config.num_hidden_layers)}
-    if loaded.source.startswith("GGUF file "):
-        path = loaded.source.removeprefix("GGUF file ").split(" (")[0]
-        info["file_sha256"] = sha256(path)
+    if loaded.file is not None:
+        info["file_sha256"] = sha256(loaded.file)
     return info
 
 
@@ -68,14 +70,17 @@ def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: 
     """Calibrate (cached), then compress / install / evaluate each configuration (cached), plus the
     lm-eval vs direct HellaSwag cross-check on the uncompressed model."""
     budget = BUDGETS[mode]
-    choose_configs(budget, only)        # an unknown label fails before the calibration
+    choose_configs(budget, only)        # every check that needs no calibration comes before it
+    check_ratio(ratio)
+    ensure_writable(cache_dir, "cache folder")
     ctx = prepare(loaded, budget, seed, cache_dir, kind, progress)
+    budget = ctx.budget                 # the calibration window clipped to the model's context, if it had to be
     d = rank_for(ctx.weights, ratio)
     rows = run_surgery(ctx, budget, d, cache_dir, only, progress)
     cross = hellaswag_cross_check(ctx, budget) if only is None else None
     return {"d": d, "D": min(min(w.shape) for w in ctx.weights), "kind": kind, "budget": budget.__dict__,
             "lambda_unit_c": ctx.c, "sources": ctx.sources, "fingerprint": ctx.fingerprint, "rows": rows,
-            "hellaswag_cross_check": cross}
+            "hellaswag_cross_check": cross, "adjustments": ctx.adjustments}
 
 
 def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, out_dir: Path, cache_dir: Path,
@@ -83,6 +88,9 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
     """Theory audit, phase diagram, surgery; then the verdicts and the report written to ``out_dir``."""
     from experiments.report import write_report   # matplotlib only when a report is made
 
+    check_ratio(ratio)                   # bad options and unwritable folders fail before any work
+    ensure_writable(out_dir, "output folder")
+    ensure_writable(cache_dir, "cache folder")
     started = time.time()
     results: dict[str, Any] = {"command": command, "mode": mode, "seed": seed, "ratio": ratio, "kind": kind,
                                "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

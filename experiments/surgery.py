@@ -11,8 +11,9 @@ name, n_in, d, n_out, has_bias and ``shares_first_with`` (the module whose ``fir
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -74,6 +75,27 @@ def _module(model: nn.Module, name: str) -> nn.Module:
         raise GbdError(f"model has no module {name!r}") from e
 
 
+def read_targets(model: nn.Module, kind: str = "attn_out") -> tuple[list[str], list[np.ndarray],
+                                                                  list[np.ndarray | None]]:
+    """The ``kind`` targets of every block (depth order): names, weights (n_out x n_in, float64), biases.
+
+    A weight or bias with NaN or inf entries is an error naming its module."""
+    adapter = adapter_for(model)
+    names = adapter.target_names(model, kind)
+    modules = [_module(model, n) for n in names]
+    weights, biases = [adapter.weight(m) for m in modules], [adapter.bias(m) for m in modules]
+    for name, W, b in zip(names, weights, biases):
+        if not np.all(np.isfinite(W)) or (b is not None and not np.all(np.isfinite(b))):
+            raise GbdError(f"the weight or bias of {name} has NaN or infinite entries")
+    return names, weights, biases
+
+
+def module_parameters(model: nn.Module, names: Sequence[str]) -> int:
+    """Parameters stored by the named modules, a tensor shared between them (Basis Sharing's A) counted once."""
+    unique = {id(p): p for n in names for p in _module(model, n).parameters()}
+    return sum(p.numel() for p in unique.values())
+
+
 def install(model: nn.Module, names: list[str], compression: Compression) -> None:
     """Replace each named linear map (in compression order) by a LowRankLinear of its factors.
 
@@ -99,18 +121,29 @@ def install(model: nn.Module, names: list[str], compression: Compression) -> Non
         adapter.replace(model, name, module)
 
 
+@contextmanager
+def installed(model: nn.Module, names: list[str], compression: Compression) -> Iterator[nn.Module]:
+    """``install`` the compression for the duration of the block, then put the original modules back
+    (also when the block raises): the model leaves as it came."""
+    adapter = adapter_for(model)
+    originals = {n: _module(model, n) for n in names}
+    try:
+        install(model, names, compression)
+        yield model
+    finally:
+        for name, module in originals.items():
+            adapter.replace(model, name, module)
+
+
 def compress_model(model: nn.Module, kind: str, sigmas_by_name: Mapping[str, Any], method: str, d: int,
                    **kw: Any) -> tuple[Compression, list[str]]:
-    """Read the ``kind`` targets (depth order) through the adapter, ``compress`` them, ``install`` the result."""
-    adapter = adapter_for(model)
-    names = adapter.target_names(model, kind)
+    """Read the ``kind`` targets (``read_targets``), ``compress`` them, ``install`` the result (permanently)."""
+    names, weights, biases = read_targets(model, kind)
     missing = [n for n in names if n not in sigmas_by_name]
     if missing:
         raise GbdError(f"no second moment for {missing}")
-    modules = [_module(model, n) for n in names]
     sigmas = [np.asarray(torch.as_tensor(sigmas_by_name[n]).to(torch.float64).cpu()) for n in names]
-    compression = compress([adapter.weight(m) for m in modules], sigmas, [adapter.bias(m) for m in modules],
-                           method, d, **kw)
+    compression = compress(weights, sigmas, biases, method, d, **kw)
     install(model, names, compression)
     return compression, names
 
@@ -225,4 +258,5 @@ def load_compressed(path: str | Path) -> tuple[nn.Module, Any | None]:
     return model.eval(), tokenizer
 
 
-__all__ = ["LowRankLinear", "install", "compress_model", "save_compressed", "load_compressed", "MANIFEST"]
+__all__ = ["LowRankLinear", "read_targets", "module_parameters", "install", "installed", "compress_model",
+           "save_compressed", "load_compressed", "MANIFEST"]

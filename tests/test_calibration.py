@@ -9,7 +9,8 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from experiments.adapters import adapter_for
-from experiments.calibration import calibration_batch, cache_key, second_moments
+from experiments.cache import cache_key
+from experiments.calibration import calibration_batch, second_moments
 from experiments.errors import GbdError
 
 N, T = 4, 16
@@ -148,3 +149,29 @@ def test_non_finite_moment_is_reported_by_layer(names, input_ids):
         bad.gpt_neox.embed_in.weight.fill_(float("nan"))
     with pytest.raises(GbdError, match=re.escape(names[0])):
         second_moments(bad, names, input_ids[:1], progress=False)
+
+
+@pytest.mark.parametrize("content", [[1, 2, 3], torch.zeros(3), {"key": 7}, {"key": "k", "rows_done": 0,
+                                     "complete": True, "sums": {"x": torch.zeros(2, 2, dtype=torch.float32)}}])
+def test_a_cache_file_of_another_kind_is_ignored_and_recomputed(model, names, input_ids, tmp_path, content):
+    cache = tmp_path / "sigma.pt"
+    torch.save(content, cache)
+    with pytest.warns(UserWarning, match="not a calibration state"):
+        sigmas = second_moments(model, names, input_ids[:2], progress=False, cache=cache)
+    assert_same(sigmas, reference_moments(model, names, input_ids[:2]), rtol=1e-10)
+
+
+def test_a_negative_seed_is_a_clear_error():
+    with pytest.raises(GbdError, match="seed must be >= 0"):
+        calibration_batch(CharTokenizer(), "x" * 100, 2, 10, seed=-1)
+
+
+def test_a_calibration_cache_of_another_code_version_is_not_reused(model, names, input_ids, tmp_path, monkeypatch):
+    import experiments.calibration as calibration
+
+    cache = tmp_path / "sigma.pt"
+    second_moments(model, names, input_ids[:1], progress=False, cache=cache)
+    monkeypatch.setattr(calibration, "code_version", lambda *a: "fixed code")
+    with ForwardCounter(model) as counter, pytest.warns(UserWarning, match="code version"):
+        second_moments(model, names, input_ids[:1], progress=False, cache=cache)
+    assert counter.calls == 1

@@ -97,3 +97,38 @@ def test_data_dir_env_override(tmp_path, monkeypatch):
     monkeypatch.setenv("GBD_DATA_DIR", str(tmp_path / "absent"))
     with pytest.raises(GbdError, match="GBD_DATA_DIR"):
         data.data_dir()
+
+
+def test_truncated_or_corrupt_hellaswag_bz2_is_a_clear_error(tmp_path):
+    lines = ["Act: ctx", "1", "a", "b", "c", "d"] * 50
+    whole = bz2.compress(("\n".join(lines) + "\n").encode())
+    truncated, garbage = tmp_path / "truncated.txt.bz2", tmp_path / "garbage.txt.bz2"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    garbage.write_bytes(b"BZh9" + bytes(range(256)) * 4)
+    for path in (truncated, garbage):
+        with pytest.raises(GbdError, match="cannot be read.*truncated or corrupt"):
+            data.hellaswag_items(path)
+
+
+def test_the_shared_data_files_match_their_sha256sums(wiki):
+    assert data.checksum_status(wiki.path, wiki.sha256) == "matches SHA256SUMS"
+    path, digest = data.hellaswag_source()
+    assert data.checksum_status(path, digest) == "matches SHA256SUMS"
+    assert data.checksum_status(wiki.path, "0" * 64).startswith("MISMATCH: SHA256SUMS lists 173c87a5")
+
+
+def test_checksum_status_in_a_data_folder_of_our_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("GBD_DATA_DIR", str(tmp_path))
+    (tmp_path / "sub").mkdir()
+    good, bad, unlisted = tmp_path / "sub" / "good.txt", tmp_path / "bad.txt", tmp_path / "new.txt"
+    for f in (good, bad, unlisted):
+        f.write_text(f.name)
+    assert data.checksum_status(good, data.sha256(good)) == "no SHA256SUMS"
+    (tmp_path / "SHA256SUMS").write_text(f"{data.sha256(good)}  ./sub/good.txt\n{'0' * 64}  bad.txt\n")
+    assert data.checksum_status(good, data.sha256(good)) == "matches SHA256SUMS"
+    assert data.checksum_status(bad, data.sha256(bad)) == f"MISMATCH: SHA256SUMS lists {'0' * 64}"
+    assert data.checksum_status(unlisted, data.sha256(unlisted)) == "not listed in SHA256SUMS"
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
+    outside.write_text("x")
+    assert data.checksum_status(outside, data.sha256(outside)) == "outside the data folder"
+    assert data.display_path(good) == "sub/good.txt" and data.display_path(outside) == outside.name

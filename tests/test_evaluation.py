@@ -116,10 +116,15 @@ def test_tokenize_corpus_is_one_dimensional(tokenizer):
 
 def test_hellaswag_lm_eval_agrees_with_direct(model, tokenizer):
     n = 8
+    items = hellaswag_items(limit=n)
     via_lm_eval = hellaswag_lm_eval(model, tokenizer, limit=n, batch_size=8)
-    direct = hellaswag_direct(model, tokenizer, hellaswag_items(limit=n), batch_size=8)
+    direct = hellaswag_direct(model, tokenizer, items, batch_size=8)
     assert via_lm_eval.n == direct.n == n
-    assert 0.0 <= via_lm_eval.acc <= 1.0 and 0.0 <= via_lm_eval.acc_norm <= 1.0
+    # lm-eval's accuracies are the share of its chosen endings that are the file's gold labels
+    gold = [it.label for it in items]
+    chosen, chosen_norm = via_lm_eval.predictions, via_lm_eval.predictions_norm
+    assert via_lm_eval.acc == pytest.approx(sum(p == g for p, g in zip(chosen, gold)) / n)
+    assert via_lm_eval.acc_norm == pytest.approx(sum(p == g for p, g in zip(chosen_norm, gold)) / n)
     assert prediction_disagreements(via_lm_eval, direct) == (0, 0)
     assert (via_lm_eval.acc, via_lm_eval.acc_norm) == (direct.acc, direct.acc_norm)
     assert via_lm_eval.acc_stderr == pytest.approx(direct.acc_stderr)

@@ -120,3 +120,13 @@ def test_report_has_every_claim_its_tables_and_figures(results, tmp_path):
         assert (tmp_path / figure).stat().st_size > 1000 and f"({figure})" in text
     assert (tmp_path / "results.json").is_file()
     assert "| 400 |" in text and "20.00x" in text    # GBD's PPL and its ratio to the original
+
+
+def test_versions_name_no_kernel():
+    import platform
+
+    from experiments.reproduce import versions
+
+    found = versions()
+    assert found["platform"] == f"{platform.system()} {platform.machine()}"
+    assert platform.release() not in " ".join(found.values())

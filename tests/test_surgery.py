@@ -12,7 +12,8 @@ from experiments import calibration
 from experiments.adapters import adapter_for
 from experiments.compress import compress
 from experiments.errors import GbdError
-from experiments.surgery import MANIFEST, LowRankLinear, compress_model, install, load_compressed, save_compressed
+from experiments.surgery import (MANIFEST, LowRankLinear, compress_model, install, installed, load_compressed,
+                                 read_targets, save_compressed)
 
 D, VOCAB = 32, 128
 TOKENIZER_FILE = Path(__file__).resolve().parents[2] / "shared/data/gpt-neox-20b-tokenizer/20B_tokenizer.json"
@@ -148,8 +149,24 @@ def test_loading_missing_or_corrupt_saves_is_refused(tmp_path):
         load_compressed(path)
 
 
+def test_installed_compression_is_undone_after_the_block_even_on_error():
+    model = neox().eval()
+    before = logits(model)
+    names, weights, biases = read_targets(model, "attn_out")
+    sig = second_moments(model)
+    compression = compress(weights, [sig[n] for n in names], biases, "v1", 4)
+    originals = [model.get_submodule(n) for n in names]
+    with installed(model, names, compression):
+        assert all(isinstance(model.get_submodule(n), LowRankLinear) for n in names)
+        assert not torch.allclose(logits(model), before, atol=1e-5)
+    assert [model.get_submodule(n) for n in names] == originals and torch.equal(logits(model), before)
+    with pytest.raises(RuntimeError, match="inside"), installed(model, names, compression):
+        raise RuntimeError("inside")
+    assert [model.get_submodule(n) for n in names] == originals
+
+
 def test_installed_parameters_count_a_shared_factor_once():
-    from experiments.pipeline import installed_parameters
+    from experiments.surgery import module_parameters as installed_parameters
 
     model = neox()
     compression, names = compress_model(model, "attn_out", second_moments(model), "basis-sharing", 8)

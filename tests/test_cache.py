@@ -1,0 +1,105 @@
+"""Caches: a row is keyed by everything that determines it (code, model, options, seed, every data file);
+a cache file of the wrong shape is a miss; the code version follows the source files."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+
+from experiments import pipeline
+from experiments.cache import PACKAGE_ROOT, code_version, ensure_writable, library_versions
+from experiments.errors import GbdError
+from experiments.pipeline import BUDGETS, Config, cached_row, row_key
+
+CONFIG = Config("SVD-LLM V1", "v1", "main")
+SOURCES = {"calibration": {"sha256": "a" * 64, "seed": 3}, "wikitext2_test": {"sha256": "b" * 64},
+           "hellaswag": {"sha256": "c" * 64}}
+
+
+def context(**changes) -> SimpleNamespace:
+    """The fields of a pipeline.Context that a row key reads."""
+    fields = {"fingerprint": "f" * 64, "kind": "attn_out", "sources": copy.deepcopy(SOURCES)}
+    fields.update(changes)
+    return SimpleNamespace(**fields)
+
+
+def key(ctx=None, config=CONFIG, d=4, budget=BUDGETS["quick"]) -> str:
+    return row_key(ctx or context(), config, d, budget)
+
+
+@pytest.mark.parametrize("source", ["calibration", "wikitext2_test", "hellaswag"])
+def test_a_changed_data_file_changes_the_row_key(source):
+    ctx = context()
+    ctx.sources[source]["sha256"] = "0" * 64
+    assert key(ctx) != key()
+
+
+def test_model_kind_seed_options_and_rank_change_the_row_key():
+    base = key()
+    seeded = context()
+    seeded.sources["calibration"]["seed"] = 4
+    others = [key(context(fingerprint="e" * 64)), key(context(kind="mlp_out")), key(seeded),
+              key(config=dataclasses.replace(CONFIG, installation="sandwich")), key(d=5),
+              key(budget=BUDGETS["standard"])]
+    assert base not in others and len(set(others)) == len(others)
+    assert key() == base                                   # deterministic
+
+
+def test_a_code_change_changes_the_row_key(monkeypatch):
+    base = key()
+    monkeypatch.setattr(pipeline, "code_version", lambda: "another version")
+    assert key() != base
+
+
+def test_code_version_follows_source_bytes_and_library_versions(tmp_path):
+    source = tmp_path / "module.py"
+    source.write_text("x = 1\n")
+    before = code_version([source])
+    source.write_text("x = 2\n")
+    assert code_version([source]) != before
+    assert code_version([source], libraries=()) != code_version([source])
+    assert code_version() == code_version()
+    assert any(v.startswith("torch==") for v in library_versions())
+
+
+def test_default_code_version_covers_every_package_source_file(tmp_path, monkeypatch):
+    """A copy of the package with one experiments/ file edited gets another code version."""
+    import experiments.cache as cache
+
+    for folder in ("theory", "experiments"):
+        (tmp_path / folder).mkdir()
+        for f in (PACKAGE_ROOT / folder).glob("*.py"):
+            (tmp_path / folder / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setattr(cache, "PACKAGE_ROOT", tmp_path)
+    before = cache.code_version()
+    with open(tmp_path / "experiments" / "evaluation.py", "a") as f:
+        f.write("\n# a fix\n")
+    assert cache.code_version() != before
+
+
+ROW = {"label": "SVD-LLM V1", "method": "v1", "table": "main", "d": 4, "ppl": 30.0, "ppl_protocol": "p",
+       "hellaswag_acc": 0.3, "hellaswag_acc_norm": 0.3, "hellaswag_n": 40, "frobenius_fraction": 0.5,
+       "activation_fraction": 0.2, "params_kept": 10, "params_original": 20}
+
+
+@pytest.mark.parametrize("cached", [None, {}, [], "row", {"key": "k"}, {"key": "k", "row": {}},
+                                    {"key": "other", "row": ROW}, {"key": "k", "row": {**ROW, "label": "x"}},
+                                    {"key": "k", "row": {k: v for k, v in ROW.items() if k != "ppl"}},
+                                    {"key": "k", "row": {k: v for k, v in ROW.items() if k != "params_kept"}}])
+def test_a_cache_file_of_the_wrong_shape_is_a_miss(cached):
+    assert cached_row(cached, "k", CONFIG) is None
+
+
+def test_a_well_formed_cached_row_is_served():
+    assert cached_row({"key": "k", "row": ROW}, "k", CONFIG) == ROW
+
+
+def test_unwritable_folders_are_refused_clearly(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(GbdError, match="cache folder .* is not writable"):
+        ensure_writable(blocker / "cache", "cache folder")
+    assert ensure_writable(tmp_path / "new" / "folder", "output folder").is_dir()
+    assert list((tmp_path / "new" / "folder").iterdir()) == []       # the probe file is gone
