@@ -1,23 +1,26 @@
-"""Benchmarks (``gbd-audit bench``): one untied BCA sweep at Pythia-1.4B size, and calibration and evaluation
-throughput beside lm-evaluation-harness. Every row is printed as it is measured: name, seconds, throughput,
-ratio and what the ratio is; ``run_bench`` returns the same figures as a dict.
+"""Benchmarks (``gbd-audit bench``): every figure beside the machine's measured peak and beside its alternative,
+both measured in the same run. Each row: name, seconds, throughput, fraction of the peak it is held to, ratio
+and what the ratio is; ``run_bench`` returns the same figures as a dict.
 
-1. BCA sweep (theory.bca, the loop body of ``bca_untied``): for i = 0..L, U_i <- top-d range of
-   F_i = untied_factor(stack, sections, i, lambda, anchors) (M_i = F_i F_i^T), random Gaussian W_l (n x n,
-   entries N(0, 1/n), numpy default_rng(seed)), random starting sections, lambda = 0. Three ways to get the
-   top-d range of F (n x k):
-     ours     theory.grassmann.top_range: thin SVD of F (k < n);
-     naive    eigh of the dense n x n operator M = F F^T;
-     Gram     eigh of the k x k Gram matrix F^T F = V S^2 V^T, then U = orth(F V_d) (proposed, bench only).
-   All start from the same sections; agreement is max_i ||sin Theta(U_i, U_i')||_F after the sweep
-   (not arccos of cosines, whose floor is ~1e-8).
-2. Calibration: tokens/s of experiments.calibration.second_moments on the attn_out targets vs a plain forward
-   pass (no hooks) over the same windows; ratio = plain tokens/s / hooked tokens/s (the hook overhead).
-3. Evaluation: tokens/s of experiments.evaluation.perplexity over the first k WikiText-2 test windows of T
-   tokens vs lm-eval's HFLM.loglikelihood_rolling (max_length = T) on one request per window whose text is the
-   decoded window; ratio = ours tokens/s / lm-eval tokens/s. Throughput counts the positions fed to the model
-   (k T for ours; for lm-eval the re-encoded tokens, each of its windows having as many inputs as
-   predictions). lm-eval's time includes its own tokenization of the text (ours gets token ids).
+0. Peaks: best-of-3 GFLOP/s of an n x n x n matmul (n = 2048; quick 512): numpy float64 and float32, torch
+   float32 and bfloat16, with the threads in use.
+1. BCA (theory.bca, lambda = 0, random Gaussian W_l (n x n, N(0, 1/n)), Haar-random start, default_rng(seed)):
+   one untied sweep U_i <- top-d range of F_i (M_i = F_i F_i^T) with ``top_range`` (the Gram route) against
+   ``top_range_svd`` (the thin SVD of F_i: the previous method), and against a per-layer SVD of the same stack
+   (the SVD-LLM corner's cost); one tied step (top-d eigenspace of M(P) = G G^T, G = [W_l U, W_l^T U]_l). Agreement:
+   max_i ||sin Theta(U_i, U_i')||_F and the relative bundle-energy difference. GFLOP counts the matmuls only:
+   2 n^2 d per product W U, 2 n k^2 per Gram F^T F, 2 n k d per F V_d (k the width of F); the fraction is of
+   numpy's float64 peak. Goal (issue 11): <= 3 s at L=24, n=2048, d=512.
+2. Calibration: second_moments (hooks on the attn_out targets) against plain forward passes over the same
+   windows; ratio = hooked seconds / plain seconds (goal <= 1.15).
+3. Perplexity: experiments.evaluation.perplexity (chunked lm_head + cross-entropy, float32) against the
+   full-logits path (the previous method), bfloat16 autocast (NLL change printed) and lm-eval's
+   HFLM.loglikelihood_rolling on the decoded windows. GFLOP/s = forward FLOPs / seconds with forward FLOPs =
+   2 P T + 2 n_layer T^2 D per window (P: weights of every Linear / Conv1D incl. lm_head; the second term: causal
+   QK^T and AV), against torch's float32 (or bfloat16) peak.
+4. HellaSwag: the same lm-eval loglikelihood requests (lm-eval's process_docs queries, " " + ending) scored by
+   experiments.lm_eval_packed.PackedHFLM and by lm-eval's HFLM, batch 8; items/s, ratio, the largest relative
+   log-likelihood difference and the number of items whose choice differs (goal: >= 2x, within 1e-4, none).
 """
 from __future__ import annotations
 
@@ -32,54 +35,63 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_info
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+from transformers.pytorch_utils import Conv1D
 
 from experiments.adapters import adapter_for
 from experiments.calibration import calibration_batch, second_moments
-from experiments.data import calibration_text, data_dir, wikitext2_test
+from experiments.data import calibration_text, data_dir, hellaswag_items, wikitext2_test
 from experiments.errors import GbdError
-from experiments.evaluation import quiet_lm_eval, perplexity, tokenize_corpus
+from experiments.evaluation import _processed_docs, model_context, perplexity, quiet_lm_eval, tokenize_corpus
 from experiments.loading import LoadedModel, load_model
 from theory.bca import untied_sweep
-from theory.grassmann import Array, orthonormalize, random_section, sin_theta_fro, top_eigenspace, top_range
+from theory.energy import bundle_energy
+from theory.grassmann import Array, random_section, sin_theta_fro, top_left_singular, top_range, top_range_svd
+from theory.objective import TiedProblem
 from theory.stack import Stack
 
 R = TypeVar("R")
-TopRange = Callable[[Array, int], Array]
 NEOX_TOKENIZER = "gpt-neox-20b-tokenizer/20B_tokenizer.json"
 NEOX_EOT = "<|endoftext|>"
 SEED = 0            # weights and starting sections of the BCA problem
 CALIBRATION_SEED = 3  # SVD-LLM's calibration seed
+BCA_GOAL_S = 3.0
+HOOK_GOAL = 1.15
+HELLASWAG_GOAL = 2.0
 
 
 @dataclass(frozen=True)
 class BenchSizes:
-    """Problem sizes: BCA stack (L layers, n x n, rank d) and the throughput windows (count x T tokens)."""
+    """Problem sizes: matmul peak size, BCA stack (L layers, n x n, rank d), throughput windows (count x T),
+    HellaSwag items."""
 
+    peak_n: int
     L: int
     n: int
     d: int
-    sweep_repeats: int
+    repeats: int
     seq_len: int
     windows: int
-    pass_repeats: int
+    items: int
 
 
-QUICK = BenchSizes(L=4, n=256, d=64, sweep_repeats=3, seq_len=128, windows=2, pass_repeats=2)
-FULL = BenchSizes(L=24, n=2048, d=512, sweep_repeats=1, seq_len=512, windows=4, pass_repeats=1)  # Pythia-1.4B W_O
+QUICK = BenchSizes(peak_n=512, L=4, n=256, d=64, repeats=3, seq_len=128, windows=2, items=8)
+FULL = BenchSizes(peak_n=2048, L=24, n=2048, d=512, repeats=1, seq_len=2048, windows=2, items=40)  # Pythia-1.4B W_O
 
 
 # --------------------------------------------------------------------------------------------- printing, timing
-COLUMNS = (("name", 46), ("seconds", 10), ("throughput", 22), ("ratio", 9), ("ratio is", 0))
+COLUMNS = (("name", 44), ("seconds", 9), ("throughput", 20), ("of peak", 8), ("ratio", 7), ("ratio is", 0))
 
 
 def _line(cells: Sequence[str]) -> str:
     return "  ".join(f"{c:<{w}}" if w else c for c, (_, w) in zip(cells, COLUMNS))
 
 
-def print_row(name: str, seconds: float, throughput: str, ratio: float, ratio_is: str) -> None:
-    """One table line: name, seconds, throughput, ratio, what the ratio is."""
-    print(_line([name, f"{seconds:.4g}", throughput, f"{ratio:.3g}", ratio_is]), flush=True)
+def print_row(name: str, seconds: float, throughput: str, of_peak: float | None, ratio: float, ratio_is: str) -> None:
+    """One table line: name, seconds, throughput, fraction of the peak, ratio, what the ratio is."""
+    peak = "-" if of_peak is None else f"{of_peak:.0%}"
+    print(_line([name, f"{seconds:.4g}", throughput, peak, f"{ratio:.3g}", ratio_is]), flush=True)
 
 
 def best_time(fn: Callable[[], R], repeats: int) -> tuple[float, R]:
@@ -93,14 +105,13 @@ def best_time(fn: Callable[[], R], repeats: int) -> tuple[float, R]:
 
 
 def machine_facts() -> dict[str, Any]:
-    """CPU count (and the CPUs this process may use), torch threads, the BLAS thread variable, the 1-minute load
-    average (above the CPU count, other processes compete and threaded BLAS timings can be far off), versions."""
+    """CPUs (and those this process may use), torch threads, the BLAS libraries and their threads, the 1-minute
+    load average (above the CPU count, other processes compete and timings can be far off), versions."""
     return {
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "unset",
+        "blas": ", ".join(sorted({f"{i['internal_api']} x{i['num_threads']}" for i in threadpool_info()})),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "machine": f"{platform.machine()} {platform.system()} {platform.release()}",
         "python": platform.python_version(),
@@ -109,38 +120,28 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------------------------- BCA sweep
-def top_range_gram(F: Array, d: int) -> Array:
-    """Top-d left singular subspace of F (n x k) from the k x k Gram matrix (proposed; not used by theory/).
-
-    F^T F = V S^2 V^T (eigh), U = orth(F V_d) = span of the top-d left singular vectors F V_d S_d^{-1}.
-    Squaring S costs accuracy: the angle error is about eps s_1^2 / (s_d^2 - s_{d+1}^2), fine on
-    well-conditioned F. Falls back to top_range (thin SVD / eigh) when k >= n, when F is not finite (its
-    error message) or when the numerical rank is below d (s_d^2 <= k eps s_1^2), where F V_d is not a basis.
-    """
-    n, k = F.shape
-    if k >= n or k < d or not np.all(np.isfinite(F)):
-        return top_range(F, d)
-    evals, V = np.linalg.eigh(F.T @ F)
-    if evals[-d] <= k * np.finfo(np.float64).eps * evals[-1]:
-        return top_range(F, d)
-    return orthonormalize(F @ V[:, -d:])
-
-
-def naive_top_range(F: Array, d: int) -> Array:
-    """Top-d eigenspace of the dense n x n operator M = F F^T (eigh): the naive way."""
-    return top_eigenspace(F @ F.T, d)
+# --------------------------------------------------------------------------------------------- peaks
+def matmul_peaks(n: int, repeats: int = 3) -> dict[str, float]:
+    """Best-of-``repeats`` GFLOP/s (2 n^3 flops) of an n x n x n matmul per library and dtype."""
+    rng = np.random.default_rng(SEED)
+    a64, b64 = rng.standard_normal((n, n)), rng.standard_normal((n, n))
+    cases: dict[str, Callable[[], object]] = {
+        "numpy float64": lambda: a64 @ b64,
+        "numpy float32": (lambda a, b: lambda: a @ b)(a64.astype(np.float32), b64.astype(np.float32)),
+        "torch float32": (lambda a, b: lambda: a @ b)(torch.from_numpy(a64).float(), torch.from_numpy(b64).float()),
+        "torch bfloat16": (lambda a, b: lambda: a @ b)(torch.from_numpy(a64).bfloat16(),
+                                                       torch.from_numpy(b64).bfloat16()),
+    }
+    peaks = {}
+    for name, fn in cases.items():
+        fn()  # warm-up
+        seconds, _ = best_time(fn, repeats)
+        peaks[name] = 2 * n ** 3 / seconds / 1e9
+        print_row(f"peak, {name} matmul {n}^3", seconds, f"{peaks[name]:.4g} GFLOP/s", 1.0, 1.0, "the peak itself")
+    return peaks
 
 
-TOP_RANGES: dict[str, TopRange] = {"top_range": top_range, "naive eigh F F^T": naive_top_range,
-                                   "Gram eigh F^T F": top_range_gram}
-
-
-def sweep_distance(a: Sequence[Array], b: Sequence[Array]) -> float:
-    """max_i ||sin Theta(a_i, b_i)||_F over the interfaces (0 iff every pair spans the same subspace)."""
-    return max(sin_theta_fro(x, y) for x, y in zip(a, b, strict=True))
-
-
+# --------------------------------------------------------------------------------------------- BCA
 def random_problem(L: int, n: int, d: int, seed: int = SEED) -> tuple[Stack, list[Array]]:
     """L Gaussian n x n weights with N(0, 1/n) entries and L+1 Haar-random sections, from default_rng(seed)."""
     rng = np.random.default_rng(seed)
@@ -148,23 +149,57 @@ def random_problem(L: int, n: int, d: int, seed: int = SEED) -> tuple[Stack, lis
     return stack, [random_section(n, d, rng) for _ in range(L + 1)]
 
 
-def bench_bca(sizes: BenchSizes, seed: int = SEED) -> dict[str, Any]:
-    """Time one untied BCA sweep (lambda = 0) with each top-range method; ratios and distances to ``top_range``."""
-    stack, start = random_problem(sizes.L, sizes.n, sizes.d, seed)
-    seconds: dict[str, float] = {}
-    results: dict[str, list[Array]] = {}
-    distance: dict[str, float] = {}
-    for method, top in TOP_RANGES.items():  # top_range first: the reference
-        seconds[method], results[method] = best_time(lambda: untied_sweep(stack, start, sizes.d, top=top),
-                                                     sizes.sweep_repeats)
-        distance[method] = sweep_distance(results["top_range"], results[method])
-        print_row(f"BCA sweep, {method}", seconds[method], f"{(sizes.L + 1) / seconds[method]:.3g} interfaces/s",
-                  seconds[method] / seconds["top_range"],
-                  f"time / top_range time; max sin-theta to top_range {distance[method]:.1e}")
-    return {"L": sizes.L, "n": sizes.n, "d": sizes.d, "lambda": 0.0, "seed": seed, "repeats": sizes.sweep_repeats,
-            "seconds": seconds, "max_sin_theta_to_top_range": distance,
-            "naive_over_ours": seconds["naive eigh F F^T"] / seconds["top_range"],
-            "gram_over_ours": seconds["Gram eigh F^T F"] / seconds["top_range"]}
+def sweep_distance(a: Sequence[Array], b: Sequence[Array]) -> float:
+    """max_i ||sin Theta(a_i, b_i)||_F over the interfaces (0 iff every pair spans the same subspace)."""
+    return max(sin_theta_fro(x, y) for x, y in zip(a, b, strict=True))
+
+
+def untied_sweep_gflop(L: int, n: int, d: int) -> float:
+    """Matmul GFLOP of one lambda = 0 untied Gram sweep: 2L products W U (2 n^2 d each), and per interface the
+    Gram F^T F (2 n k^2) and F V_d (2 n k d), k = d at the two ends and 2d inside."""
+    widths = [d] + [2 * d] * (L - 1) + [d]
+    return (2 * L * 2 * n * n * d + sum(2 * n * k * k + 2 * n * k * d for k in widths)) / 1e9
+
+
+def tied_step(stack: Stack, U: Array, d: int) -> Array:
+    """One plain tied step (lambda = 0): the top-d eigenspace of M(U U^T) = G G^T, G = [W_l U, W_l^T U]_l."""
+    return top_range(TiedProblem(stack).factor(U), d)
+
+
+def bench_bca(sizes: BenchSizes, peak_fp64: float, seed: int = SEED) -> dict[str, Any]:
+    """Time one untied sweep (Gram route vs thin SVD), the per-layer SVDs, and one tied step; agreement figures."""
+    L, n, d = sizes.L, sizes.n, sizes.d
+    stack, start = random_problem(L, n, d, seed)
+    fast_s, fast = best_time(lambda: untied_sweep(stack, start, d, top=top_range), sizes.repeats)
+    ref_s, ref = best_time(lambda: untied_sweep(stack, start, d, top=top_range_svd), sizes.repeats)
+    layer_s, _ = best_time(lambda: [top_left_singular(W, d) for W in stack.weights], sizes.repeats)
+    distance = sweep_distance(fast, ref)
+    energy_rel = abs(bundle_energy(stack, fast) - bundle_energy(stack, ref)) / bundle_energy(stack, ref)
+    gflop = untied_sweep_gflop(L, n, d)
+    print_row("BCA untied sweep, Gram route (top_range)", fast_s, f"{gflop / fast_s:.4g} GFLOP/s",
+              gflop / fast_s / peak_fp64, ref_s / fast_s,
+              f"thin-SVD sweep time / this; sin-theta {distance:.1e}, energy rel. diff {energy_rel:.1e}")
+    print_row("BCA untied sweep, thin SVD (previous)", ref_s, f"{(L + 1) / ref_s:.3g} interfaces/s", None, 1.0,
+              "reference")
+    print_row(f"per-layer SVD of the same {L} layers", layer_s, f"{L / layer_s:.3g} layers/s", None,
+              layer_s / fast_s, "per-layer SVD time / Gram sweep time")
+    tied_s, _ = best_time(lambda: tied_step(stack, start[0], d), sizes.repeats)
+    tied_gflop = (2 * L * 2 * n * n * d + n * n * 2 * L * d) / 1e9  # G (2L products) + G G^T (syrk)
+    print_row("BCA tied step (eigh of G G^T)", tied_s, f"{tied_gflop / tied_s:.4g} GFLOP/s",
+              tied_gflop / tied_s / peak_fp64, tied_s / fast_s, "tied step time / untied Gram sweep time")
+    goal = {"untied_s": fast_s, "tied_s": tied_s, "goal_s": BCA_GOAL_S,
+            "untied_missed_by": max(1.0, fast_s / BCA_GOAL_S), "tied_missed_by": max(1.0, tied_s / BCA_GOAL_S)}
+    if (L, n, d) == (FULL.L, FULL.n, FULL.d):
+        print(f"  goal <= {BCA_GOAL_S:g} s per sweep: untied {_verdict(fast_s, BCA_GOAL_S)}, "
+              f"tied {_verdict(tied_s, BCA_GOAL_S)}", flush=True)
+    return {"L": L, "n": n, "d": d, "lambda": 0.0, "seed": seed, "repeats": sizes.repeats,
+            "seconds": {"gram": fast_s, "svd": ref_s, "per_layer_svd": layer_s, "tied": tied_s},
+            "gflop": gflop, "fraction_of_fp64_peak": gflop / fast_s / peak_fp64, "svd_over_gram": ref_s / fast_s,
+            "max_sin_theta": distance, "energy_rel_diff": energy_rel, "goal": goal}
+
+
+def _verdict(seconds: float, goal: float) -> str:
+    return f"{seconds:.2f} s, met" if seconds <= goal else f"{seconds:.2f} s, missed by {seconds / goal:.2f}x"
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -196,7 +231,16 @@ def bench_model(model: str | None, sizes: BenchSizes, quick: bool) -> LoadedMode
                        "built in code (hidden 64, 2 layers, GPT-NeoX-20B tokenizer)")
 
 
-# --------------------------------------------------------------------------------------------- throughput
+def forward_gflop(model: torch.nn.Module, tokens: int, seq_len: int) -> float:
+    """2 P tokens + 2 n_layer T^2 D per window of T = seq_len (module docstring), in GFLOP."""
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Linear, Conv1D)))
+    config = model.config
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
+    return (2 * weights * tokens + 2 * layers * seq_len * seq_len * hidden * (tokens // seq_len)) / 1e9
+
+
+# --------------------------------------------------------------------------------------------- calibration
 def _plain_forward(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
     """The forward passes second_moments makes (batch size 1, use_cache=False), without hooks."""
     with torch.no_grad():
@@ -204,25 +248,29 @@ def _plain_forward(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
             model(row, use_cache=False)
 
 
-def bench_calibration(loaded: LoadedModel, sizes: BenchSizes) -> dict[str, Any]:
-    """Tokens/s of second_moments on the attn_out targets vs plain forward passes over the same windows."""
+def bench_calibration(loaded: LoadedModel, sizes: BenchSizes, peak_fp32: float) -> dict[str, Any]:
+    """Seconds of second_moments on the attn_out targets vs plain forward passes over the same windows (paired)."""
     model = loaded.model
     names = adapter_for(model).target_names(model, "attn_out")
     windows = calibration_batch(loaded.tokenizer, calibration_text().text, sizes.windows, sizes.seq_len,
                                 CALIBRATION_SEED)
     _plain_forward(model, windows[:1])  # warm-up: first-call allocations are not throughput
     tokens = windows.numel()
+    plain_s, _ = best_time(lambda: _plain_forward(model, windows), sizes.repeats)
     hooked_s, _ = best_time(lambda: second_moments(model, names, windows, progress=False, cache=None),
-                            sizes.pass_repeats)
-    plain_s, _ = best_time(lambda: _plain_forward(model, windows), sizes.pass_repeats)
-    overhead = hooked_s / plain_s  # = plain tokens/s / hooked tokens/s
+                            sizes.repeats)
+    overhead = hooked_s / plain_s
+    gflop = forward_gflop(model, tokens, sizes.seq_len)
     print_row(f"calibration, second_moments ({len(names)} hooks)", hooked_s, f"{tokens / hooked_s:.4g} tok/s",
-              overhead, "hook overhead: plain tok/s / hooked tok/s")
-    print_row("calibration, plain forward (no hooks)", plain_s, f"{tokens / plain_s:.4g} tok/s", 1.0, "reference")
+              gflop / hooked_s / peak_fp32, overhead,
+              f"hooked time / plain time (goal <= {HOOK_GOAL}: {'met' if overhead <= HOOK_GOAL else 'missed'})")
+    print_row("calibration, plain forward (no hooks)", plain_s, f"{tokens / plain_s:.4g} tok/s",
+              gflop / plain_s / peak_fp32, 1.0, "reference")
     return {"targets": len(names), "tokens": tokens, "hooked_s": hooked_s, "plain_s": plain_s,
-            "hooked_tok_s": tokens / hooked_s, "plain_tok_s": tokens / plain_s, "hook_overhead": overhead}
+            "hook_overhead": overhead, "fraction_of_fp32_peak": gflop / plain_s / peak_fp32}
 
 
+# --------------------------------------------------------------------------------------------- perplexity
 def lm_eval_rolling_nll(loaded: LoadedModel, windows: torch.Tensor,
                         repeats: int = 1) -> tuple[float, float, int, int]:
     """(best seconds, total NLL, tokens scored, windows re-encoded exactly) of lm-eval's loglikelihood_rolling on
@@ -242,47 +290,101 @@ def lm_eval_rolling_nll(loaded: LoadedModel, windows: torch.Tensor,
     return seconds, -float(sum(logliks)), sum(len(e) for e in encoded), exact
 
 
-def bench_evaluation(loaded: LoadedModel, sizes: BenchSizes) -> dict[str, Any]:
-    """Tokens/s and total NLL of perplexity() vs lm-eval's loglikelihood_rolling on the first k test windows."""
+def bench_perplexity(loaded: LoadedModel, sizes: BenchSizes, peaks: dict[str, float]) -> dict[str, Any]:
+    """Seconds and NLL of perplexity() (chunked, float32) vs the full-logits path, bfloat16 and lm-eval."""
     ids = tokenize_corpus(loaded.tokenizer, wikitext2_test().text)
     T, k = sizes.seq_len, sizes.windows
     if ids.numel() < k * T:
         raise GbdError(f"WikiText-2 test has {ids.numel()} tokens, fewer than {k} windows of {T}")
-    ours_s, ours = best_time(lambda: perplexity(loaded.model, ids, seq_len=T, max_windows=k, progress=False),
-                             sizes.pass_repeats)
-    lm_s, lm_nll, lm_tokens, exact = lm_eval_rolling_nll(loaded, ids[: k * T].view(k, T), sizes.pass_repeats)
-    ours_tps, lm_tps = k * T / ours_s, lm_tokens / lm_s
-    rel = (lm_nll - ours.nll_sum) / ours.nll_sum
-    print_row("evaluation, perplexity (ours)", ours_s, f"{ours_tps:.4g} tok/s", ours_tps / lm_tps,
-              "ours tok/s / lm-eval tok/s")
-    print_row("evaluation, lm-eval loglikelihood_rolling", lm_s, f"{lm_tps:.4g} tok/s", 1.0, "reference")
-    print(f"  total NLL: ours {ours.nll_sum:.6g} over {ours.n_tokens} predictions, lm-eval {lm_nll:.6g} over "
-          f"{lm_tokens} predictions; relative difference (lm-eval - ours) / ours = {rel:+.3%}")
-    print(f"  {exact}/{k} decoded windows re-encode to exactly their {T} tokens. lm-eval also predicts each "
-          f"window's first token from the prefix token alone ({k} extra, usually poorly predicted, tokens), "
-          "ours predicts only the T-1 next tokens of each window", flush=True)
-    return {"ours_s": ours_s, "lm_eval_s": lm_s, "ours_tok_s": ours_tps, "lm_eval_tok_s": lm_tps,
-            "ours_over_lm_eval": ours_tps / lm_tps, "nll_ours": ours.nll_sum, "nll_lm_eval": lm_nll,
-            "nll_rel_diff": rel, "predictions_ours": ours.n_tokens, "predictions_lm_eval": lm_tokens,
-            "exact_round_trips": exact}
+
+    def run(**kwargs: Any) -> tuple[float, Any]:
+        return best_time(lambda: perplexity(loaded.model, ids, seq_len=T, max_windows=k, progress=False, **kwargs),
+                         sizes.repeats)
+
+    ours_s, ours = run()
+    full_s, full = run(chunk=None)
+    bf16_s, bf16 = run(dtype="bfloat16")
+    lm_s, lm_nll, lm_tokens, exact = lm_eval_rolling_nll(loaded, ids[: k * T].view(k, T), sizes.repeats)
+    gflop = forward_gflop(loaded.model, k * T, T)
+    rel_bf16 = (bf16.nll_sum - ours.nll_sum) / ours.nll_sum
+    rel_full = (full.nll_sum - ours.nll_sum) / ours.nll_sum
+    rel_lm = (lm_nll - ours.nll_sum) / ours.nll_sum
+    print_row("perplexity, chunked loss, float32 (ours)", ours_s, f"{k * T / ours_s:.4g} tok/s",
+              gflop / ours_s / peaks["torch float32"], full_s / ours_s, "full-logits time / this")
+    print_row("perplexity, full logits (previous)", full_s, f"{k * T / full_s:.4g} tok/s",
+              gflop / full_s / peaks["torch float32"], 1.0, f"reference; NLL rel. diff {rel_full:+.1e}")
+    print_row("perplexity, bfloat16 autocast (opt-in)", bf16_s, f"{k * T / bf16_s:.4g} tok/s",
+              gflop / bf16_s / peaks["torch bfloat16"], ours_s / bf16_s,
+              f"float32 time / this (of bf16 peak); NLL change {rel_bf16:+.2e}")
+    print_row("perplexity, lm-eval loglikelihood_rolling", lm_s, f"{lm_tokens / lm_s:.4g} tok/s",
+              gflop / lm_s / peaks["torch float32"], lm_s / ours_s,
+              f"lm-eval time / ours; NLL rel. diff {rel_lm:+.2%} ({exact}/{k} windows re-encode exactly; "
+              "lm-eval also scores each window's first token)")
+    return {"ours_s": ours_s, "full_logits_s": full_s, "bf16_s": bf16_s, "lm_eval_s": lm_s,
+            "gflop": gflop, "fraction_of_fp32_peak": gflop / ours_s / peaks["torch float32"],
+            "nll_ours": ours.nll_sum, "nll_full_logits": full.nll_sum, "nll_bf16": bf16.nll_sum,
+            "nll_lm_eval": lm_nll, "bf16_nll_rel_change": rel_bf16, "predictions_ours": ours.n_tokens,
+            "predictions_lm_eval": lm_tokens, "exact_round_trips": exact}
+
+
+# --------------------------------------------------------------------------------------------- HellaSwag
+def hellaswag_requests(n: int) -> list:
+    """lm-eval loglikelihood requests (query, " " + ending) of the first n local HellaSwag items, after lm-eval's
+    own hellaswag process_docs."""
+    from lm_eval.api.instance import Instance
+
+    docs = _processed_docs(hellaswag_items(limit=n))
+    return [Instance(request_type="loglikelihood", doc=d, arguments=(d["query"], " " + c), idx=j)
+            for d in docs for j, c in enumerate(d["choices"])]
+
+
+def bench_hellaswag(loaded: LoadedModel, sizes: BenchSizes, repeats: int) -> dict[str, Any]:
+    """Items/s of PackedHFLM vs HFLM (batch 8) on the same requests; agreement of log-likelihoods and choices."""
+    from lm_eval.models.huggingface import HFLM
+
+    from experiments.lm_eval_packed import PackedHFLM
+
+    requests = hellaswag_requests(sizes.items)
+    with quiet_lm_eval():
+        models = {name: cls(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=8)
+                  for name, cls in (("packed", PackedHFLM), ("hflm", HFLM))}
+    seconds, lls = {}, {}
+    for name, lm in models.items():
+        seconds[name], out = best_time(lambda: lm.loglikelihood(requests, disable_tqdm=True), repeats)
+        lls[name] = np.array([ll for ll, _ in out]).reshape(-1, 4)
+    rel = float(np.max(np.abs(lls["packed"] - lls["hflm"]) / np.abs(lls["hflm"])))
+    differ = int(np.sum(lls["packed"].argmax(1) != lls["hflm"].argmax(1)))
+    ratio = seconds["hflm"] / seconds["packed"]
+    print_row(f"HellaSwag, PackedHFLM in lm-eval ({sizes.items} items)", seconds["packed"],
+              f"{sizes.items / seconds['packed']:.3g} items/s", None, ratio,
+              f"HFLM time / this (goal >= {HELLASWAG_GOAL:g}: {'met' if ratio >= HELLASWAG_GOAL else 'missed'}); "
+              f"max rel. log-lik. diff {rel:.1e}, {differ} choices differ")
+    print_row("HellaSwag, lm-eval HFLM batch 8", seconds["hflm"], f"{sizes.items / seconds['hflm']:.3g} items/s",
+              None, 1.0, "reference")
+    return {"items": sizes.items, "packed_s": seconds["packed"], "hflm_s": seconds["hflm"],
+            "hflm_over_packed": ratio, "max_rel_loglik_diff": rel, "choices_differ": differ}
 
 
 # --------------------------------------------------------------------------------------------- entry point
 def run_bench(quick: bool = False, model: str | None = None) -> dict[str, Any]:
-    """Run and print the three benchmarks (module docstring); return every figure as a dict.
+    """Run and print the benchmarks (module docstring); return every figure as a dict.
 
-    ``quick``: L=4, n=256, d=64, and (unless ``model`` is given) a tiny random GPT-NeoX with 2 windows of 128
-    tokens. Otherwise Pythia-1.4B size (L=24, n=2048, d=512) and ``load_model(model)`` with 4 windows of 512.
+    ``quick``: small sizes and (unless ``model`` is given) a tiny random GPT-NeoX. Otherwise Pythia-1.4B size
+    for BCA (L=24, n=2048, d=512) and ``load_model(model)`` with 2 windows of 2048 and 40 HellaSwag items.
     """
     sizes = QUICK if quick else FULL
     facts = machine_facts()
     print("machine: " + ", ".join(f"{key} {value}" for key, value in facts.items()))
     print(_line([name for name, _ in COLUMNS]))
-    bca = bench_bca(sizes)
+    peaks = matmul_peaks(sizes.peak_n)
+    bca = bench_bca(sizes, peaks["numpy float64"])
     loaded = bench_model(model, sizes, quick)
+    seq_len = min(sizes.seq_len, model_context(loaded.model) or sizes.seq_len)
+    sizes = BenchSizes(**{**asdict(sizes), "seq_len": seq_len})
     print(f"model: {loaded.name} ({loaded.source}); {sizes.windows} windows of T={sizes.seq_len} tokens, "
-          f"batch size 1, best of {sizes.pass_repeats}")
-    calibration = bench_calibration(loaded, sizes)
-    evaluation = bench_evaluation(loaded, sizes)
-    return {"machine": facts, "sizes": asdict(sizes), "model": f"{loaded.name} ({loaded.source})", "bca": bca,
-            "calibration": calibration, "evaluation": evaluation}
+          f"batch size 1, best of {sizes.repeats}")
+    calibration = bench_calibration(loaded, sizes, peaks["torch float32"])
+    evaluation = bench_perplexity(loaded, sizes, peaks)
+    hellaswag = bench_hellaswag(loaded, sizes, sizes.repeats)
+    return {"machine": facts, "sizes": asdict(sizes), "model": f"{loaded.name} ({loaded.source})", "peaks": peaks,
+            "bca": bca, "calibration": calibration, "evaluation": evaluation, "hellaswag": hellaswag}

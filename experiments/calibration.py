@@ -86,12 +86,22 @@ def _accumulate(model: nn.Module, names: list[str], input_ids: torch.Tensor, sum
 def _adder(sums: dict[str, torch.Tensor], name: str) -> Callable[[nn.Module, tuple], None]:
     """Forward pre-hook: sums[name] += X^T X, X = the module input as (tokens, n_in) in float64."""
     def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
+        gram = gram_float64(args[0].detach().reshape(-1, args[0].shape[-1]))
         if name in sums:
-            sums[name].add_(x.T @ x)
+            sums[name].add_(gram)
         else:
-            sums[name] = x.T @ x
+            sums[name] = gram
     return hook
+
+
+def gram_float64(x: torch.Tensor) -> torch.Tensor:
+    """X^T X in float64 for X (tokens, n). On the CPU numpy's ``a.T @ a`` (a symmetric rank-k update, half the
+    flops of a general product; 1.5x faster than torch's float64 matmul here); elsewhere torch's matmul."""
+    x = x.to(torch.float64)
+    if x.device.type != "cpu":
+        return x.T @ x
+    a = x.numpy()
+    return torch.from_numpy(a.T @ a)
 
 
 def _checked(names: list[str], sums: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

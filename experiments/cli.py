@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from experiments.audit.modes import DEFAULT_SEED, MODES
 from experiments.errors import GbdError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,10 +30,11 @@ DEFAULT_CACHE = Path(os.environ.get("GBD_CACHE_DIR", REPO / ".cache" / "gbd"))
 
 
 def _common(p: argparse.ArgumentParser, model: bool = True, mode_default: str = "standard") -> None:
-    p.add_argument("--mode", choices=("quick", "standard", "full"), default=mode_default,
+    p.add_argument("--mode", choices=tuple(MODES), default=mode_default,
                    help=f"sample sizes: quick (minutes), standard, full (paper-size; GPU advised) "
                         f"[default: {mode_default}]")
-    p.add_argument("--seed", type=int, default=3, help="seed of calibration windows and theory stacks [3]")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"seed of calibration windows and theory stacks [{DEFAULT_SEED}]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if model:
         p.add_argument("--model", default=None,
@@ -45,6 +47,12 @@ def _common(p: argparse.ArgumentParser, model: bool = True, mode_default: str = 
                        help=f"calibration and per-configuration cache [$GBD_CACHE_DIR or {DEFAULT_CACHE}]")
 
 
+def _dtype_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", default="float32",
+                   help="perplexity precision: float32, or bfloat16 autocast (faster on CPUs with bf16; the report "
+                        "prints its measured NLL change) [float32]")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="gbd-audit", description=__doc__.split("\n\n")[0],
                                   formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -53,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="the full reproduction report (the main job)")
     _common(p)
     p.add_argument("--out", type=Path, default=None, help="output folder [reports/<model>-<mode>]")
+    _dtype_option(p)
     p.set_defaults(run=cmd_report)
     p = sub.add_parser("verify", help="the theorem audits (BCA, Theorem 1, Theorem 2, Corollary 3)")
     _common(p, model=False)
@@ -68,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
                    help="run this registered method (experiments.compress.register_method) beside the references")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import this module (dotted name or .py file) first, to register its methods; repeatable")
+    _dtype_option(p)
     p.set_defaults(run=cmd_surgery)
     p = sub.add_parser("beyond", help="what the paper left open: cross-layer objectives, controls, ratio sweep")
     _common(p, mode_default="quick")
@@ -136,7 +146,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
     out = args.out or default_out(Path(model).stem if model.endswith(".gguf") else model.split("/")[-1], args.mode)
     results, path = reproduce(model, args.mode, args.seed, args.ratio, args.kind, out, args.cache_dir, command,
-                              progress=not args.quiet)
+                              progress=not args.quiet, dtype=args.dtype)
     verdicts = results["verdicts"]
     width = max(len(k) for k in verdicts)
     for claim_id, v in verdicts.items():
@@ -145,14 +155,14 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from experiments.claims import claim
-    from experiments.verdicts import JUDGES
+    from experiments.audit.ledger import claim
+    from experiments.audit.verdicts import judge
     from experiments.verify import audit_theory
 
     results = {"theory": audit_theory(args.mode, args.seed)}
     theory = results["theory"]
-    for claim_id in ("thm1-rate", "thm2", "cor3"):
-        j = JUDGES[claim_id](claim(claim_id), results)
+    for claim_id in ("bca-monotone", "thm1-bound", "thm1-rate", "thm2", "cor3", "cor3-exact"):
+        j = judge(claim(claim_id), results)
         print(f"{claim_id}: {j.verdict.value}\n  measured: {j.measured}\n  why: {j.why}")
     bca = theory["bca"]
     print(f"BCA: largest energy drop {bca['max_drop']:.2e} over {bca['runs']} runs; reached the best solver's "
@@ -199,27 +209,34 @@ def cmd_surgery(args: argparse.Namespace) -> None:
     from experiments.methods.plugin import load_plugin, method_part
     from experiments.reproduce import surgery_part
 
+    if args.method is not None and args.only is not None:
+        raise GbdError("--method runs its own rows beside the references; it does not combine with --only")
     for plugin in args.plugin:
         load_plugin(plugin)
     loaded = load_model(args.model)
     if args.method is not None:
         part = method_part(loaded, args.method, args.kind, args.ratio, args.mode, args.seed, args.cache_dir,
-                           progress=not args.quiet)
+                           progress=not args.quiet, dtype=args.dtype)
     else:
         part = surgery_part(loaded, args.kind, args.ratio, args.mode, args.seed, args.cache_dir, args.only,
-                            progress=not args.quiet)
+                            progress=not args.quiet, dtype=args.dtype)
     rows = part["rows"]
     original = next((r for r in rows if r["method"] is None), None)
     if original is None:
         print("(ratios to the original need the 'original' row too)")
         original = {"ppl": float("nan")}
     print(f"{loaded.name}: {args.kind}, d = {part['d']} of {part['D']}; {rows[0]['ppl_protocol']}")
+    if part.get("dtype_check"):
+        check = part["dtype_check"]
+        print(f"perplexity under {check['dtype']} autocast: mean NLL change on the uncompressed model "
+              f"{check['nll_relative_change']:+.2e} relative to float32")
     print(table(SURGERY_HEADER, surgery_rows(rows, original)))
     for key, rho in part.get("spearman_vs_ppl", {}).items():
         print(f"Spearman rho, {key} vs PPL over the compressed rows: {'undefined' if rho is None else f'{rho:.3f}'}")
 
 
 def cmd_beyond(args: argparse.Namespace) -> None:
+    from experiments.audit.modes import mode
     from experiments.cache import write_json
     from experiments.loading import DEFAULT_MODEL, load_model
     from experiments.methods.open_questions import check_questions, run_open_questions
@@ -229,7 +246,7 @@ def cmd_beyond(args: argparse.Namespace) -> None:
     model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
     loaded = load_model(model)
     out = args.out or default_out(loaded.name, args.mode)
-    data = run_open_questions(loaded, args.mode, args.ratio, args.seed, args.cache_dir, args.question,
+    data = run_open_questions(loaded, mode(args.mode), args.ratio, args.seed, args.cache_dir, args.question,
                               progress=not args.quiet)
     write_json(out / "beyond.json", data)
     (out / "beyond.md").write_text(render_section(data, out) + "\n")

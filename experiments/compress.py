@@ -20,15 +20,17 @@ All solver and whitening mathematics lives in ``theory``; this module only assem
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.linalg import orth
 
+from experiments.cache import cache_key
 from experiments.errors import GbdError
 from theory.anchors import CONVENTIONS
-from theory.corners import solve
+from theory.corners import Solution, solve
 from theory.energy import activation_error
 from theory.grassmann import Array, top_left_singular
 from theory.stack import Stack
@@ -235,6 +237,29 @@ def _v2(req: Request) -> Compression:
     return Compression(req.method, layers, ranks, notes)
 
 
+SOLVE_MEMO_SIZE = 16
+_solutions: OrderedDict[str, Solution] = OrderedDict()
+
+
+def solve_memo(stack: Stack, d: int, lam: float, tied: bool, convention: str, tol: float,
+               max_sweeps: int) -> Solution:
+    """theory.corners.solve, remembered in this process (the last SOLVE_MEMO_SIZE) under the exact inputs:
+    every weight's shape and float64 bytes, d, lambda, tying, convention, tol and max_sweeps. The phase diagram
+    and the surgery runs solve identical problems (GBD and its sandwich variant, the lambda = c rows, BS-core);
+    each is solved once. The Solution returned is shared: callers must not modify it."""
+    key = cache_key(*(f"{W.shape}" for W in stack.weights),
+                    *(np.ascontiguousarray(W, dtype=np.float64).tobytes() for W in stack.weights),
+                    repr((int(d), float(lam), bool(tied), str(convention), float(tol), int(max_sweeps))))
+    if key in _solutions:
+        _solutions.move_to_end(key)
+        return _solutions[key]
+    solution = solve(stack, d, lam, tied, convention, tol=tol, max_sweeps=max_sweeps)
+    _solutions[key] = solution
+    while len(_solutions) > SOLVE_MEMO_SIZE:
+        _solutions.popitem(last=False)
+    return solution
+
+
 def _bundle(req: Request) -> Compression:
     """Sections U_0..U_L from theory.corners.solve; layer l installed with U_out = U_l, U_in = U_{l-1}.
 
@@ -253,8 +278,8 @@ def _bundle(req: Request) -> Compression:
         stack = Stack.of(req.weights)
         if whs is not None:
             stack = stack.whitened([w.S for w in whs])
-        sol = solve(stack, req.d, req.lam if req.bca else np.inf, req.tied, req.convention,
-                    tol=req.tol, max_sweeps=req.max_sweeps)
+        sol = solve_memo(stack, req.d, req.lam if req.bca else np.inf, req.tied, req.convention,
+                         req.tol, req.max_sweeps)
     except ValueError as e:
         raise GbdError(f"{req.method}: {e}") from e
     layers = []

@@ -76,6 +76,8 @@ class PerplexityResult:
 
     ``ppl = exp(nll_sum / n_tokens)`` over the finite windows; ``nonfinite_windows`` counts the evaluated
     windows whose NLL was NaN/inf (excluded from ``nll_sum`` and ``n_tokens``, never silently).
+    ``window_nll`` / ``window_tokens``: each evaluated window's summed NLL (non-finite ones as they came) and
+    its number of predictions, in window order, for the intervals of ``experiments.audit.statistics``.
     """
 
     ppl: float
@@ -86,6 +88,9 @@ class PerplexityResult:
     seq_len: int
     nonfinite_windows: int
     protocol: str
+    dtype: str = "float32"
+    window_nll: tuple[float, ...] = ()
+    window_tokens: tuple[int, ...] = ()
 
 
 def _resolve_seq_len(model: nn.Module, seq_len: int | None) -> int:
@@ -111,11 +116,32 @@ def _windows(ids: torch.Tensor, seq_len: int, max_windows: int | None) -> tuple[
     return ids[: n * seq_len].view(n, seq_len), available
 
 
-def _window_nll(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """Per-window summed next-token NLL, float64: sum_{t>=1} -log softmax(logits_{t-1})[x_t]."""
-    logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
-    nll = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
-    return nll.double().sum(dim=1)
+LOSS_CHUNK = 256  # positions per lm_head + cross-entropy chunk
+PLAIN_HEAD_TYPES = ("gpt_neox", "llama", "mistral", "qwen2", "gpt2")  # logits = lm_head(backbone output), no scaling
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _window_nll(model: nn.Module, batch: torch.Tensor, chunk: int | None = LOSS_CHUNK) -> torch.Tensor:
+    """Per-window summed next-token NLL, float64: sum_{t>=1} -log softmax(logits_{t-1})[x_t].
+
+    With ``chunk`` and a model of PLAIN_HEAD_TYPES, the logits lm_head(h_t) of the backbone's last hidden
+    states h_t are made and reduced ``chunk`` positions at a time, so the (T x vocab) logits never exist at once
+    (less memory traffic); otherwise from the model's full logits.
+    """
+    if chunk is None or getattr(model.config, "model_type", None) not in PLAIN_HEAD_TYPES:
+        return _summed_nll(model(input_ids=batch, use_cache=False).logits[:, :-1], batch[:, 1:])
+    hidden = model.base_model(input_ids=batch, use_cache=False).last_hidden_state[:, :-1]
+    head, targets = model.get_output_embeddings(), batch[:, 1:]
+    total = torch.zeros(batch.shape[0], dtype=torch.float64, device=batch.device)
+    for start in range(0, targets.shape[1], chunk):
+        total += _summed_nll(head(hidden[:, start:start + chunk]), targets[:, start:start + chunk])
+    return total
+
+
+def _summed_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """sum_t -log softmax(logits[b, t])[targets[b, t]] per row b, float64 (softmax in float32 over the last dim)."""
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    return nll.view(targets.shape).double().sum(dim=1)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -129,24 +155,27 @@ def perplexity(
     max_windows: int | None = None,
     batch_size: int = 1,
     progress: bool = True,
+    dtype: str = "float32",
+    chunk: int | None = LOSS_CHUNK,
 ) -> PerplexityResult:
     """Token-weighted perplexity over non-overlapping windows (the SVD-LLM protocol, see module docstring).
 
     ``seq_len`` defaults to min(2048, model context); ``max_windows`` evaluates only the first k windows.
     A window with non-finite NLL is counted in ``nonfinite_windows`` and left out of the average;
-    if every window is non-finite the perplexity is NaN.
+    if every window is non-finite the perplexity is NaN. ``dtype`` "bfloat16" runs the model under bfloat16
+    autocast (the loss stays float32); ``chunk``: see ``_window_nll``.
     """
+    if dtype not in DTYPES:
+        raise GbdError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     seq_len = _resolve_seq_len(model, seq_len)
     windows, available = _windows(ids.to(torch.long), seq_len, max_windows)
     device = _model_device(model)
-    nll_sum, n_finite, n_bad = 0.0, 0, 0
-    with torch.inference_mode():
+    per_window: list[float] = []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "float32"):
         for batch in tqdm(windows.split(batch_size), desc="perplexity", unit="batch", disable=not progress):
-            nll = _window_nll(model, batch.to(device)).cpu()
-            finite = torch.isfinite(nll)
-            nll_sum += float(nll[finite].sum())
-            n_finite += int(finite.sum())
-            n_bad += int((~finite).sum())
+            per_window += _window_nll(model, batch.to(device), chunk).cpu().tolist()
+    finite = [x for x in per_window if math.isfinite(x)]
+    nll_sum, n_finite, n_bad = float(sum(finite)), len(finite), len(per_window) - len(finite)
     n_tokens = n_finite * (seq_len - 1)
     n = windows.shape[0]
     protocol = (
@@ -163,13 +192,17 @@ def perplexity(
         seq_len=seq_len,
         nonfinite_windows=n_bad,
         protocol=protocol,
+        dtype=dtype,
+        window_nll=tuple(per_window),
+        window_tokens=(seq_len - 1,) * n,
     )
 
 
 # --------------------------------------------------------------------------------------------- HellaSwag
 @dataclass(frozen=True)
 class HellaSwagResult:
-    """HellaSwag accuracies; ``predictions``/``predictions_norm`` are the chosen ending per item (doc order)."""
+    """HellaSwag accuracies; per item (doc order): ``predictions``/``predictions_norm`` the chosen ending,
+    ``gold`` the right one, ``logliks`` the log-likelihood of every ending."""
 
     acc: float
     acc_stderr: float
@@ -180,6 +213,8 @@ class HellaSwagResult:
     note: str
     predictions: tuple[int, ...] = ()
     predictions_norm: tuple[int, ...] = ()
+    gold: tuple[int, ...] = ()
+    logliks: tuple[tuple[float, ...], ...] = ()
 
 
 def _lm_eval_doc(item: HellaSwagItem) -> dict:
@@ -226,6 +261,8 @@ def _result_from_logliks(
         note=note,
         predictions=tuple(pred),
         predictions_norm=tuple(pred_norm),
+        gold=tuple(int(g) for g in gold),
+        logliks=tuple(tuple(float(x) for x in ll) for ll in lls),
     )
 
 
@@ -293,12 +330,19 @@ def quiet_lm_eval() -> Iterator[None]:
             ds_logging.enable_progress_bar()
 
 
-def _run_lm_eval(model: nn.Module, tokenizer, task: str, task_manager, limit: int | None, batch_size: int) -> dict:
-    """simple_evaluate on the in-memory model; returns lm-eval's output dict (with samples)."""
+LM_EVAL_MODELS = ("packed", "hflm")  # experiments.lm_eval_packed.PackedHFLM (default), lm-eval's own HFLM
+
+
+def _run_lm_eval(model: nn.Module, tokenizer, task: str, task_manager, limit: int | None, batch_size: int,
+                 lm_model: str) -> dict:
+    """simple_evaluate on the in-memory model wrapped in ``lm_model`` (LM_EVAL_MODELS); lm-eval's output dict
+    (with samples)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    from experiments.lm_eval_packed import PackedHFLM
+
+    lm = (PackedHFLM if lm_model == "packed" else HFLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     return simple_evaluate(model=lm, tasks=[task], limit=limit, task_manager=task_manager, log_samples=True)
 
 
@@ -322,8 +366,12 @@ def hellaswag_lm_eval(
     items_path: str | None = None,
     limit: int | None = None,
     batch_size: int = 8,
+    lm_model: str = "packed",
 ) -> HellaSwagResult:
-    """HellaSwag acc/acc_norm through lm-evaluation-harness (HFLM on the in-memory model, zero-shot).
+    """HellaSwag acc/acc_norm through lm-evaluation-harness on the in-memory model, zero-shot.
+
+    ``lm_model``: "packed" (default; experiments.lm_eval_packed.PackedHFLM, each item's context and its four
+    endings in one row: the same log-likelihoods as HFLM at about half the tokens) or "hflm" (lm-eval's HFLM).
 
     ``items_path`` None: the local six-line file (experiments.data default); a path: that file.
     ``limit`` keeps the first items only.
@@ -332,12 +380,14 @@ def hellaswag_lm_eval(
 
     if tokenizer is None:
         raise GbdError("HellaSwag needs the model's tokenizer; none was given")
+    if lm_model not in LM_EVAL_MODELS:
+        raise GbdError(f"unknown lm-eval model class {lm_model!r}; choose one of {', '.join(LM_EVAL_MODELS)}")
     with quiet_lm_eval():
         items = hellaswag_items(items_path, limit=limit)
         with tempfile.TemporaryDirectory(prefix="gbd_hellaswag_") as tmp:
             _write_local_task(Path(tmp), items)
             manager = TaskManager(include_path=tmp, include_defaults=False)
-            out = _run_lm_eval(model, tokenizer, LOCAL_TASK, manager, None, batch_size)
+            out = _run_lm_eval(model, tokenizer, LOCAL_TASK, manager, None, batch_size, lm_model)
     return _result_from_lm_eval(out, LOCAL_TASK, f"lm-eval {LOCAL_TASK} (local file)", LOCAL_NOTE)
 
 

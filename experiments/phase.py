@@ -4,26 +4,27 @@ For each (lambda, tied) the sections maximize the bundle energy (theory.corners.
 solver as the property tests) and the two-sided error fraction
     sum_l ||W_l - P_l W_l P_{l-1}||_F^2 / sum_l ||W_l||_F^2
 is recorded. lambda is given in units of c = max_i (||W_i||_2^2 + ||W_{i+1}||_2^2), the size of
-the coupling term it competes with (Theorem 1), so the grid means the same on every model.
+the coupling term it competes with (Theorem 1), so the grid means the same on every model; the grid of
+each mode is ``experiments.audit.modes.Mode.phase_lambdas``.
+
+Each cell records its wall-clock seconds and BCA sweeps, and the diagram the seconds of the per-layer
+truncated SVD of the same stack: the cost of a sweep beside that of SVD-LLM's own factorization.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from experiments.compress import frobenius_error_fraction
+from experiments.compress import frobenius_error_fraction, solve_memo
 from experiments.errors import GbdError
 from theory.anchors import AnchorConvention
-from theory.corners import per_layer_truncated_svd, sandwich, solve
+from theory.corners import per_layer_truncated_svd, sandwich
 from theory.objective import lambda_unit
 from theory.stack import Stack
-
-LAMBDA_GRID = {"quick": (0.0, 1.0, np.inf), "standard": (0.0, 0.1, 1.0, 10.0, np.inf),
-               "full": (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, np.inf)}
-
 
 @dataclass
 class PhasePoint:
@@ -35,6 +36,7 @@ class PhasePoint:
     frobenius_fraction: float
     sweeps: int | None
     converged: bool | None
+    seconds: float
 
 
 def absolute_lambda(lam_over_c: float, c: float) -> float:
@@ -46,11 +48,13 @@ def phase_point(stack: Stack, d: int, lam_over_c: float, tied: bool, convention:
                 tol: float, max_sweeps: int) -> PhasePoint:
     """Solve one cell and measure its two-sided Frobenius fraction."""
     c = lambda_unit(stack)
-    solution = solve(stack, d, absolute_lambda(lam_over_c, c), tied, convention, tol=tol, max_sweeps=max_sweeps)
+    start = time.perf_counter()
+    solution = solve_memo(stack, d, absolute_lambda(lam_over_c, c), tied, convention, tol, max_sweeps)  # reused by the surgery
+    seconds = time.perf_counter() - start
     frac = frobenius_error_fraction(stack.weights, sandwich(stack, solution.sections))
     run = solution.run
     return PhasePoint(lam_over_c, tied, solution.convention, frac, run.sweeps if run else None,
-                      run.converged if run else None)
+                      run.converged if run else None, seconds)
 
 
 def phase_diagram(weights: Sequence[np.ndarray], d: int, lambdas: Sequence[float],
@@ -66,5 +70,9 @@ def phase_diagram(weights: Sequence[np.ndarray], d: int, lambdas: Sequence[float
         cells += [(lam, True, "original") for lam in lambdas]
     points = [asdict(phase_point(stack, d, lam, tied, conv, tol, max_sweeps))
               for lam, tied, conv in tqdm(cells, desc="phase diagram", disable=not progress)]
-    floor = frobenius_error_fraction(stack.weights, per_layer_truncated_svd(stack, d))
-    return {"d": d, "L": stack.L, "dims": list(stack.dims), "points": points, "eckart_young_fraction": floor}
+    start = time.perf_counter()
+    per_layer = per_layer_truncated_svd(stack, d)
+    svd_seconds = time.perf_counter() - start
+    floor = frobenius_error_fraction(stack.weights, per_layer)
+    return {"d": d, "L": stack.L, "dims": list(stack.dims), "points": points, "eckart_young_fraction": floor,
+            "svd_seconds": svd_seconds}

@@ -1,7 +1,7 @@
 """Surgery and evaluation runs on a real model: calibrate once, then compress, install, evaluate each config.
 
-A *budget* fixes the calibration size, the evaluation subset and the BCA stopping rule of a mode
-(quick | standard | full). Every configuration's result is cached as JSON (atomically) under a key made
+A mode (``experiments.audit.modes``, called the budget here) fixes the calibration size, the evaluation
+subset and the BCA stopping rule. Every configuration's result is cached as JSON (atomically) under a key made
 of everything that determines it: the code version (source files and library versions), the model's
 weights, the target kind, the budget, the configuration, d, the seed and the sha256 of every data file
 (calibration text, WikiText-2 test, HellaSwag). An interrupted run resumes where it stopped, a re-run of
@@ -19,13 +19,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from experiments.audit.modes import Mode
 from experiments.cache import cache_key, code_version, read_json, write_json
 from experiments.calibration import calibration_batch, model_fingerprint, second_moments
 from experiments.compress import AllocationError, Compression, compress, errors, frobenius_error_fraction
 from experiments.data import (calibration_text, checksum_status, display_path, hellaswag_items, hellaswag_source,
                               wikitext2_test)
 from experiments.errors import GbdError
-from experiments.evaluation import (hellaswag_direct, hellaswag_lm_eval, model_context, perplexity,
+from experiments.evaluation import (DTYPES, hellaswag_direct, hellaswag_lm_eval, model_context, perplexity,
                                     prediction_disagreements, tokenize_corpus)
 from experiments.loading import LoadedModel
 from experiments.phase import absolute_lambda
@@ -37,27 +38,6 @@ from theory.stack import Stack
 ROW_KEYS = frozenset({"label", "method", "table", "d", "ppl", "ppl_protocol", "hellaswag_acc", "hellaswag_acc_norm",
                       "hellaswag_n"})           # every cached row has them ...
 COMPRESSED_ROW_KEYS = frozenset({"frobenius_fraction", "activation_fraction", "params_kept", "params_original"})
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much of everything a mode spends."""
-
-    calib_n: int
-    calib_T: int
-    ppl_windows: int | None          # None: every window of the test set
-    hellaswag_items: int | None      # None: all 10,042
-    max_sweeps: int
-    tol: float
-    sweep_lambdas: tuple[float, ...]  # interior lambda / c values of the sweep
-    extended: bool                    # also tied bundle, reference Basis Sharing, anchored corner
-
-
-BUDGETS: dict[str, Budget] = {
-    "quick": Budget(8, 512, 2, 40, 25, 1e-6, (1.0,), False),
-    "standard": Budget(32, 1024, 6, 200, 60, 1e-7, (0.1, 1.0, 10.0), True),
-    "full": Budget(256, 2048, None, None, 500, 1e-10, (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0), True),
-}
 
 
 @dataclass(frozen=True)
@@ -73,7 +53,7 @@ class Config:
     installation: str = "projection"
 
 
-def configs(budget: Budget) -> list[Config]:
+def configs(budget: Mode) -> list[Config]:
     """The configurations of the paper's tables that this budget runs."""
     rows = [Config("original", None, "main"), Config("SVD-LLM V1", "v1", "main"),
             Config("SVD-LLM V2", "v2", "main"), Config("pure bundle (GBD)", "gbd", "main"),
@@ -85,6 +65,8 @@ def configs(budget: Budget) -> list[Config]:
     rows += [Config(f"bundle lambda/c={lam:g}", "bundle", "sweep", lam_over_c=lam) for lam in budget.sweep_lambdas]
     mid = budget.sweep_lambdas[len(budget.sweep_lambdas) // 2]
     rows += [Config(f"bundle lambda/c={mid:g}, V1-output anchors", "bundle", "convention", lam_over_c=mid,
+                    convention="v1-output"),
+             Config("anchored corner, V1-output anchors (no BCA)", "anchored", "convention", lam_over_c=np.inf,
                     convention="v1-output"),
              Config("pure bundle (GBD), orthogonal sandwich", "gbd", "surgery", installation="sandwich")]
     return rows
@@ -102,9 +84,10 @@ class Context:
     sigmas: list[np.ndarray]
     test_ids: torch.Tensor
     fingerprint: str
-    budget: Budget
+    budget: Mode
     sources: dict[str, Any] = field(default_factory=dict)
     adjustments: list[str] = field(default_factory=list)
+    dtype: str = "float32"            # perplexity's autocast dtype (experiments.evaluation.DTYPES)
 
     @property
     def c(self) -> float:
@@ -112,7 +95,7 @@ class Context:
         return lambda_unit(Stack.of(self.weights))
 
 
-def fit_to_context(budget: Budget, model: torch.nn.Module) -> tuple[Budget, list[str]]:
+def fit_to_context(budget: Mode, model: torch.nn.Module) -> tuple[Mode, list[str]]:
     """The budget with its calibration window clipped to the model's context (GPT-2: n_positions), and what
     was changed, in words."""
     context = model_context(model)
@@ -127,7 +110,7 @@ def data_source(path: str, digest: str, **fields: Any) -> dict[str, Any]:
     return {**fields, "path": display_path(path), "sha256": digest, "checksum": checksum_status(path, digest)}
 
 
-def prepare(loaded: LoadedModel, budget: Budget, seed: int, cache_dir: Path, kind: str = "attn_out",
+def prepare(loaded: LoadedModel, budget: Mode, seed: int, cache_dir: Path, kind: str = "attn_out",
             progress: bool = True) -> Context:
     """Read the targets and every data file (checked against SHA256SUMS), then calibrate (cached) and
     tokenize the test text. Everything that can fail without calibrating fails before it."""
@@ -155,18 +138,36 @@ def prepare(loaded: LoadedModel, budget: Budget, seed: int, cache_dir: Path, kin
                    fingerprint, budget, sources, adjustments)
 
 
-def evaluate(ctx: Context, budget: Budget, progress: bool = True) -> dict[str, Any]:
+def evaluate(ctx: Context, budget: Mode, progress: bool = True) -> dict[str, Any]:
     """Perplexity (SVD-LLM protocol) and HellaSwag (lm-eval) of the model as it is now."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
-    ppl = perplexity(model, ctx.test_ids, max_windows=budget.ppl_windows, progress=progress)
+    ppl = perplexity(model, ctx.test_ids, max_windows=budget.ppl_windows, progress=progress, dtype=ctx.dtype)
     hs = hellaswag_lm_eval(model, tok, limit=budget.hellaswag_items)
     return {"ppl": ppl.ppl, "ppl_protocol": ppl.protocol, "nonfinite_windows": ppl.nonfinite_windows,
-            "ppl_tokens": ppl.n_tokens, "hellaswag_acc": hs.acc, "hellaswag_acc_norm": hs.acc_norm,
+            "ppl_tokens": ppl.n_tokens, "ppl_dtype": ppl.dtype, "ppl_window_nll": list(ppl.window_nll),
+            "ppl_window_tokens": list(ppl.window_tokens), "hellaswag_acc": hs.acc, "hellaswag_acc_norm": hs.acc_norm,
             "hellaswag_acc_stderr": hs.acc_stderr, "hellaswag_n": hs.n, "hellaswag_source": hs.source,
-            "hellaswag_note": hs.note}
+            "hellaswag_note": hs.note, "hellaswag_gold": list(hs.gold), "hellaswag_pred": list(hs.predictions),
+            "hellaswag_pred_norm": list(hs.predictions_norm), "hellaswag_logliks": [list(x) for x in hs.logliks]}
 
 
-def hellaswag_cross_check(ctx: Context, budget: Budget) -> dict[str, Any]:
+def check_dtype(dtype: str) -> None:
+    """One clear error for a perplexity dtype that is not in experiments.evaluation.DTYPES."""
+    if dtype not in DTYPES:
+        raise GbdError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+
+
+def dtype_check(ctx: Context, budget: Mode) -> dict[str, Any]:
+    """Mean NLL of the uncompressed model over the budget's windows in float32 and in ``ctx.dtype``."""
+    kwargs = {"max_windows": budget.ppl_windows, "progress": False}
+    base = perplexity(ctx.loaded.model, ctx.test_ids, **kwargs)
+    other = perplexity(ctx.loaded.model, ctx.test_ids, dtype=ctx.dtype, **kwargs)
+    mean, mean_other = base.nll_sum / base.n_tokens, other.nll_sum / other.n_tokens
+    return {"dtype": ctx.dtype, "float32_nll": mean, "dtype_nll": mean_other,
+            "nll_relative_change": (mean_other - mean) / mean}
+
+
+def hellaswag_cross_check(ctx: Context, budget: Mode) -> dict[str, Any]:
     """lm-eval vs the independent direct scorer on the same items of the uncompressed model."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
     harness = hellaswag_lm_eval(model, tok, limit=budget.hellaswag_items)
@@ -177,12 +178,14 @@ def hellaswag_cross_check(ctx: Context, budget: Budget) -> dict[str, Any]:
             "disagreements_acc_norm": norm_diff}
 
 
-def _compress(ctx: Context, config: Config, d: int, budget: Budget) -> Compression:
+def compress_config(ctx: Context, config: Config, d: int, budget: Mode) -> Compression:
     """compress() with the configuration's options; V2's loss rule, where undefined (a truncation loss <= 1,
-    which depends on the scale of the second moments), falls back to uniform ranks and says so in the notes."""
+    which depends on the scale of the second moments), falls back to uniform ranks and says so in the notes.
+    lambda = 0 needs no lambda unit c, so per-layer methods also run on targets that do not chain (mlp_out)."""
+    lam = 0.0 if config.lam_over_c == 0 else absolute_lambda(config.lam_over_c, ctx.c)
+
     def run(allocation: str) -> Compression:
-        return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d,
-                        lam=absolute_lambda(config.lam_over_c, ctx.c),
+        return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d, lam=lam,
                         tied=config.tied, convention=config.convention, installation=config.installation,
                         allocation=allocation, tol=budget.tol, max_sweeps=budget.max_sweeps)
     try:
@@ -193,12 +196,14 @@ def _compress(ctx: Context, config: Config, d: int, budget: Budget) -> Compressi
         return compression
 
 
-def row_key(ctx: Context, config: Config, d: int, budget: Budget) -> str:
-    """The cache key of one row: code version, model weights, kind, budget, configuration, d, seed and the
-    sha256 of every data file."""
+def row_key(ctx: Context, config: object, d: int, budget: Mode) -> str:
+    """The cache key of one row: code version, model weights, kind, budget, configuration (a frozen dataclass
+    such as ``Config`` whose repr names every option), d, seed, the sha256 of every data file and the
+    perplexity dtype."""
     return cache_key(code_version(), ctx.fingerprint, ctx.kind, repr(budget), repr(config), str(d),
                      str(ctx.sources["calibration"]["seed"]),
-                     *(str(ctx.sources[k]["sha256"]) for k in ("calibration", "wikitext2_test", "hellaswag")))
+                     *(str(ctx.sources[k]["sha256"]) for k in ("calibration", "wikitext2_test", "hellaswag")),
+                     ctx.dtype)
 
 
 def cached_row(cached: Any, key: str, config: Config) -> dict[str, Any] | None:
@@ -211,7 +216,7 @@ def cached_row(cached: Any, key: str, config: Config) -> dict[str, Any] | None:
     return row if needed <= set(row) and row["label"] == config.label else None
 
 
-def run_config(ctx: Context, config: Config, d: int, budget: Budget, cache_dir: Path,
+def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Path,
                progress: bool = True) -> dict[str, Any]:
     """Compress, install, evaluate and restore one configuration (cached under ``row_key``)."""
     key = row_key(ctx, config, d, budget)
@@ -230,9 +235,9 @@ def run_config(ctx: Context, config: Config, d: int, budget: Budget, cache_dir: 
     return row
 
 
-def _run_compressed(ctx: Context, config: Config, d: int, budget: Budget, progress: bool) -> dict[str, Any]:
+def _run_compressed(ctx: Context, config: Config, d: int, budget: Mode, progress: bool) -> dict[str, Any]:
     model = ctx.loaded.model
-    compression = _compress(ctx, config, d, budget)
+    compression = compress_config(ctx, config, d, budget)
     err = errors(ctx.weights, ctx.sigmas, compression)
     params_original = module_parameters(model, ctx.names)
     with installed(model, ctx.names, compression):
@@ -246,7 +251,7 @@ def _run_compressed(ctx: Context, config: Config, d: int, budget: Budget, progre
             "ranks": compression.ranks, "notes": compression.notes, "bca_sweeps": compression.bca_sweeps}
 
 
-def choose_configs(budget: Budget, only: Sequence[str] | None = None) -> list[Config]:
+def choose_configs(budget: Mode, only: Sequence[str] | None = None) -> list[Config]:
     """The budget's configurations, or those labelled in ``only`` (an unknown label is an error)."""
     labels = [c.label for c in configs(budget)]
     unknown = sorted(set(only or ()) - set(labels))
@@ -255,7 +260,7 @@ def choose_configs(budget: Budget, only: Sequence[str] | None = None) -> list[Co
     return [c for c in configs(budget) if only is None or c.label in only]
 
 
-def run_surgery(ctx: Context, budget: Budget, d: int, cache_dir: Path, only: Sequence[str] | None = None,
+def run_surgery(ctx: Context, budget: Mode, d: int, cache_dir: Path, only: Sequence[str] | None = None,
                 progress: bool = True) -> list[dict[str, Any]]:
     """Every configuration of the budget (or those whose label is in ``only``), in order."""
     chosen = choose_configs(budget, only)

@@ -67,14 +67,17 @@ def phase_plot(points: Sequence[dict[str, Any]], floor: float, path: Path) -> st
     return _save(fig, path)
 
 
-def scatter_plot(rows: Sequence[dict[str, Any]], x_key: str, x_label: str, rho: float, path: Path) -> str:
-    """Perplexity against one error metric over all configurations, labelled, with the Spearman rho."""
+def scatter_plot(rows: Sequence[dict[str, Any]], intervals: Sequence[Any], x_key: str, x_label: str, rho: float,
+                 path: Path) -> str:
+    """Perplexity against one error metric over all configurations, labelled, with the Spearman rho; error
+    bars from each row's perplexity interval (``Interval``: estimate, low, high; none where NaN)."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for row in rows:
-        ax.scatter(row[x_key], row["ppl"])
-        ax.annotate(row["label"], (row[x_key], row["ppl"]), fontsize=7)
+    for row, iv in zip(rows, intervals):
+        err = None if not iv.defined else [[iv.estimate - iv.low], [iv.high - iv.estimate]]
+        ax.errorbar(row[x_key], iv.estimate, yerr=err, fmt="o", capsize=3)
+        ax.annotate(row["label"], (row[x_key], iv.estimate), fontsize=7)
     ax.set_yscale("log")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("WikiText-2 perplexity")
+    ax.set_ylabel("WikiText-2 perplexity (95 % interval)")
     ax.set_title(f"Spearman rho = {rho:.3f}")
     return _save(fig, path)

@@ -1,6 +1,7 @@
 """The Markdown reproduction report: every claim beside its measurement and verdict, the paper's tables
 re-made, figures as PNG beside the Markdown, and what is needed to re-run it (command, versions, seeds,
-data hashes). Everything printed here is read from the results of the run that writes it.
+data hashes). Everything printed here is read from the results of the run that writes it; the verdicts come
+judged (``experiments.audit.verdicts``): this module only renders.
 """
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from experiments import plots
+from experiments.audit import statistics
+from experiments.audit.measures import (correlations, hs_accuracy, hs_paired, interior_rows, ppl_interval,
+                                        ppl_ratio, seed_spread)
+from experiments.audit.results import SCHEMA_VERSION, Results
+from experiments.audit.verdicts import Judgement, Verdict, rule_text
+from experiments.audit.verdicts import __doc__ as VERDICT_CLASSES
 from experiments.cache import atomic_write, write_json
-from experiments.claims import Verdict
 from experiments.compress import V2_RULE
 from experiments.theory_section import render_theory
-from experiments.verdicts import Judgement, interior_rows, judge_all, mechanism_correlations
-from experiments.verdicts import __doc__ as VERDICT_RULES
+from experiments.threads import RULE as THREAD_RULE
 
 REPORT_NAME = "report.md"
 RESULTS_NAME = "results.json"
@@ -51,13 +56,19 @@ def lam_label(x: float) -> str:
 def claims_section(judgements: Sequence[Judgement]) -> str:
     counts = {v: sum(j.verdict == v for j in judgements) for v in Verdict}
     summary = ", ".join(f"{n} {v.value}" for v, n in counts.items() if n)
-    rows = [(j.claim.id, j.claim.statement, j.claim.paper_value, j.measured, f"**{j.verdict.value}**", j.why)
-            for j in judgements]
+    rows = [(j.claim.id, j.claim.section, j.claim.statement, j.claim.paper_value, j.measured,
+             f"**{j.verdict.value}**", j.why, j.detect or "-") for j in judgements]
+    rules = [(j.claim.id, j.claim.quantity, rule_text(j.claim)) for j in judgements]
+    classes = VERDICT_CLASSES.split("Verdict classes:", 1)[1].split("\n\n", 1)[0].strip()
     return "\n\n".join([
-        "## Claims and verdicts", f"Verdicts: {summary}.",
-        table(["id", "claim", "paper", "measured in this run", "verdict", "why"], rows),
-        "<details><summary>How each verdict is decided</summary>\n\n" + VERDICT_RULES.split("\n\n", 1)[1].strip()
-        + "\n\n</details>"])
+        "## Claims and verdicts", f"Verdicts on {len(judgements)} claims: {summary}. Intervals are 95 %: "
+        f"perplexity by a paired percentile bootstrap over evaluation windows ({statistics.RESAMPLES} resamples, "
+        f"seed {statistics.BOOTSTRAP_SEED}), HellaSwag differences paired over items with an exact McNemar test, "
+        "Spearman rho by a bootstrap over configurations.",
+        table(["id", "section", "claim", "paper", "measured in this run [95 % interval]", "verdict", "why",
+               "sample size that would detect the paper's effect"], rows),
+        "<details><summary>How each verdict is decided</summary>\n\n" + classes + "\n\n"
+        + table(["id", "quantity measured", "rule (numbers from the ledger)"], rules) + "\n\n</details>"])
 
 
 def theory_section(theory: dict[str, Any], out_dir: Path) -> str:
@@ -85,20 +96,40 @@ def phase_section(phase: dict[str, Any], out_dir: Path) -> str:
         f"![phase diagram]({name})"])
 
 
+def _hs_cell(row: dict[str, Any], norm: bool) -> str:
+    """'acc ± se' from the per-item data (lm-eval's stderr for acc when the row has none)."""
+    measured = hs_accuracy(row, norm)
+    if measured is not None:
+        return f"{pct(measured[0].estimate)} ± {100 * measured[1]:.1f}"
+    if norm:
+        return pct(row["hellaswag_acc_norm"])
+    return f"{pct(row['hellaswag_acc'])} ± {100 * row['hellaswag_acc_stderr']:.1f}"
+
+
+def _hs_change(row: dict[str, Any], original: dict[str, Any]) -> str:
+    """acc(row) - acc(original) in points with its paired interval, and the exact McNemar p."""
+    pair = hs_paired(original, row)
+    if pair is None:
+        return "-"
+    return f"{pair.difference.text(3, 100)}, p = {pair.mcnemar_p:.2g}"
+
+
 def surgery_rows(rows: Sequence[dict[str, Any]], original: dict[str, Any]) -> list[tuple]:
     out = []
     for r in rows:
         compressed = r["method"] is not None
-        out.append((r["label"], fmt(r["ppl"]), pct(r["hellaswag_acc"]), pct(r["hellaswag_acc_norm"]),
+        out.append((r["label"], ppl_interval(r).text(4), _hs_cell(r, False), _hs_cell(r, True),
                     fmt(r.get("frobenius_fraction")), fmt(r.get("two_sided_fraction")),
                     fmt(r.get("activation_fraction")),
                     f"{r['params_kept'] / r['params_original']:.3f}" if compressed else "1",
-                    f"{r['ppl'] / original['ppl']:.2f}x"))
+                    ppl_ratio(r, original).text(4, unit="x") if compressed else "1",
+                    _hs_change(r, original) if compressed else "-"))
     return out
 
 
-SURGERY_HEADER = ["configuration", "PPL", "HellaSwag acc", "acc_norm", "Frobenius (installed)",
-                  "two-sided (sections)", "activation error", "params kept", "PPL / original"]
+SURGERY_HEADER = ["configuration", "PPL [95 % interval]", "HellaSwag acc ± se (points)", "acc_norm ± se",
+                  "Frobenius (installed)", "two-sided (sections)", "activation error", "params kept",
+                  "PPL / original [paired 95 % interval]", "acc - original (points) [paired 95 %], McNemar p"]
 
 
 def surgery_section(results: dict[str, Any], out_dir: Path) -> str:
@@ -134,6 +165,12 @@ def surgery_section(results: dict[str, Any], out_dir: Path) -> str:
                      f"{pct(cross['direct_acc'])} / {pct(cross['direct_acc_norm'])}; items where the chosen ending "
                      f"differs: {cross['disagreements_acc']} (acc), {cross['disagreements_acc_norm']} (acc_norm). "
                      f"Note: {original['hellaswag_note']}.")
+    check = s.get("dtype_check")
+    if check:
+        parts.append(f"Perplexities above were computed under {check['dtype']} autocast (opt-in; the default is "
+                     f"float32). On the uncompressed model over the same windows the mean NLL changes by "
+                     f"{check['nll_relative_change']:+.2e} relative ({check['float32_nll']:.6g} in float32, "
+                     f"{check['dtype_nll']:.6g} in {check['dtype']}).")
     bad = [r["label"] for r in rows if r.get("nonfinite_windows")]
     parts.append("Windows with non-finite loss: " + (", ".join(bad) if bad else "none") + ".")
     notes = [(r["label"], "; ".join(r.get("notes") or [])) for r in rows if r.get("notes")]
@@ -143,21 +180,43 @@ def surgery_section(results: dict[str, Any], out_dir: Path) -> str:
     return "\n\n".join(parts)
 
 
+def _rho_text(rho: statistics.Interval | None) -> str:
+    return "n/a (< 3 points)" if rho is None else f"{rho.text(3)} (n = {rho.n})"
+
+
 def mechanism_section(results: dict[str, Any], out_dir: Path) -> str:
     rows = [r for r in results["surgery"]["rows"] if r["method"] is not None]
-    c = mechanism_correlations(results)
+    c = correlations(results)
+    intervals = [ppl_interval(r) for r in rows]
     parts = ["## Mechanism: which error tracks perplexity"]
     for key, label, rho, name in (("activation_fraction", "activation error fraction", c["activation"],
                                    "scatter_activation.png"),
                                   ("frobenius_fraction", "Frobenius error fraction (installed)", c["frobenius"],
                                    "scatter_frobenius.png")):
         if rho is not None:
-            parts.append(f"![{label}]({plots.scatter_plot(rows, key, label, rho, out_dir / name)})")
+            parts.append(f"![{label}]({plots.scatter_plot(rows, intervals, key, label, rho.estimate, out_dir / name)})")
     interior = interior_rows(results)
-    parts.append(f"Spearman over {c['n']} compressed configurations: rho(activation, PPL) = {fmt(c['activation'], 3)}, "
-                 f"rho(Frobenius, PPL) = {fmt(c['frobenius'], 3)}; over the {len(interior)} interior configurations "
-                 f"rho(Frobenius, PPL) = {fmt(c['frobenius_interior'], 3)}.")
+    parts.append(f"Spearman rho [95 % bootstrap interval over configurations] over {c['n']} compressed "
+                 f"configurations: rho(activation, PPL) = {_rho_text(c['activation'])}, rho(Frobenius, PPL) = "
+                 f"{_rho_text(c['frobenius'])}; over the {len(interior)} interior configurations rho(Frobenius, PPL) = "
+                 f"{_rho_text(c['frobenius_interior'])}. Error bars: the perplexity intervals.")
     return "\n\n".join(parts)
+
+
+def seeds_section(results: dict[str, Any]) -> str:
+    """The spread of PPL, activation and Frobenius error of V1, V2 and GBD over calibration seeds."""
+    spreads = seed_spread(results)
+    if not spreads:
+        return ("## Calibration seeds\n\nOne calibration seed in this mode (the paper uses one); the standard and "
+                "full modes re-run V1, V2 and GBD with further seeds.")
+    rows = [(m, stat["ppl"]["n"], *(f"{stat[k]['mean']:.4g} ± {stat[k]['sd']:.2g} [{stat[k]['min']:.4g}, "
+                                     f"{stat[k]['max']:.4g}]" for k in ("ppl", "activation_fraction",
+                                                                        "frobenius_fraction")))
+            for m, stat in spreads.items()]
+    seeds = ", ".join([str(results["seed"]), *results["surgery"]["seed_rows"]])
+    return "\n\n".join(["## Calibration seeds",
+                         f"V1, V2 and GBD calibrated with seeds {seeds}: mean ± sd (ddof 1) [min, max] over seeds.",
+                         table(["method", "seeds", "PPL", "activation error", "Frobenius (installed)"], rows)])
 
 
 def data_warnings(results: dict[str, Any]) -> list[str]:
@@ -185,7 +244,15 @@ def reproducibility_section(results: dict[str, Any]) -> str:
         table(["model", ""], model_rows),
         table(["data", "what", "file (in the data folder)", "sha256", "SHA256SUMS"], data_rows),
         table(["package", "version"], results["versions"].items()),
-        table(["part", "seconds"], [(k, f"{v:.0f}") for k, v in results["timings_s"].items()])])
+        table(["part", "seconds", "BLAS threads", "torch threads"],
+              [(k, f"{v:.0f}", *_threads_used(results.get("threads", {}).get(k)))
+               for k, v in results["timings_s"].items()]),
+        f"Threads: {THREAD_RULE}."])
+
+
+def _threads_used(part: dict[str, Any] | None) -> tuple[str, str]:
+    """(BLAS threads, torch threads) recorded for a part, or dashes."""
+    return ("-", "-") if part is None else (str(part["blas_threads"]), str(part["torch_threads"]))
 
 
 def render(results: dict[str, Any], judgements: Sequence[Judgement], out_dir: Path) -> str:
@@ -193,23 +260,22 @@ def render(results: dict[str, Any], judgements: Sequence[Judgement], out_dir: Pa
     m = results["model"]
     head = "\n\n".join([
         "# Reproduction report: Cross-Layer Subspace Coupling for LLM Compression",
-        f"Made by `{results['command']}` on {results['started']} ({results['mode']} mode). Model: **{m['name']}** "
-        f"({m['source']}). Data: local WikiText-2 and HellaSwag files (hashes at the end). Every number below was "
-        "measured by this run.", *data_warnings(results)])
+        f"Made by `{results['command']}` on {results['started']} ({results['mode']} mode, results schema "
+        f"{SCHEMA_VERSION}). Model: **{m['name']}** ({m['source']}). Data: local WikiText-2 and HellaSwag files "
+        "(hashes at the end). Every number below was measured by this run.", *data_warnings(results)])
     sections = [head, claims_section(judgements), theory_section(results["theory"], out_dir),
                 phase_section(results["phase"], out_dir), surgery_section(results, out_dir),
-                mechanism_section(results, out_dir), reproducibility_section(results)]
+                seeds_section(results), mechanism_section(results, out_dir), reproducibility_section(results)]
     return "\n\n".join(sections) + "\n"
 
 
-def write_report(results: dict[str, Any], out_dir: Path) -> Path:
-    """Judge the claims, write figures, ``results.json`` and ``report.md`` into ``out_dir`` (atomically)."""
+def write_report(results: Results, judgements: Sequence[Judgement], out_dir: Path) -> Path:
+    """Write the figures, ``results.json`` and ``report.md`` into ``out_dir`` (atomically); nothing is judged
+    or changed here."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    judgements = judge_all(results)
-    results["verdicts"] = {j.claim.id: {"verdict": j.verdict.value, "measured": j.measured, "why": j.why}
-                           for j in judgements}
-    text = render(results, judgements, out_dir)
-    write_json(out_dir / RESULTS_NAME, results)
+    data = results.as_dict()
+    text = render(data, judgements, out_dir)
+    write_json(out_dir / RESULTS_NAME, data)
     path = out_dir / REPORT_NAME
     atomic_write(path, lambda f: f.write(text.encode()))
     return path

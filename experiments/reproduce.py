@@ -3,28 +3,36 @@
 - ``experiments.verify.audit_theory``: the theorem audits on seeded stacks (no model needed).
 - ``phase_part``: the Frobenius phase diagram over lambda x tying on the model's real target weights.
 - ``surgery_part``: calibration, then every configuration of the mode compressed, installed and evaluated.
-- ``reproduce``: all three, the verdicts, and the Markdown report with its figures.
+- ``reproduce``: all three, the verdicts (``experiments.audit.verdicts``, the one place that judges), and the
+  Markdown report with its figures.
 
-Modes (``experiments.pipeline.BUDGETS``) set the sample sizes: quick (minutes on a laptop CPU), standard, full
-(the paper's calibration of 256 x 2048 and the whole test set). Reports hold no absolute local path: data files
-are named relative to the data folder, the model by its file name, package and sha256.
+Modes (``experiments.audit.modes``) set every sample size, grid and seed count.
+Reports hold no absolute local path: data files are named relative to the data folder, the model by its file
+name, package and sha256.
 """
 from __future__ import annotations
 
 import platform
 import sys
 import time
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
+from experiments.audit.measures import SEED_METHODS
+from experiments.audit.modes import Mode
+from experiments.audit.modes import mode as mode_named
+from experiments.audit.results import Results
+from experiments.audit.verdicts import judge_all
 from experiments.cache import ensure_writable
 from experiments.data import sha256
 from experiments.loading import LoadedModel, load_model
-from experiments.phase import LAMBDA_GRID, phase_diagram
-from experiments.pipeline import (BUDGETS, check_ratio, choose_configs, hellaswag_cross_check, prepare, rank_for,
-                                  run_surgery)
+from experiments.phase import phase_diagram
+from experiments.pipeline import (check_dtype, check_ratio, choose_configs, configs, dtype_check, hellaswag_cross_check,
+                                  prepare, rank_for, run_surgery)
 from experiments.surgery import read_targets
+from experiments.threads import part_threads
 from experiments.verify import audit_theory
 from theory.anchors import CONVENTIONS
 
@@ -59,60 +67,93 @@ def model_info(loaded: LoadedModel) -> dict[str, Any]:
 def phase_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, progress: bool = True) -> dict[str, Any]:
     """The phase diagram on the model's ``kind`` targets at d = round(ratio * D), both anchor conventions."""
     _, weights, _ = read_targets(loaded.model, kind)
-    budget = BUDGETS[mode]
+    budget = mode_named(mode)
     d = rank_for(weights, ratio)
-    return phase_diagram(weights, d, LAMBDA_GRID[mode], conventions=CONVENTIONS, tol=budget.tol,
+    return phase_diagram(weights, d, budget.phase_lambdas, conventions=CONVENTIONS, tol=budget.tol,
                          max_sweeps=budget.max_sweeps, progress=progress)
 
 
 def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: int, cache_dir: Path,
-                 only: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
+                 only: Sequence[str] | None = None, progress: bool = True, dtype: str = "float32") -> dict[str, Any]:
     """Calibrate (cached), then compress / install / evaluate each configuration (cached), plus the
-    lm-eval vs direct HellaSwag cross-check on the uncompressed model."""
-    budget = BUDGETS[mode]
+    lm-eval vs direct HellaSwag cross-check on the uncompressed model. With every configuration (``only``
+    None), the methods of ``SEED_METHODS`` are re-run with each further calibration seed of the mode
+    (``seed_rows``, by seed). ``dtype`` "bfloat16": perplexity under bfloat16 autocast, with its measured NLL
+    change on the uncompressed model (``dtype_check``)."""
+    budget = mode_named(mode)
     choose_configs(budget, only)        # every check that needs no calibration comes before it
     check_ratio(ratio)
+    check_dtype(dtype)
     ensure_writable(cache_dir, "cache folder")
     ctx = prepare(loaded, budget, seed, cache_dir, kind, progress)
+    ctx.dtype = dtype
     budget = ctx.budget                 # the calibration window clipped to the model's context, if it had to be
     d = rank_for(ctx.weights, ratio)
     rows = run_surgery(ctx, budget, d, cache_dir, only, progress)
     cross = hellaswag_cross_check(ctx, budget) if only is None else None
-    return {"d": d, "D": min(min(w.shape) for w in ctx.weights), "kind": kind, "budget": budget.__dict__,
+    checked = dtype_check(ctx, budget) if dtype != "float32" else None
+    seed_rows = {} if only is not None else seed_runs(loaded, budget, budget.seeds(seed)[1:], d, cache_dir, kind,
+                                                          progress, dtype)
+    return {"dtype_check": checked, "d": d, "D": min(min(w.shape) for w in ctx.weights), "kind": kind,
+            "budget": asdict(budget),
             "lambda_unit_c": ctx.c, "sources": ctx.sources, "fingerprint": ctx.fingerprint, "rows": rows,
-            "hellaswag_cross_check": cross, "adjustments": ctx.adjustments}
+            "hellaswag_cross_check": cross, "seed_rows": seed_rows,
+            "adjustments": ctx.adjustments}
+
+
+def seed_runs(loaded: LoadedModel, budget: Mode, seeds: Sequence[int], d: int, cache_dir: Path, kind: str,
+              progress: bool = True, dtype: str = "float32") -> dict[str, list[dict[str, Any]]]:
+    """The main-table rows of ``SEED_METHODS`` calibrated with each of ``seeds`` (cached like every row)."""
+    labels = [c.label for c in configs(budget) if c.table == "main" and c.method in SEED_METHODS]
+    out = {}
+    for other in seeds:
+        ctx = prepare(loaded, budget, other, cache_dir, kind, progress)
+        ctx.dtype = dtype
+        out[str(other)] = run_surgery(ctx, budget, d, cache_dir, labels, progress)
+    return out
 
 
 def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, out_dir: Path, cache_dir: Path,
-              command: str, progress: bool = True) -> tuple[dict[str, Any], Path]:
+              command: str, progress: bool = True, dtype: str = "float32") -> tuple[dict[str, Any], Path]:
     """Theory audit, phase diagram, surgery; then the verdicts and the report written to ``out_dir``."""
     from experiments.report import write_report   # matplotlib only when a report is made
 
     check_ratio(ratio)                   # bad options and unwritable folders fail before any work
+    check_dtype(dtype)
     ensure_writable(out_dir, "output folder")
     ensure_writable(cache_dir, "cache folder")
     started = time.time()
     results: dict[str, Any] = {"command": command, "mode": mode, "seed": seed, "ratio": ratio, "kind": kind,
                                "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     timings: dict[str, float] = {}
+    threads: dict[str, Any] = {}
     loaded = load_model(model)           # first: a missing model fails before minutes of work
     results["model"] = model_info(loaded)
     _say(progress, f"model: {loaded.name} from {loaded.source}")
     _say(progress, f"[1/3] theory audit ({mode})")
     t = time.time()
-    results["theory"] = audit_theory(mode, seed)
+    with part_threads("theory", threads):
+        results["theory"] = audit_theory(mode, seed)
     timings["theory"] = time.time() - t
     _say(progress, f"[2/3] phase diagram on {kind} at d/D = {ratio}")
     t = time.time()
-    results["phase"] = phase_part(loaded, kind, ratio, mode, progress)
+    with part_threads("phase", threads):
+        results["phase"] = phase_part(loaded, kind, ratio, mode, progress)
     timings["phase"] = time.time() - t
     _say(progress, "[3/3] calibration, surgery and evaluation")
     t = time.time()
-    results["surgery"] = surgery_part(loaded, kind, ratio, mode, seed, cache_dir, progress=progress)
+    with part_threads("surgery", threads):
+        results["surgery"] = surgery_part(loaded, kind, ratio, mode, seed, cache_dir, progress=progress,
+                                          dtype=dtype)
     timings["surgery"] = time.time() - t
     timings["total"] = time.time() - started
     results["timings_s"] = timings
-    return results, write_report(results, out_dir)
+    results["threads"] = threads
+    judgements = judge_all(results)
+    results["verdicts"] = {j.claim.id: {"verdict": j.verdict.value, "measured": j.measured, "why": j.why,
+                                        "detect": j.detect} for j in judgements}
+    typed = Results.from_dict(results)
+    return results, write_report(typed, judgements, out_dir)
 
 
 def _say(progress: bool, message: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from experiments.audit.modes import MODES
 from theory.bca import STOP_REASONS, bca_tied
 from theory.counterexamples import (HAND_COUNTEREXAMPLE, SHARP_EXAMPLES, ExactCertificate, decide_exactly,
                                     minimal_counterexample, prove_exactly)
@@ -22,7 +23,6 @@ from theory.strategies import FAMILIES, SQUARE_FAMILIES, make_stack
 from theory.theorems import (SLOPE_WINDOWS, check_corollary3, check_theorem1, check_theorem2, compare_solvers,
                              generic_perturbation_slope)
 
-SAMPLES_PER_FAMILY = {"quick": 4, "standard": 12, "full": 50}
 COR3_TS = tuple(2.0 ** -k for k in range(0, 10))
 COR3_ASYMPTOTIC = 0.1     # fitted error orders use t <= min(1/4, COR3_ASYMPTOTIC / largest angle), 4 octaves
 
@@ -240,12 +240,12 @@ def audit_corollary3(per_family: int, seed: int) -> dict[str, Any]:
 
 
 def audit_theory(mode: Any = "standard", seed: int = 0) -> dict[str, Any]:
-    """All theory audits at the sample size of ``mode`` (a name in SAMPLES_PER_FAMILY, or an object with
-    a ``name`` attribute)."""
+    """All theory audits at the sample size of ``mode`` (a name in experiments.audit.modes.MODES, or an object
+    with a ``name`` attribute)."""
     name = getattr(mode, "name", mode)
-    if name not in SAMPLES_PER_FAMILY:
-        raise ValueError(f"unknown mode {name!r}; choose one of {sorted(SAMPLES_PER_FAMILY)}")
-    k = SAMPLES_PER_FAMILY[name]
+    if name not in MODES:
+        raise ValueError(f"unknown mode {name!r}; choose one of {sorted(MODES)}")
+    k = MODES[name].theory_samples
     return {"mode": name, "seed": seed, "per_family": k, "bca": audit_bca(k, seed),
             "theorem1": audit_theorem1(k, seed), "theorem2": audit_theorem2(k, seed),
             "corollary3": audit_corollary3(k, seed)}

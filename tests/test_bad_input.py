@@ -19,7 +19,8 @@ from experiments.data import data_dir
 from experiments.errors import GbdError
 from experiments.loading import load_model
 from experiments.phase import phase_diagram
-from experiments.pipeline import BUDGETS, fit_to_context
+from experiments.audit.modes import MODES as BUDGETS
+from experiments.pipeline import fit_to_context
 from experiments.surgery import read_targets
 
 VOCAB = 50304     # the GPT-NeoX-20B tokenizer of the shared data

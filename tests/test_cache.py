@@ -11,7 +11,8 @@ import pytest
 from experiments import pipeline
 from experiments.cache import PACKAGE_ROOT, code_version, ensure_writable, library_versions
 from experiments.errors import GbdError
-from experiments.pipeline import BUDGETS, Config, cached_row, row_key
+from experiments.audit.modes import MODES as BUDGETS
+from experiments.pipeline import Config, cached_row, row_key
 
 CONFIG = Config("SVD-LLM V1", "v1", "main")
 SOURCES = {"calibration": {"sha256": "a" * 64, "seed": 3}, "wikitext2_test": {"sha256": "b" * 64},
@@ -20,7 +21,7 @@ SOURCES = {"calibration": {"sha256": "a" * 64, "seed": 3}, "wikitext2_test": {"s
 
 def context(**changes) -> SimpleNamespace:
     """The fields of a pipeline.Context that a row key reads."""
-    fields = {"fingerprint": "f" * 64, "kind": "attn_out", "sources": copy.deepcopy(SOURCES)}
+    fields = {"fingerprint": "f" * 64, "kind": "attn_out", "sources": copy.deepcopy(SOURCES), "dtype": "float32"}
     fields.update(changes)
     return SimpleNamespace(**fields)
 
@@ -103,3 +104,7 @@ def test_unwritable_folders_are_refused_clearly(tmp_path):
         ensure_writable(blocker / "cache", "cache folder")
     assert ensure_writable(tmp_path / "new" / "folder", "output folder").is_dir()
     assert list((tmp_path / "new" / "folder").iterdir()) == []       # the probe file is gone
+
+
+def test_the_perplexity_dtype_changes_the_row_key():
+    assert key(context(dtype="bfloat16")) != key()

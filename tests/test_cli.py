@@ -10,9 +10,11 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from experiments.claims import CLAIMS
+from experiments.audit.ledger import CLAIMS
 from experiments.cli import default_out, main
 from experiments.data import data_dir
+from experiments.loading import load_model
+from experiments.reproduce import surgery_part
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +106,38 @@ def test_unknown_configuration_label_is_a_clear_error(tiny_dir, capsys, tmp_path
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "no configuration labelled ['nonsense']" in err and "SVD-LLM V1" in err
+
+
+def test_unknown_dtype_is_one_line_error(tiny_dir, capsys, tmp_path):
+    argv = ["surgery", "--model", tiny_dir, "--mode", "quick", "--dtype", "float8", "--cache-dir", str(tmp_path)]
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown --dtype 'float8'" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("calibration-*"))  # refused before the calibration
+
+
+def test_bfloat16_rows_and_measured_nll_change(tiny_dir, tmp_path):
+    loaded = load_model(tiny_dir)
+    part = surgery_part(loaded, "attn_out", 0.25, "quick", 3, tmp_path, only=["original"], progress=False,
+                        dtype="bfloat16")
+    assert [r["ppl_dtype"] for r in part["rows"]] == ["bfloat16"]
+    check = part["dtype_check"]
+    assert check["dtype"] == "bfloat16" and 0 < abs(check["nll_relative_change"]) < 1e-2
+    assert check["nll_relative_change"] == pytest.approx(
+        (check["dtype_nll"] - check["float32_nll"]) / check["float32_nll"], rel=1e-12)
+    default = surgery_part(loaded, "attn_out", 0.25, "quick", 3, tmp_path, only=["original"], progress=False)
+    assert default["dtype_check"] is None and default["rows"][0]["ppl_dtype"] == "float32"
+    assert default["rows"][0]["ppl"] == pytest.approx(part["rows"][0]["ppl"], rel=1e-2)
+
+
+def test_seed_runs_recalibrate_v1_v2_and_gbd_with_each_further_seed(tiny_dir, tmp_path):
+    from experiments.audit.modes import MODES
+    from experiments.reproduce import seed_runs
+
+    loaded = load_model(tiny_dir)
+    quick = MODES["quick"]
+    runs = seed_runs(loaded, quick, (4, 5), 8, tmp_path, "attn_out", progress=False)
+    assert list(runs) == ["4", "5"] and all([r["method"] for r in rows] == ["v1", "v2", "gbd"] for rows in runs.values())
+    # other calibration windows, other second moments: V1's activation error differs between the seeds
+    assert runs["4"][0]["activation_fraction"] != runs["5"][0]["activation_fraction"]
+    assert len(list((tmp_path / "runs").iterdir())) == 6

@@ -5,6 +5,7 @@ import importlib.util
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
@@ -76,7 +77,10 @@ def test_perplexity_batching_and_max_windows(model, ids):
     batched = perplexity(model, ids, seq_len=SEQ, batch_size=2, progress=False)
     single = perplexity(model, ids, seq_len=SEQ, progress=False)
     assert batched.nll_sum == pytest.approx(single.nll_sum, rel=1e-6)
+    assert batched.window_nll == pytest.approx(single.window_nll, rel=1e-6)
     first = perplexity(model, ids, seq_len=SEQ, max_windows=2, progress=False)
+    per_window = [manual_nll(model, ids[w * SEQ:], SEQ, 1) for w in range(2)]
+    assert first.window_nll == pytest.approx(per_window, rel=1e-6) and first.window_tokens == (SEQ - 1, SEQ - 1)
     assert (first.n_windows, first.windows_available, first.n_tokens) == (2, 3, 2 * (SEQ - 1))
     assert first.nll_sum == pytest.approx(manual_nll(model, ids, SEQ, 2), rel=1e-6)
     assert "2 of 3" in first.protocol
@@ -128,6 +132,9 @@ def test_hellaswag_lm_eval_agrees_with_direct(model, tokenizer):
     assert prediction_disagreements(via_lm_eval, direct) == (0, 0)
     assert (via_lm_eval.acc, via_lm_eval.acc_norm) == (direct.acc, direct.acc_norm)
     assert via_lm_eval.acc_stderr == pytest.approx(direct.acc_stderr)
+    assert via_lm_eval.gold == direct.gold == tuple(it.label for it in hellaswag_items(limit=n))
+    assert np.asarray(via_lm_eval.logliks) == pytest.approx(np.asarray(direct.logliks), rel=1e-4, abs=1e-3)
+    assert np.mean(np.asarray(via_lm_eval.predictions) == np.asarray(via_lm_eval.gold)) == via_lm_eval.acc
     assert "ctx_a/ctx_b" in via_lm_eval.note
 
 

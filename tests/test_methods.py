@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from experiments.cli import main
 from experiments.compress import METHODS, LowRankFactors, compress, register_method
 from experiments.errors import GbdError
 from experiments.loading import load_model
-from experiments.methods.open_questions import QUESTIONS, Budget, run_open_questions
+from experiments.audit.modes import MODES
+from experiments.methods.open_questions import QUESTIONS, run_open_questions
 from experiments.methods.open_report import SECTION_TITLE, render_section
 
 TOY = '''
@@ -103,20 +105,20 @@ def test_surgery_method_runs_a_plugin_end_to_end(registry, tiny_dir, tmp_path, c
     assert float(cells[7]) == pytest.approx(3 * 2 * 8 * 32 / (3 * (32 * 32 + 32)), abs=1e-3)   # 2dD, no bias
 
 
-SMALL = Budget(calib_n=2, calib_T=64, windows=2, items=2, sweep_windows=1, sweep_items=0, lambdas_over_c=(1.0,),
-               mus=(1.0,), max_sweeps=5, tol=1e-6)
+SMALL = replace(MODES["quick"], calib_n=2, calib_T=64, ppl_windows=2, hellaswag_items=2, open_sweep_windows=1,
+                open_sweep_items=0, open_lambdas=(1.0,), open_mus=(1.0,), max_sweeps=5)
 
 
 def test_open_questions_end_to_end(tiny_dir, tmp_path):
     loaded = load_model(tiny_dir)
-    data = run_open_questions(loaded, "quick", 0.25, 3, tmp_path / "cache", progress=False, budget=SMALL)
+    data = run_open_questions(loaded, SMALL, 0.25, 3, tmp_path / "cache", progress=False)
     json.dumps(data)                                            # JSON-ready
     rows = data["rows"]
     assert {r["question"] for r in rows} == set(QUESTIONS)
     by = {(r["question"], r["label"], r["ratio"]): r for r in rows}
     v1 = by[("cross-layer", "SVD-LLM V1", 0.25)]
     cell = by[("unification-gap", "one-sided, whitened, v1-output anchors", 0.25)]
-    assert cell["window_nlls"] == pytest.approx(v1["window_nlls"], rel=1e-6)     # the cube's V1 cell is V1
+    assert cell["ppl_window_nll"] == pytest.approx(v1["ppl_window_nll"], rel=1e-6)   # the cube's V1 cell is V1
     assert v1["activation_fraction"] <= min(r["activation_fraction"] for r in rows
                                             if r["kind"] == "attn_out" and r["ratio"] == 0.25
                                             and "activation_fraction" in r) + 1e-12

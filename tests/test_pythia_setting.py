@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from experiments.claims import CLAIMS
+from experiments.audit.ledger import CLAIMS
 from experiments.cli import main
 
 PYTHIA_70M = dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048,

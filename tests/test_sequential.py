@@ -14,7 +14,7 @@ from experiments.compress import compress
 from experiments.errors import GbdError
 from experiments.methods.sequential import (PropagatedMoments, propagated_error, reduced_rank_regression,
                                             sequential_compress)
-from experiments.pipeline import read_targets
+from experiments.surgery import read_targets
 
 
 def data(seed: int, n_out: int = 7, n_in: int = 6, tokens: int = 40, noise: float = 0.3):

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
+from experiments.audit.modes import MODES
 from experiments.theory_section import render_theory
-from experiments.verify import (SAMPLES_PER_FAMILY, audit_bca, audit_corollary3, audit_theorem1, audit_theorem2,
+from experiments.verify import (audit_bca, audit_corollary3, audit_theorem1, audit_theorem2,
                                 audit_theory)
 
 
@@ -38,4 +39,4 @@ def test_audit_is_deterministic_in_its_seed(theory):
 def test_audit_refuses_an_unknown_mode():
     with pytest.raises(ValueError, match="unknown mode"):
         audit_theory("huge")
-    assert set(SAMPLES_PER_FAMILY) == {"quick", "standard", "full"}
+    assert set(MODES) == {"quick", "standard", "full"}

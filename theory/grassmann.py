@@ -97,17 +97,47 @@ def log(U: Array, Y: Array) -> Array:
     return Q @ np.diag(np.arctan(S)) @ Vt
 
 
+GRAM_ACCURACY = 1e-10  # largest eps * s_1^2 / (s_d^2 - s_{d+1}^2) the Gram route of ``top_range`` accepts
+
+
 def top_range(F: Array, d: int) -> Array:
     """Top-d eigenspace of the PSD operator M = F F^T, computed from the factor F (n x k).
 
-    Thin SVD of F when k < n (cheaper, and exact for rank-deficient F), else eigh of F F^T.
+    k < n: the Gram route (``top_range_gram``) when its accuracy bound holds, else the thin SVD of F
+    (``top_range_svd``, the reference: exact for rank-deficient F); k >= n: eigh of F F^T.
     """
     n, k = F.shape
     check_rank(n, d)
     if not np.all(np.isfinite(F)):
         raise ValueError("operator factor contains NaN or infinite entries")
-    if k < n:
-        if k < d:
-            F = np.hstack([F, np.zeros((n, d - k))])
-        return np.linalg.svd(F, full_matrices=False)[0][:, :d].copy()
-    return top_eigenspace(F @ F.T, d)
+    if k >= n:
+        return top_eigenspace(F @ F.T, d)
+    U = top_range_gram(F, d) if k >= d else None
+    return top_range_svd(F, d) if U is None else U
+
+
+def top_range_svd(F: Array, d: int) -> Array:
+    """Top-d left singular subspace of F (n x k, k < n) by thin SVD; zero columns pad F when k < d."""
+    n, k = F.shape
+    if k < d:
+        F = np.hstack([F, np.zeros((n, d - k))])
+    return np.linalg.svd(F, full_matrices=False)[0][:, :d].copy()
+
+
+def top_range_gram(F: Array, d: int) -> Array | None:
+    """Top-d left singular subspace of F (n x k, d <= k) from the k x k Gram matrix, or None when unsafe.
+
+    F^T F = V diag(s^2) V^T (eigh), U = F V_d diag(1 / s_d): the top-d left singular vectors. Forming
+    F^T F squares the singular values, so a rounding error of eps s_1^2 in it turns the subspace by about
+    eps s_1^2 / (s_d^2 - s_{d+1}^2) (Davis-Kahan; s_{k+1} = 0). None when that exceeds ``GRAM_ACCURACY``
+    (the thin SVD is then the accurate way). U's columns are orthonormal to eps s_1^2 / s_d^2; above
+    1e-13 they are re-orthonormalized (the span is unchanged).
+    """
+    k = F.shape[1]
+    evals, V = np.linalg.eigh(F.T @ F)               # ascending
+    top, gap = evals[-1], evals[k - d] - (evals[k - d - 1] if k > d else 0.0)
+    eps = np.finfo(np.float64).eps
+    if top <= 0 or gap <= 0 or eps * top > GRAM_ACCURACY * gap:
+        return None
+    U = F @ (V[:, k - d:][:, ::-1] / np.sqrt(evals[k - d:][::-1]))
+    return orthonormalize(U) if eps * top > 1e-13 * evals[k - d] else U

@@ -1,8 +1,9 @@
 """Markdown of the section "What the paper left open, measured here", from ``run_open_questions``'s data.
 
 Every number is read from the data; each question ends with a one-line answer computed from its rows. PPL
-intervals are 95 % Student-t intervals over perplexity windows; "PPL / V1" is the paired ratio to SVD-LLM V1
-on the same windows (experiments.methods.measure).
+intervals are 95 % percentile-bootstrap intervals over perplexity windows; "PPL / V1" is the ratio to SVD-LLM V1
+with the paired bootstrap over the same windows (``experiments.audit.measures.ppl_interval`` / ``ppl_ratio``).
+An interval over fewer than ``MIN_BOOTSTRAP_UNITS`` windows is printed but never decides "beats V1".
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from experiments.methods.measure import paired_ratio
+from experiments.audit.measures import ppl_interval, ppl_ratio
 from experiments.methods.open_questions import V1_LABEL
 from experiments.report import fmt, table
 
@@ -23,17 +24,13 @@ SWITCHES = {"sides": "one-sided, unwhitened, original anchors", "whitening": "tw
 CROSS_LAYER = ("sequential", "activation-coupled")
 
 
-def _interval(x: float, lo: float, hi: float) -> str:
-    return fmt(x) if math.isnan(lo) else f"{fmt(x)} [{fmt(lo)}, {fmt(hi)}]"
-
-
 def with_v1_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows with ``vs_v1`` (paired ratio to the V1 row of the same kind, d and windows), where one exists."""
     v1 = {(r["kind"], r["d"], r["windows"]): r for r in rows if r["label"] == V1_LABEL}
     out = []
     for r in rows:
         base = v1.get((r["kind"], r["d"], r["windows"]))
-        out.append({**r, "vs_v1": None if base is None else paired_ratio(r["window_nlls"], base["window_nlls"])})
+        out.append({**r, "vs_v1": None if base is None else ppl_ratio(r, base)})
     return out
 
 
@@ -41,8 +38,8 @@ def _cells(r: dict[str, Any]) -> tuple:
     hs = (f"{100 * r['hellaswag_acc']:.1f} ± {100 * r['hellaswag_acc_stderr']:.1f} %"
           if "hellaswag_acc" in r else "-")
     v = r["vs_v1"]
-    return (r["label"], f"{r['ratio']:g}", _interval(r["ppl"], r["ppl_low"], r["ppl_high"]),
-            "-" if v is None else _interval(v["ratio"], v["ratio_low"], v["ratio_high"]),
+    return (r["label"], f"{r['ratio']:g}", ppl_interval(r).text(),
+            "-" if v is None else v.text(),
             fmt(r.get("activation_fraction")), fmt(r.get("frobenius_fraction")), hs,
             f"{r['windows']} / {r.get('hellaswag_n', 0)}")
 
@@ -52,19 +49,17 @@ def _versus(r: dict[str, Any]) -> str:
     v = r["vs_v1"]
     if v is None:
         return "no V1 row to compare with"
-    text = f"PPL / V1 = {_interval(v['ratio'], v['ratio_low'], v['ratio_high'])} over {r['windows']} windows"
-    if math.isnan(v["ratio_low"]):
-        return text + " (one window: no interval)"
-    if v["ratio_high"] < 1:
+    text = f"PPL / V1 = {v.text()} over {r['windows']} windows"
+    if v.below(1):
         return text + ": beats V1"
-    if v["ratio_low"] > 1:
+    if v.above(1):
         return text + ": worse than V1"
     return text + ": not distinguishable from V1 at this sample size"
 
 
 def _best(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     rows = [r for r in rows if r["vs_v1"] is not None and r["label"] != V1_LABEL]
-    return min(rows, key=lambda r: r["vs_v1"]["ratio"]) if rows else None
+    return min(rows, key=lambda r: r["vs_v1"].estimate) if rows else None
 
 
 def _answer_cross_layer(rows: Sequence[dict[str, Any]]) -> str:
@@ -148,8 +143,9 @@ def ratio_plot(rows: Sequence[dict[str, Any]], path: Path) -> str:
         pts = sorted((r for r in rows if r["label"] == label), key=lambda r: r["ratio"])
         x = [r["ratio"] for r in pts]
         y = [r["ppl"] for r in pts]
-        err = [[max(0.0, r["ppl"] - r["ppl_low"]) if not math.isnan(r["ppl_low"]) else 0.0 for r in pts],
-               [max(0.0, r["ppl_high"] - r["ppl"]) if not math.isnan(r["ppl_high"]) else 0.0 for r in pts]]
+        ivs = [ppl_interval(r) for r in pts]
+        err = [[0.0 if math.isnan(iv.low) else max(0.0, iv.estimate - iv.low) for iv in ivs],
+               [0.0 if math.isnan(iv.high) else max(0.0, iv.high - iv.estimate) for iv in ivs]]
         a.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
         b.plot(x, [r["activation_fraction"] for r in pts], marker="o", label=label)
     for ax, ylabel in ((a, "WikiText-2 PPL"), (b, "activation error fraction")):
@@ -170,10 +166,12 @@ def render_section(data: dict[str, Any], out_dir: Path) -> str:
     cal = data["calibration"]
     parts = [f"## {SECTION_TITLE}",
              f"{data['model']}, {data['kind']} at d = {data['d']} of D = {data['D']} (d/D = {data['ratio']:g}) unless "
-             f"a row says otherwise; mode {data['mode']}. Calibration {cal['sequences']} x {cal['tokens_each']} tokens, "
+             f"a row says otherwise; mode {data['mode']}. Calibration {cal['sequences']} x {cal['tokens_each']} "
+             f"tokens, "
              f"seed {cal['seed']}. Errors are fractions of sum ||W||^2 and sum tr(W Sigma W^T) on the calibration "
-             "moments; PPL intervals are 95 % t intervals over windows (none with one window); 'PPL / V1' is paired "
-             "on the same windows; HellaSwag acc ± its standard error."]
+             "moments; PPL intervals are 95 % percentile-bootstrap intervals over windows (none with one window, "
+             "'too few to decide' with fewer than five); 'PPL / V1' is paired on the same windows; HellaSwag acc ± "
+             "its standard error."]
     for question, (title, what, answer) in QUESTION_TEXT.items():
         q = [r for r in rows if r["question"] == question]
         if not q:

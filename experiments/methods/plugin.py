@@ -14,11 +14,13 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Callable
 
+from experiments.cache import ensure_writable
 from experiments.compress import METHODS
 from experiments.errors import GbdError
 from experiments.evaluation import spearman
 from experiments.loading import LoadedModel
-from experiments.pipeline import BUDGETS, Config, prepare, rank_for, run_config
+from experiments.audit.modes import mode as mode_named
+from experiments.pipeline import Config, check_dtype, check_ratio, prepare, rank_for, run_config
 
 
 REFERENCES = (("original", None), ("SVD-LLM V1", "v1"), ("SVD-LLM V2", "v2"), ("pure bundle (GBD)", "gbd"),
@@ -65,13 +67,18 @@ def code_digest(fn: Callable[..., Any]) -> str:
 
 
 def method_part(loaded: LoadedModel, method: str, kind: str, ratio: float, mode: str, seed: int, cache_dir: Path,
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool = True, dtype: str = "float32") -> dict[str, Any]:
     """Pipeline rows of the original model, the references (V1, V2, GBD, BS-core) and ``method``, plus Spearman's
-    rho of activation and of Frobenius error against perplexity over the compressed rows."""
+    rho of activation and of Frobenius error against perplexity over the compressed rows (perplexity under
+    ``dtype``, as in ``experiments.reproduce.surgery_part``)."""
     if method not in METHODS:
         raise GbdError(f"unknown method {method!r}; registered: {sorted(METHODS)}")
-    budget = BUDGETS[mode]
-    ctx = prepare(loaded, budget, seed, cache_dir, kind, progress)
+    check_ratio(ratio)
+    check_dtype(dtype)
+    ensure_writable(cache_dir, "cache folder")
+    ctx = prepare(loaded, mode_named(mode), seed, cache_dir, kind, progress)
+    ctx.dtype = dtype
+    budget = ctx.budget                 # the calibration window clipped to the model's context, if it had to be
     d = rank_for(ctx.weights, ratio)
     configs = [Config(label, m, "main") for label, m in REFERENCES if m != method]
     configs.append(Config(method, method, f"method {code_digest(METHODS[method])}"))

@@ -1,0 +1,103 @@
+"""Reading the measured results: rows by table and method, and the uncertainty of every comparison.
+
+Every ratio of perplexities is paired over the common windows and every HellaSwag comparison over the
+common items (``experiments.audit.statistics``); a row without per-window or per-item data (an old cache)
+gives the point estimate with no interval, never a made-up one.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from experiments.audit.statistics import (Interval, PairedAccuracy, accuracy, paired_accuracy, perplexity_interval,
+                                          perplexity_ratio, spearman_interval, spread)
+
+Results = Mapping[str, Any]
+SEED_METHODS = ("v1", "v2", "gbd")     # the methods re-run with every calibration seed of the mode
+
+
+def rows(results: Results, table: str | None = None) -> list[dict[str, Any]]:
+    return [r for r in results.get("surgery", {}).get("rows", []) if table is None or r["table"] == table]
+
+
+def main_rows(results: Results) -> dict[str, dict[str, Any]]:
+    """The main table's rows by method ('original' for the uncompressed model)."""
+    return {r["method"] or "original": r for r in rows(results, "main")}
+
+
+def interior_rows(results: Results) -> list[dict[str, Any]]:
+    """Configurations strictly inside the square: 0 < lambda < infinity."""
+    return [r for r in rows(results) if r["method"] == "bundle" and 0 < r["lam_over_c"] < math.inf]
+
+
+def ppl_ratio(a: Mapping[str, Any], b: Mapping[str, Any]) -> Interval:
+    """PPL(a) / PPL(b) with the paired bootstrap interval over their common windows (no interval when a row
+    lacks per-window data)."""
+    na, nb = a.get("ppl_window_nll") or [], b.get("ppl_window_nll") or []
+    if na and len(na) == len(nb):
+        return perplexity_ratio(na, nb, a["ppl_window_tokens"])
+    return Interval(a["ppl"] / b["ppl"], math.nan, math.nan, 0, "no per-window data")
+
+
+def correct(row: Mapping[str, Any], norm: bool = False) -> np.ndarray | None:
+    """Per item: 1 where the chosen ending is the gold one (None without per-item data)."""
+    pred, gold = row.get("hellaswag_pred_norm" if norm else "hellaswag_pred"), row.get("hellaswag_gold")
+    return None if not pred or not gold else (np.asarray(pred) == np.asarray(gold)).astype(float)
+
+
+def hs_paired(a: Mapping[str, Any], b: Mapping[str, Any], norm: bool = False) -> PairedAccuracy | None:
+    ca, cb = correct(a, norm), correct(b, norm)
+    return None if ca is None or cb is None or ca.shape != cb.shape else paired_accuracy(ca, cb)
+
+
+def hs_accuracy(row: Mapping[str, Any], norm: bool = False) -> tuple[Interval, float] | None:
+    c = correct(row, norm)
+    return None if c is None else accuracy(c)
+
+
+def correlations(results: Results) -> dict[str, Any]:
+    """Spearman rho (with bootstrap intervals) of activation / Frobenius fraction against PPL over all
+    compressed configurations, and of Frobenius over the interior alone (None with < 3 usable points)."""
+    compressed = [r for r in rows(results) if r["method"] is not None]
+
+    def rho(sample: list[dict[str, Any]], key: str) -> Interval | None:
+        x, y = [r[key] for r in sample], [r["ppl"] for r in sample]
+        if len(sample) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+            return None
+        return spearman_interval(x, y)
+
+    return {"activation": rho(compressed, "activation_fraction"), "frobenius": rho(compressed, "frobenius_fraction"),
+            "frobenius_interior": rho(interior_rows(results), "frobenius_fraction"), "n": len(compressed)}
+
+
+def ratio_text(name: str, iv: Interval) -> str:
+    return f"{name} = {iv.text(4, unit='x')}" + (f" over {iv.n} windows" if iv.n else "")
+
+
+def side(iv: Interval, null: float) -> int:
+    """+1: the whole interval above ``null``; -1: below; 0: it includes ``null`` or there is none."""
+    return 1 if iv.above(null) else -1 if iv.below(null) else 0
+
+
+
+
+def ppl_interval(row: Mapping[str, Any]) -> Interval:
+    """The row's perplexity with its bootstrap interval over windows (none without per-window data)."""
+    if row.get("ppl_window_nll"):
+        return perplexity_interval(row["ppl_window_nll"], row["ppl_window_tokens"])
+    return Interval(row["ppl"], math.nan, math.nan, 0, "no per-window data")
+
+
+def seed_spread(results: Results) -> dict[str, dict[str, dict[str, float]]]:
+    """Per method of ``SEED_METHODS``: the spread over calibration seeds (the run's seed and the mode's
+    others) of PPL, activation error and Frobenius error."""
+    by_method: dict[str, list[Mapping[str, Any]]] = {}
+    main = main_rows(results)
+    extra = [r for seed_rows in results.get("surgery", {}).get("seed_rows", {}).values() for r in seed_rows]
+    for r in [main[m] for m in SEED_METHODS if m in main] + extra:
+        if r["method"] in SEED_METHODS:
+            by_method.setdefault(r["method"], []).append(r)
+    return {m: {key: spread([r[key] for r in rs]) for key in ("ppl", "activation_fraction", "frobenius_fraction")}
+            for m, rs in by_method.items() if len(rs) > 1}

@@ -1,0 +1,101 @@
+"""The typed, versioned results of a run: what ``results.json`` holds and the report renders.
+
+``Row`` is one configuration's measurements (what ``experiments.pipeline.run_config`` writes); ``Results``
+the whole run. ``SCHEMA_VERSION`` changes whenever a field is added, removed or changes meaning; reading a
+file of another version, or a row with missing or unknown fields, is one clear error.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, TypeVar
+
+from experiments.errors import GbdError
+
+SCHEMA_VERSION = 2
+T = TypeVar("T")
+
+
+@dataclass
+class Row:
+    """One configuration: its options, perplexity (with per-window data), HellaSwag (with per-item data),
+    and for a compressed model its errors, parameter count and notes."""
+
+    label: str
+    method: str | None
+    table: str
+    lam_over_c: float
+    tied: bool
+    convention: str
+    installation: str
+    d: int
+    ppl: float
+    ppl_protocol: str
+    nonfinite_windows: int
+    ppl_tokens: int
+    hellaswag_acc: float
+    hellaswag_acc_norm: float
+    hellaswag_acc_stderr: float
+    hellaswag_n: int
+    hellaswag_source: str
+    hellaswag_note: str
+    seconds: float
+    ppl_window_nll: list[float] = field(default_factory=list)
+    ppl_window_tokens: list[int] = field(default_factory=list)
+    hellaswag_gold: list[int] = field(default_factory=list)
+    hellaswag_pred: list[int] = field(default_factory=list)
+    hellaswag_pred_norm: list[int] = field(default_factory=list)
+    hellaswag_logliks: list[list[float]] = field(default_factory=list)
+    frobenius_fraction: float | None = None
+    activation_fraction: float | None = None
+    two_sided_fraction: float | None = None
+    params_kept: int | None = None
+    params_original: int | None = None
+    ranks: list[int] | None = None
+    notes: list[str] = field(default_factory=list)
+    bca_sweeps: int | None = None
+
+
+def typed(cls: type[T], data: Mapping[str, Any], what: str) -> T:
+    """``cls(**data)``; missing or unknown fields are one clear error naming ``what``."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise GbdError(f"{what} has unknown fields {unknown} (results schema {SCHEMA_VERSION})")
+    try:
+        return cls(**data)
+    except TypeError as e:
+        raise GbdError(f"{what} does not match results schema {SCHEMA_VERSION}: {e}") from None
+
+
+@dataclass
+class Results:
+    """A whole run: how it was made, the theory audit, the phase diagram, the surgery and the verdicts."""
+
+    command: str
+    mode: str
+    seed: int
+    ratio: float
+    kind: str
+    versions: dict[str, str]
+    started: str
+    model: dict[str, Any]
+    theory: dict[str, Any]
+    phase: dict[str, Any]
+    surgery: dict[str, Any]
+    timings_s: dict[str, float]
+    threads: dict[str, Any] = field(default_factory=dict)   # BLAS / torch threads per part (experiments.threads)
+    verdicts: dict[str, dict[str, str]] = field(default_factory=dict)
+    version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version != SCHEMA_VERSION:
+            raise GbdError(f"results of schema version {self.version}; this code reads version {SCHEMA_VERSION}")
+        surgery = self.surgery
+        for r in surgery.get("rows", []) + [r for rs in surgery.get("seed_rows", {}).values() for r in rs]:
+            typed(Row, r, f"result row {r.get('label')!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Results":
+        return typed(cls, data, "the results")
