@@ -39,6 +39,7 @@ class Row:
     hellaswag_source: str
     hellaswag_note: str
     seconds: float
+    ppl_dtype: str = "float32"        # perplexity's autocast dtype (experiments.evaluation.DTYPES)
     ppl_window_nll: list[float] = field(default_factory=list)
     ppl_window_tokens: list[int] = field(default_factory=list)
     hellaswag_gold: list[int] = field(default_factory=list)

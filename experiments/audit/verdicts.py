@@ -176,8 +176,10 @@ def judge_thm2(claim: Claim, results: Results) -> Judgement:
                                                               if "sharp" in t2 else ""))
     if cert["refutes"]:
         return Judgement(claim, measured, Verdict.REFUTED,
-                         "U_BS reaches the global upper bound of T: equality, not strict inequality. Strictness "
-                         "holds exactly when U_BS is not a global maximizer of T")
+                         "U_BS reaches the global upper bound of T: equality, not strict inequality. What holds "
+                         "instead (theory section): every B_l = 0 (span U_BS invariant under every W_l^T) gives "
+                         "equality; a nonzero Riemannian gradient 2 U_perp sum_l (B_l^T A_l - D_l B_l^T) gives "
+                         "strictness; in between, only a certified global maximum decides; symmetry is irrelevant")
     return Judgement(claim, measured, Verdict.REPRODUCED, "no counterexample found")
 
 
