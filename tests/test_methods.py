@@ -8,8 +8,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from experiments.cli import main
 from experiments.compress import METHODS, LowRankFactors, compress, register_method
@@ -44,11 +42,8 @@ def registry():
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, save_tiny) -> str:
-    torch.manual_seed(0)
-    model = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                                             intermediate_size=64, vocab_size=50304, max_position_embeddings=512))
-    return save_tiny(model, tmp_path_factory.mktemp("tiny-neox-512"), True)
+def tiny_dir(tmp_path_factory, save_tiny, tiny_neox) -> str:
+    return save_tiny(tiny_neox(512), tmp_path_factory.mktemp("tiny-neox-512"), True)
 
 
 def test_a_registered_function_runs_through_compress(registry):
