@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from experiments.cli import main
 from experiments.compress import METHODS, LowRankFactors, compress, register_method
@@ -16,6 +17,7 @@ from experiments.loading import load_model
 from experiments.audit.modes import MODES
 from experiments.methods.open_questions import QUESTIONS, run_open_questions
 from experiments.methods.open_report import SECTION_TITLE, render_section
+from experiments.pipeline import Config, Context, compress_config
 
 TOY = '''
 import numpy as np
@@ -128,3 +130,18 @@ def test_open_questions_end_to_end(tiny_dir, tmp_path):
 def test_beyond_command_rejects_an_unknown_question(tiny_dir, capsys, tmp_path):
     assert main(["beyond", "--model", tiny_dir, "--question", "nonsense", "--cache-dir", str(tmp_path), "--quiet"]) == 2
     assert "unknown question(s) ['nonsense']" in capsys.readouterr().err
+
+
+def test_per_layer_methods_run_on_targets_that_do_not_chain():
+    """MLP down projections (D x 4D) do not chain, so they have no lambda unit c; V1 and V2 (lambda = 0) still run
+    through the pipeline and equal compress() called directly."""
+    rng = np.random.default_rng(1)
+    Ws = [rng.standard_normal((4, 8)) for _ in range(3)]                 # each reads 8, writes 4
+    Ss = [(lambda X: X @ X.T)(rng.standard_normal((8, 20))) for _ in range(3)]
+    ctx = Context(None, "mlp_out", ["a", "b", "c"], Ws, [None] * 3, Ss, torch.empty(0), "", MODES["quick"])
+    with pytest.raises(ValueError, match="do not chain"):
+        ctx.c
+    for method in ("v1", "v2"):
+        got = compress_config(ctx, Config(method, method, "main"), 2, MODES["quick"])
+        want = compress(Ws, Ss, [None] * 3, method, 2, tol=MODES["quick"].tol, max_sweeps=MODES["quick"].max_sweeps)
+        assert all(np.allclose(a, b) for a, b in zip(got.W_hats, want.W_hats))
