@@ -232,7 +232,7 @@ def cmd_surgery(args: argparse.Namespace) -> None:
               f"{check['nll_relative_change']:+.2e} relative to float32")
     print(table(SURGERY_HEADER, surgery_rows(rows, original)))
     for key, rho in part.get("spearman_vs_ppl", {}).items():
-        print(f"Spearman rho, {key} vs PPL over the compressed rows: {'undefined' if rho is None else f'{rho:.3f}'}")
+        print(f"Spearman rho, {key} vs PPL over the compressed rows: {'undefined' if rho is None else rho.text(3)}")
 
 
 def cmd_beyond(args: argparse.Namespace) -> None:

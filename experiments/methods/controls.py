@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 from experiments.compress import Compression, LowRankFactors, compress, output_bias
 from experiments.errors import GbdError
+from experiments.phase import absolute_lambda
 from theory.anchors import anchors
 from theory.grassmann import Array
 from theory.stack import Stack
@@ -68,7 +69,7 @@ def _compress_with(method: str, **kw: Any) -> Callable[..., Compression]:
     lam_over_c = kw.pop("lam_over_c", None)
 
     def run(weights, sigmas, biases, d, c):
-        lam = {} if lam_over_c is None else {"lam": lam_over_c * c}
+        lam = {} if lam_over_c is None else {"lam": absolute_lambda(lam_over_c, c)}
         return compress(weights, sigmas, biases, method, d, **lam, **kw)
     return run
 

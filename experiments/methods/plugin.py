@@ -1,7 +1,8 @@
 """Any method of the registry (``experiments.compress.METHODS``, built-in or added with ``register_method``)
 through the whole diagnostic of ``gbd-audit surgery``: Frobenius and activation error, surgery, perplexity,
 HellaSwag, parameters kept, beside the original model and SVD-LLM V1, and the Spearman correlation of activation
-error and of Frobenius error with perplexity over those rows.
+error and of Frobenius error with perplexity over those rows (with its bootstrap interval,
+``experiments.audit.statistics.spearman_interval``).
 
 The row of a registered function is cached under a key that includes a digest of the function's code, so editing
 the function re-runs it.
@@ -14,12 +15,12 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Callable
 
+from experiments.audit.modes import mode as mode_named
+from experiments.audit.statistics import Interval, spearman_interval
 from experiments.cache import ensure_writable
 from experiments.compress import METHODS
 from experiments.errors import GbdError
-from experiments.evaluation import spearman
 from experiments.loading import LoadedModel
-from experiments.audit.modes import mode as mode_named
 from experiments.pipeline import Config, check_dtype, check_ratio, prepare, rank_for, run_config
 
 
@@ -27,11 +28,12 @@ REFERENCES = (("original", None), ("SVD-LLM V1", "v1"), ("SVD-LLM V2", "v2"), ("
               ("Basis-Sharing-core", "bs-core"))
 
 
-def _rho(x: list[float], y: list[float]) -> float | None:
-    """Spearman's rho, or None where it is undefined (constant input)."""
+def _rho(x: list[float], y: list[float]) -> Interval | None:
+    """Spearman's rho with its bootstrap interval over the rows, or None where it is undefined (fewer than three
+    rows, constant input)."""
     try:
-        return spearman(x, y)[0]
-    except GbdError:
+        return spearman_interval(x, y)
+    except ValueError:
         return None
 
 
