@@ -22,6 +22,7 @@ PAPER_CORNER = "two-sided, unwhitened, original anchors"
 SWITCHES = {"sides": "one-sided, unwhitened, original anchors", "whitening": "two-sided, whitened, original anchors",
             "anchor convention": "two-sided, unwhitened, v1-output anchors"}
 CROSS_LAYER = ("sequential", "activation-coupled")
+RATIO_DIGITS = 6           # PPL / V1 lies near 1: enough digits that the printed interval shows which side of 1 it is
 
 
 def with_v1_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -39,7 +40,7 @@ def _cells(r: dict[str, Any]) -> tuple:
           if "hellaswag_acc" in r else "-")
     v = r["vs_v1"]
     return (r["label"], f"{r['ratio']:g}", ppl_interval(r).text(),
-            "-" if v is None else v.text(),
+            "-" if v is None else v.text(RATIO_DIGITS),
             fmt(r.get("activation_fraction")), fmt(r.get("frobenius_fraction")), hs,
             f"{r['windows']} / {r.get('hellaswag_n', 0)}")
 
@@ -49,7 +50,7 @@ def _versus(r: dict[str, Any]) -> str:
     v = r["vs_v1"]
     if v is None:
         return "no V1 row to compare with"
-    text = f"PPL / V1 = {v.text()} over {r['windows']} windows"
+    text = f"PPL / V1 = {v.text(RATIO_DIGITS)} over {r['windows']} windows"
     if v.below(1):
         return text + ": beats V1"
     if v.above(1):
