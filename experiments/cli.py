@@ -4,6 +4,8 @@
     gbd-audit verify   [--mode ...]                               the theorem audits on seeded stacks
     gbd-audit phase    [--model M]                                Frobenius phase diagram on real weights
     gbd-audit surgery  [--model M] [--only LABEL ...]             calibrate, compress, install, evaluate
+    gbd-audit surgery  --method NAME [--plugin MODULE]            any registered method through the diagnostic
+    gbd-audit beyond   [--model M] [--question Q ...]             what the paper left open -> beyond.md, beyond.json
     gbd-audit bench    [--quick]                                  timings and ratios beside lm-eval
 
 Models come from --model or $GBD_MODEL (default: the offline SmolLM2-135M-Instruct GGUF); data from
@@ -71,8 +73,19 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--only", nargs="+", metavar="LABEL", default=None,
                    help="run only these configuration labels (e.g. 'original' 'SVD-LLM V1')")
+    p.add_argument("--method", default=None, metavar="NAME",
+                   help="run this registered method (experiments.compress.register_method) beside the references")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import this module (dotted name or .py file) first, to register its methods; repeatable")
     _dtype_option(p)
     p.set_defaults(run=cmd_surgery)
+    p = sub.add_parser("beyond", help="what the paper left open: cross-layer objectives, controls, ratio sweep")
+    _common(p, mode_default="quick")
+    p.add_argument("--question", nargs="+", default=None, metavar="Q",
+                   help="only these questions (cross-layer, unification-gap, whitened-bundle, table4, ratio-sweep, "
+                        "other-weights)")
+    p.add_argument("--out", type=Path, default=None, help="output folder [reports/<model>-<mode>]")
+    p.set_defaults(run=cmd_beyond)
     p = sub.add_parser("bench", help="one BCA sweep at Pythia-1.4B size; calibration and evaluation throughput "
                                      "beside lm-evaluation-harness")
     p.add_argument("--quick", action="store_true", help="smaller sizes (seconds) instead of Pythia-1.4B size")
@@ -193,22 +206,51 @@ def cmd_phase(args: argparse.Namespace) -> None:
 def cmd_surgery(args: argparse.Namespace) -> None:
     from experiments.loading import load_model
     from experiments.report import SURGERY_HEADER, surgery_rows, table
+    from experiments.methods.plugin import load_plugin, method_part
     from experiments.reproduce import surgery_part
 
+    if args.method is not None and args.only is not None:
+        raise GbdError("--method runs its own rows beside the references; it does not combine with --only")
+    for plugin in args.plugin:
+        load_plugin(plugin)
     loaded = load_model(args.model)
-    part = surgery_part(loaded, args.kind, args.ratio, args.mode, args.seed, args.cache_dir, args.only,
-                        progress=not args.quiet, dtype=args.dtype)
+    if args.method is not None:
+        part = method_part(loaded, args.method, args.kind, args.ratio, args.mode, args.seed, args.cache_dir,
+                           progress=not args.quiet, dtype=args.dtype)
+    else:
+        part = surgery_part(loaded, args.kind, args.ratio, args.mode, args.seed, args.cache_dir, args.only,
+                            progress=not args.quiet, dtype=args.dtype)
     rows = part["rows"]
     original = next((r for r in rows if r["method"] is None), None)
     if original is None:
         print("(ratios to the original need the 'original' row too)")
         original = {"ppl": float("nan")}
     print(f"{loaded.name}: {args.kind}, d = {part['d']} of {part['D']}; {rows[0]['ppl_protocol']}")
-    if part["dtype_check"]:
+    if part.get("dtype_check"):
         check = part["dtype_check"]
         print(f"perplexity under {check['dtype']} autocast: mean NLL change on the uncompressed model "
               f"{check['nll_relative_change']:+.2e} relative to float32")
     print(table(SURGERY_HEADER, surgery_rows(rows, original)))
+    for key, rho in part.get("spearman_vs_ppl", {}).items():
+        print(f"Spearman rho, {key} vs PPL over the compressed rows: {'undefined' if rho is None else rho.text(3)}")
+
+
+def cmd_beyond(args: argparse.Namespace) -> None:
+    from experiments.audit.modes import mode
+    from experiments.cache import write_json
+    from experiments.loading import DEFAULT_MODEL, load_model
+    from experiments.methods.open_questions import check_questions, run_open_questions
+    from experiments.methods.open_report import render_section
+
+    check_questions(args.question)
+    model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
+    loaded = load_model(model)
+    out = args.out or default_out(loaded.name, args.mode)
+    data = run_open_questions(loaded, mode(args.mode), args.ratio, args.seed, args.cache_dir, args.question,
+                              progress=not args.quiet)
+    write_json(out / "beyond.json", data)
+    (out / "beyond.md").write_text(render_section(data, out) + "\n")
+    print(f"written to {out / 'beyond.md'} and {out / 'beyond.json'}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

@@ -4,7 +4,7 @@ Inputs per layer: the weight W_l, the input second moment Sigma_l = sum_t x_t x_
 and the bias b_l (or None). Every method returns ``LowRankFactors`` with W_hat = B A (B: n_out x d,
 A: d x n_in), so the model surgery (``experiments.surgery``) is method-agnostic.
 
-Methods (``METHODS``):
+Methods (``METHODS``, the registry; ``register_method`` adds a user's function to it):
 - ``v1``  SVD-LLM V1: S = chol(Sigma), U_d = top-d left singular vectors of W S, W_hat = U_d U_d^T W.
 - ``v2``  SVD-LLM V2: Sigma = U_s S_s U_s^T, W S = U_ws S_ws V_ws^T with S = U_s S_s^{1/2},
           W_hat = U_ws Trunc_d(S_ws) V_ws^T S^+, ranks allocated within the group from the truncation
@@ -19,9 +19,10 @@ All solver and whitening mathematics lives in ``theory``; this module only assem
 """
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.linalg import orth
@@ -121,6 +122,7 @@ class Request:
     whitening: str
     tol: float
     max_sweeps: int
+    options: Mapping[str, Any] = field(default_factory=dict)   # free options of a registered method
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -359,6 +361,44 @@ METHODS: dict[str, Callable[[Request], Compression]] = {
     "basis-sharing": _basis_sharing,
 }
 
+UserMethod = Callable[[list[Array], list[Array], list["Array | None"], int, Mapping[str, Any]],
+                      "Compression | Sequence[LowRankFactors]"]
+
+
+def register_method(name: str, *, overwrite: bool = False) -> Callable[[UserMethod], UserMethod]:
+    """Decorator adding ``fn(weights, sigmas, biases, d, options)`` to ``METHODS``, the one registry of methods.
+
+    ``fn`` gets the validated float64 W_l (n_out x n_in), Sigma_l = sum x x^T, b_l (or None), the rank d and the
+    ``options`` mapping given to ``compress``; it returns a Compression or one LowRankFactors per layer (W_hat_l
+    = B_l A_l). The built-in methods live in the same dict, so ``compress``, ``gbd-audit surgery --method NAME``
+    and the report treat a registered method exactly like ``v1``. Re-registering a name needs ``overwrite``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise GbdError(f"a method name must be a non-empty string, got {name!r}")
+
+    def decorate(fn: UserMethod) -> UserMethod:
+        if name in METHODS and not overwrite:
+            raise GbdError(f"method {name!r} is already registered (pass overwrite=True to replace it)")
+        @functools.wraps(fn)
+        def run(req: Request) -> Compression:
+            return _as_compression(name, fn(req.weights, req.sigmas, req.biases, req.d, dict(req.options)), req.weights)
+        METHODS[name] = run
+        return fn
+    return decorate
+
+
+def _as_compression(name: str, out: object, weights: Sequence[Array]) -> Compression:
+    """A registered method's result as a Compression, after checking one factor pair per layer of the right shape."""
+    layers = out.layers if isinstance(out, Compression) else list(out) if isinstance(out, (list, tuple)) else None
+    if layers is None or len(layers) != len(weights) or not all(isinstance(f, LowRankFactors) for f in layers):
+        raise GbdError(f"method {name!r} must return a Compression or {len(weights)} LowRankFactors, got {type(out)}")
+    for l, (f, W) in enumerate(zip(layers, weights), start=1):
+        if f.A.ndim != 2 or f.B.shape != (W.shape[0], f.A.shape[0]) or f.A.shape[1] != W.shape[1]:
+            raise GbdError(f"method {name!r}, layer {l}: factors B {f.B.shape} A {f.A.shape} do not give W {W.shape}")
+    if isinstance(out, Compression):
+        return out
+    return Compression(name, layers, [f.rank for f in layers], [f"registered method {name!r}"])
+
 
 # ----------------------------------------------------------------------------------------------- entry points
 
@@ -408,14 +448,14 @@ def compress(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence
              method: str, d: int, *, lam: float = 0.0, tied: bool = False, convention: str = "original",
              installation: str = "projection", whitened: bool = False, bca: bool = True, group_size: int = 2,
              allocation: str = "loss", bias_mode: str = "project", whitening: str = "cholesky",
-             tol: float = 1e-10, max_sweeps: int = 500) -> Compression:
+             tol: float = 1e-10, max_sweeps: int = 500, options: Mapping[str, Any] | None = None) -> Compression:
     """Compress layers W_l (n_out x n_in, depth order) with inputs Sigma_l = sum x x^T to rank d.
 
     ``lam``, ``tied``, ``convention``, ``installation``, ``whitened``, ``bca``, ``whitening`` (the factor used
     when ``whitened``) apply to the bundle family (named corners fix lam and tied themselves);
     ``allocation`` ("loss" or "uniform") to ``v2``; ``group_size`` to ``basis-sharing``; ``bias_mode``
     ("project": b_hat = P_out b onto range(B); "keep": b_hat = b) to all; ``tol`` and ``max_sweeps``
-    stop BCA (relative energy change per sweep, sweep limit).
+    stop BCA (relative energy change per sweep, sweep limit); ``options`` go to a ``register_method`` method.
     """
     _check_option("method", method, list(METHODS))
     _check_option("installation", installation, INSTALLATIONS)
@@ -429,7 +469,8 @@ def compress(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence
         raise GbdError(f"group_size must be a positive integer, got {group_size}")
     Ws, Ss, bs = _validate(weights, sigmas, biases, d)
     req = Request(method, Ws, Ss, bs, int(d), float(lam), bool(tied), convention, installation, bool(whitened),
-                  bool(bca), group_size, allocation, bias_mode, whitening, float(tol), int(max_sweeps))
+                  bool(bca), group_size, allocation, bias_mode, whitening, float(tol), int(max_sweeps),
+                  dict(options or {}))
     return METHODS[method](req)
 
 
@@ -467,6 +508,6 @@ def errors(weights: Sequence[Array], sigmas: Sequence[Array], compression: Compr
             "per_layer": per_layer}
 
 
-__all__ = ["AllocationError", "LowRankFactors", "Compression", "Request", "METHODS", "compress", "errors",
-           "error_fraction", "frobenius_error_fraction", "generalized_projection",
+__all__ = ["AllocationError", "LowRankFactors", "Compression", "Request", "METHODS", "register_method", "compress",
+           "errors", "error_fraction", "frobenius_error_fraction", "generalized_projection",
            "v2_allocation", "shared_rank", "output_bias", "V2_RULE"]

@@ -178,12 +178,14 @@ def hellaswag_cross_check(ctx: Context, budget: Mode) -> dict[str, Any]:
             "disagreements_acc_norm": norm_diff}
 
 
-def _compress(ctx: Context, config: Config, d: int, budget: Mode) -> Compression:
+def compress_config(ctx: Context, config: Config, d: int, budget: Mode) -> Compression:
     """compress() with the configuration's options; V2's loss rule, where undefined (a truncation loss <= 1,
-    which depends on the scale of the second moments), falls back to uniform ranks and says so in the notes."""
+    which depends on the scale of the second moments), falls back to uniform ranks and says so in the notes.
+    lambda = 0 needs no lambda unit c, so per-layer methods also run on targets that do not chain (mlp_out)."""
+    lam = 0.0 if config.lam_over_c == 0 else absolute_lambda(config.lam_over_c, ctx.c)
+
     def run(allocation: str) -> Compression:
-        return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d,
-                        lam=absolute_lambda(config.lam_over_c, ctx.c),
+        return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d, lam=lam,
                         tied=config.tied, convention=config.convention, installation=config.installation,
                         allocation=allocation, tol=budget.tol, max_sweeps=budget.max_sweeps)
     try:
@@ -194,9 +196,10 @@ def _compress(ctx: Context, config: Config, d: int, budget: Mode) -> Compression
         return compression
 
 
-def row_key(ctx: Context, config: Config, d: int, budget: Mode) -> str:
-    """The cache key of one row: code version, model weights, kind, budget, configuration, d, seed, the
-    sha256 of every data file and the perplexity dtype."""
+def row_key(ctx: Context, config: object, d: int, budget: Mode) -> str:
+    """The cache key of one row: code version, model weights, kind, budget, configuration (a frozen dataclass
+    such as ``Config`` whose repr names every option), d, seed, the sha256 of every data file and the
+    perplexity dtype."""
     return cache_key(code_version(), ctx.fingerprint, ctx.kind, repr(budget), repr(config), str(d),
                      str(ctx.sources["calibration"]["seed"]),
                      *(str(ctx.sources[k]["sha256"]) for k in ("calibration", "wikitext2_test", "hellaswag")),
@@ -234,7 +237,7 @@ def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Pa
 
 def _run_compressed(ctx: Context, config: Config, d: int, budget: Mode, progress: bool) -> dict[str, Any]:
     model = ctx.loaded.model
-    compression = _compress(ctx, config, d, budget)
+    compression = compress_config(ctx, config, d, budget)
     err = errors(ctx.weights, ctx.sigmas, compression)
     params_original = module_parameters(model, ctx.names)
     with installed(model, ctx.names, compression):

@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from experiments.audit.ledger import CLAIMS
 from experiments.cli import default_out, main
@@ -18,12 +16,9 @@ from experiments.reproduce import surgery_part
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, save_tiny) -> str:
+def tiny_dir(tmp_path_factory, save_tiny, tiny_neox) -> str:
     """A tiny random GPT-NeoX (with attention.dense biases) and the Pythia tokenizer, as a local directory."""
-    torch.manual_seed(0)
-    model = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                                             intermediate_size=64, vocab_size=50304, max_position_embeddings=2048))
-    return save_tiny(model, tmp_path_factory.mktemp("tiny-neox"), True)
+    return save_tiny(tiny_neox(2048), tmp_path_factory.mktemp("tiny-neox"), True)
 
 
 @pytest.mark.parametrize("argv, message", [

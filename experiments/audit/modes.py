@@ -2,6 +2,12 @@
 
 quick (minutes on a laptop CPU), standard (the committed reports), full (the paper's calibration of
 256 x 2048, the whole test set and all of HellaSwag). Edit the sizes here and nowhere else.
+
+The ``open_*`` fields size the section "What the paper left open" (``experiments.methods.open_questions``),
+which shares the calibration, windows, items and BCA stopping rule above: its ratio sweep and other weight
+classes are evaluated on ``open_sweep_windows`` windows and ``open_sweep_items`` HellaSwag items (0: skipped,
+None: all); Table 4's bundle runs at lambda / c in ``open_lambdas``; the activation-coupled joint objective at
+mu in ``open_mus`` (units of max_l ||W_l S_l||_2^2).
 """
 from __future__ import annotations
 
@@ -30,6 +36,10 @@ class Mode:
     phase_lambdas: tuple[float, ...]  # lambda / c of the phase diagram (0 and inf: the corners)
     theory_samples: int               # seeded stacks per family in the theory audit
     calibration_seeds: int            # seeds seed, seed + 1, ... for the spread of V1, V2 and GBD
+    open_sweep_windows: int | None = 1            # ratio sweep and other weight classes: perplexity windows
+    open_sweep_items: int | None = 0              # ... and HellaSwag items (0: skipped)
+    open_lambdas: tuple[float, ...] = (0.1, 1.0)  # Table 4's lambda / c
+    open_mus: tuple[float, ...] = (0.1, 1.0)      # the activation-coupled joint objective's mu
 
     def seeds(self, seed: int) -> tuple[int, ...]:
         """The calibration seeds of this mode, starting at the run's ``seed``."""
@@ -39,9 +49,10 @@ class Mode:
 MODES: dict[str, Mode] = {
     "quick": Mode("quick", 8, 512, 2, 40, 25, 1e-6, (1.0,), False, (0.0, 1.0, np.inf), 4, 1),
     "standard": Mode("standard", 32, 1024, 6, 200, 60, 1e-7, (0.1, 1.0, 10.0), True,
-                     (0.0, 0.1, 1.0, 10.0, np.inf), 12, 3),
+                     (0.0, 0.1, 1.0, 10.0, np.inf), 12, 3, open_sweep_windows=3),
     "full": Mode("full", 256, 2048, None, None, 500, 1e-10, (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0), True,
-                 (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, np.inf), 50, 3),
+                 (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, np.inf), 50, 3, open_sweep_windows=20,
+                 open_sweep_items=1000),
 }
 
 

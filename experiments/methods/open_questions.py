@@ -1,0 +1,207 @@
+"""The data of the report section "What the paper left open, measured here".
+
+``run_open_questions(loaded, mode, ...)`` calibrates the model (``experiments.pipeline.prepare``, cached), runs
+every configuration of every question and returns JSON-ready data::
+
+    {"model", "mode", "budget", "kind", "ratio", "d", "D", "lambda_unit_c", "seed", "calibration", "sources",
+     "rows": [{"question", "label", "kind", "d", "D", "ratio", "ppl", "ppl_protocol", "ppl_window_nll",
+               "ppl_window_tokens", "windows", "activation_fraction", "frobenius_fraction", "hellaswag_*",
+               "notes", ...}]}
+
+The mode (``experiments.audit.modes.Mode``) sizes everything: calibration, windows, items and BCA stopping as
+in the surgery, and its ``open_*`` fields for the sweeps, Table 4's lambdas and the joint objective's mu. Each
+row is cached as JSON under ``<cache>/beyond`` with the key of ``experiments.pipeline.row_key`` (code version,
+model weights, kind, mode, configuration, d, seed, every data file's sha256), so a code fix or a changed input
+is never served a stale row.
+
+``experiments.methods.open_report.render_section(data, out_dir)`` turns it into Markdown (with the ratio plot).
+
+Questions (``QUESTIONS``):
+- ``cross-layer``: sequential (error-propagating) compression and the activation-coupled joint objective
+  (two mu) against V1, V2 and GBD;
+- ``unification-gap``: the lambda -> inf untied corner over sides x whitening x anchor convention;
+- ``whitened-bundle``: every corner of the bundle on W_l S_l (generalized projection) beside its unwhitened self;
+- ``table4``: the paper's Table 4 anchor variants;
+- ``ratio-sweep``: V1, V2, GBD, BS-core at d/D in RATIOS (fewer windows, said in each row);
+- ``other-weights``: MLP down projections (mlp_out) by V1, V2 and sequential (fewer windows). The bundle does not
+  apply: D x 4D down projections do not chain (W_{l+1} reads 4D, W_l writes D), which is why the paper asks for
+  a per-layer-rank generalization of BCA (not built here).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from experiments.audit.modes import Mode
+from experiments.cache import read_json, write_json
+from experiments.calibration import calibration_batch
+from experiments.compress import Compression, compress
+from experiments.data import calibration_text
+from experiments.errors import GbdError
+from experiments.loading import LoadedModel
+from experiments.methods.controls import table4, unification_gap, whitened_corners
+from experiments.methods.coupled import METHOD as COUPLED
+from experiments.methods.hooks import block_input_moments
+from experiments.methods.measure import evaluate_model, measure
+from experiments.methods.sequential import sequential_compress
+from experiments.pipeline import Config, Context, compress_config, prepare, rank_for, row_key
+from theory.grassmann import Array
+
+RATIOS = (0.5, 0.375, 0.25, 0.125, 0.0625)
+QUESTIONS = ("cross-layer", "unification-gap", "whitened-bundle", "table4", "ratio-sweep", "other-weights")
+V1_LABEL = "SVD-LLM V1"
+
+
+@dataclass
+class Setting:
+    """One target kind of one model: the pipeline's context (targets, moments, test ids, data sources), the
+    calibration token ids (for the methods that run the model on them), lazy extras."""
+
+    ctx: Context
+    calib_ids: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def residual(self) -> list[Array]:
+        """H_{l+1} = sum h h^T entering the block after each target's block (l = 1..L-1), computed once."""
+        if "residual" not in self.extras:
+            H = block_input_moments(self.ctx.loaded.model, self.calib_ids)
+            self.extras["residual"] = [h.numpy() for h in H[1:len(self.ctx.names)]]
+        return self.extras["residual"]
+
+
+def prepare_setting(loaded: LoadedModel, kind: str, mode: Mode, seed: int, cache_dir: Path,
+                    progress: bool = True) -> Setting:
+    """The pipeline's context of ``kind`` (calibrated, cached) and the calibration batch it was calibrated on."""
+    ctx = prepare(loaded, mode, seed, cache_dir, kind, progress)
+    fitted = ctx.budget                    # the calibration window clipped to the model's context, if it had to be
+    ids = calibration_batch(loaded.tokenizer, calibration_text().text, fitted.calib_n, fitted.calib_T, seed)
+    return Setting(ctx, ids)
+
+
+Build = Callable[[Setting, int, Mode], Compression | None]     # None: the uncompressed model
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One configuration: the question it answers, its label, target kind, ratio d/D, evaluation sizes."""
+
+    question: str
+    label: str
+    kind: str
+    ratio: float
+    build: Build = field(compare=False, repr=False)
+    sweep: bool = False           # evaluated with the sweep's smaller window / item budget
+
+
+def _method(name: str) -> Build:
+    """The pipeline's compression by method ``name`` (V2's loss rule falls back to uniform ranks where undefined)."""
+    return lambda s, d, b: compress_config(s.ctx, Config(name, name, "beyond"), d, b)
+
+
+def _sequential(s: Setting, d: int, b: Mode) -> Compression:
+    return sequential_compress(s.ctx.loaded.model, s.ctx.names, s.ctx.weights, s.ctx.biases, s.calib_ids, d)[0]
+
+
+def _coupled(mu: float) -> Build:
+    def build(s: Setting, d: int, b: Mode) -> Compression:
+        return compress(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, COUPLED, d,
+                        options={"mu": mu, "residual": s.residual(), "tol": b.tol, "max_sweeps": b.max_sweeps})
+    return build
+
+
+def _control(run: Callable[..., Compression]) -> Build:
+    return lambda s, d, b: run(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, d, s.ctx.c)
+
+
+def _original(s: Setting, d: int, b: Mode) -> None:
+    return None
+
+
+def plan(mode: Mode, ratio: float, kind: str = "attn_out") -> list[Entry]:
+    """Every configuration of every question, in report order."""
+    E = Entry
+    rows = [E("cross-layer", "original", kind, ratio, _original),
+            E("cross-layer", V1_LABEL, kind, ratio, _method("v1")),
+            E("cross-layer", "SVD-LLM V2", kind, ratio, _method("v2")),
+            E("cross-layer", "pure bundle (GBD)", kind, ratio, _method("gbd")),
+            E("cross-layer", "sequential (error-propagating)", kind, ratio, _sequential)]
+    rows += [E("cross-layer", f"activation-coupled joint, mu={mu:g}", kind, ratio, _coupled(mu))
+             for mu in mode.open_mus]
+    rows += [E(c.question, c.label, kind, ratio, _control(c.run))
+             for c in unification_gap() + whitened_corners() + table4(mode.open_lambdas)]
+    for r in RATIOS:
+        rows += [E("ratio-sweep", label, kind, r, _method(m), sweep=True) for label, m in
+                 ((V1_LABEL, "v1"), ("SVD-LLM V2", "v2"), ("pure bundle (GBD)", "gbd"),
+                  ("Basis-Sharing-core", "bs-core"))]
+    rows += [E("other-weights", label, "mlp_out", ratio, build, sweep=True) for label, build in
+             (("original", _original), (V1_LABEL, _method("v1")), ("SVD-LLM V2", _method("v2")),
+              ("sequential (error-propagating)", _sequential))]
+    return rows
+
+
+def run_entry(setting: Setting, entry: Entry, cache_dir: Path) -> dict[str, Any]:
+    """Compress, install, evaluate, restore one entry (cached under ``experiments.pipeline.row_key``)."""
+    ctx = setting.ctx
+    mode = ctx.budget
+    d = rank_for(ctx.weights, entry.ratio)
+    windows, items = ((mode.open_sweep_windows, mode.open_sweep_items) if entry.sweep
+                      else (mode.ppl_windows, mode.hellaswag_items))
+    key = row_key(ctx, entry, d, mode)
+    path = cache_dir / "beyond" / f"{key[:24]}.json"
+    cached = read_json(path)
+    if isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("row"), dict):
+        return cached["row"]
+    start = time.time()
+    row: dict[str, Any] = {"question": entry.question, "label": entry.label, "kind": entry.kind, "ratio": entry.ratio,
+                           "d": d, "D": min(min(w.shape) for w in ctx.weights)}
+    model, tok = ctx.loaded.model, ctx.loaded.tokenizer
+    compression = entry.build(setting, d, mode)
+    if compression is None:
+        row.update(evaluate_model(model, tok, ctx.test_ids, windows, items))
+    else:
+        row.update(measure(model, tok, ctx.names, ctx.weights, ctx.sigmas, compression, ctx.test_ids, windows, items))
+    row["seconds"] = time.time() - start
+    write_json(path, {"key": key, "row": row})
+    return row
+
+
+def check_questions(questions: Sequence[str] | None) -> None:
+    """A clear error for a question name not in QUESTIONS (before any model is loaded)."""
+    unknown = sorted(set(questions or ()) - set(QUESTIONS))
+    if unknown:
+        raise GbdError(f"unknown question(s) {unknown}; choose from {list(QUESTIONS)}")
+
+
+def run_open_questions(loaded: LoadedModel, mode: Mode, ratio: float = 0.25, seed: int = 3,
+                       cache_dir: Path = Path(".cache/gbd"), questions: Sequence[str] | None = None,
+                       progress: bool = True) -> dict[str, Any]:
+    """Run the chosen questions (default all) on ``loaded`` with the sizes of ``mode``; the JSON-ready section
+    data (module docstring)."""
+    check_questions(questions)
+    entries = [e for e in plan(mode, ratio) if questions is None or e.question in questions]
+    if not entries:
+        raise GbdError("no question chosen")
+    settings: dict[str, Setting] = {}
+    rows = []
+    for i, entry in enumerate(entries, start=1):
+        if entry.kind not in settings:
+            settings[entry.kind] = prepare_setting(loaded, entry.kind, mode, seed, cache_dir, progress)
+        if progress:
+            print(f"[beyond {i}/{len(entries)}] {entry.question}: {entry.label} (d/D={entry.ratio:g}, {entry.kind})",
+                  flush=True)
+        rows.append(run_entry(settings[entry.kind], entry, cache_dir))
+    main = next(iter(settings.values())).ctx
+    fitted = main.budget
+    try:
+        lambda_unit_c: float | None = main.c
+    except ValueError:                     # targets that do not chain (mlp_out) have no lambda unit
+        lambda_unit_c = None
+    return {"model": loaded.name, "mode": mode.name, "budget": asdict(fitted), "kind": main.kind, "ratio": ratio,
+            "d": rank_for(main.weights, ratio), "D": min(min(w.shape) for w in main.weights),
+            "lambda_unit_c": lambda_unit_c,
+            "seed": seed, "calibration": {"sequences": fitted.calib_n, "tokens_each": fitted.calib_T, "seed": seed},
+            "sources": main.sources, "adjustments": main.adjustments, "rows": rows}

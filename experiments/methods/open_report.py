@@ -1,0 +1,184 @@
+"""Markdown of the section "What the paper left open, measured here", from ``run_open_questions``'s data.
+
+Every number is read from the data; each question ends with a one-line answer computed from its rows. PPL
+intervals are 95 % percentile-bootstrap intervals over perplexity windows; "PPL / V1" is the ratio to SVD-LLM V1
+with the paired bootstrap over the same windows (``experiments.audit.measures.ppl_interval`` / ``ppl_ratio``).
+An interval over fewer than ``MIN_BOOTSTRAP_UNITS`` windows is printed but never decides "beats V1".
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from experiments.audit.measures import ppl_interval, ppl_ratio
+from experiments.methods.open_questions import V1_LABEL
+from experiments.report import fmt, table
+
+SECTION_TITLE = "What the paper left open, measured here"
+HEADER = ["configuration", "d/D", "PPL [95 % CI]", "PPL / V1 [95 % CI]", "activation error", "Frobenius",
+          "HellaSwag acc", "windows / items"]
+PAPER_CORNER = "two-sided, unwhitened, original anchors"
+SWITCHES = {"sides": "one-sided, unwhitened, original anchors", "whitening": "two-sided, whitened, original anchors",
+            "anchor convention": "two-sided, unwhitened, v1-output anchors"}
+CROSS_LAYER = ("sequential", "activation-coupled")
+RATIO_DIGITS = 6           # PPL / V1 lies near 1: enough digits that the printed interval shows which side of 1 it is
+
+
+def with_v1_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with ``vs_v1`` (paired ratio to the V1 row of the same kind, d and windows), where one exists."""
+    v1 = {(r["kind"], r["d"], r["windows"]): r for r in rows if r["label"] == V1_LABEL}
+    out = []
+    for r in rows:
+        base = v1.get((r["kind"], r["d"], r["windows"]))
+        out.append({**r, "vs_v1": None if base is None else ppl_ratio(r, base)})
+    return out
+
+
+def _cells(r: dict[str, Any]) -> tuple:
+    hs = (f"{100 * r['hellaswag_acc']:.1f} ± {100 * r['hellaswag_acc_stderr']:.1f} %"
+          if "hellaswag_acc" in r else "-")
+    v = r["vs_v1"]
+    return (r["label"], f"{r['ratio']:g}", ppl_interval(r).text(),
+            "-" if v is None else v.text(RATIO_DIGITS),
+            fmt(r.get("activation_fraction")), fmt(r.get("frobenius_fraction")), hs,
+            f"{r['windows']} / {r.get('hellaswag_n', 0)}")
+
+
+def _versus(r: dict[str, Any]) -> str:
+    """'PPL / V1 = r [lo, hi]: beats V1 | worse than V1 | not distinguishable from V1'."""
+    v = r["vs_v1"]
+    if v is None:
+        return "no V1 row to compare with"
+    text = f"PPL / V1 = {v.text(RATIO_DIGITS)} over {r['windows']} windows"
+    if v.below(1):
+        return text + ": beats V1"
+    if v.above(1):
+        return text + ": worse than V1"
+    return text + ": not distinguishable from V1 at this sample size"
+
+
+def _best(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    rows = [r for r in rows if r["vs_v1"] is not None and r["label"] != V1_LABEL]
+    return min(rows, key=lambda r: r["vs_v1"].estimate) if rows else None
+
+
+def _answer_cross_layer(rows: Sequence[dict[str, Any]]) -> str:
+    best = _best([r for r in rows if r["label"].startswith(CROSS_LAYER)])
+    if best is None:
+        return "no cross-layer configuration was run"
+    return f"Best activation-coupled cross-layer objective: {best['label']}, {_versus(best)}."
+
+
+def _answer_gap(rows: Sequence[dict[str, Any]]) -> str:
+    by = {r["label"]: r for r in rows}
+    v1 = by.get("one-sided, whitened, v1-output anchors")
+    corner = by.get(PAPER_CORNER)
+    if v1 is None or corner is None:
+        return "the corner or the V1 cell is missing"
+    gap = math.log(corner["ppl"]) - math.log(v1["ppl"])
+    if gap <= 0:
+        return f"no gap here: the paper's corner has PPL {fmt(corner['ppl'])}, the V1 cell {fmt(v1['ppl'])}"
+    closed = {what: (math.log(corner["ppl"]) - math.log(by[label]["ppl"])) / gap
+              for what, label in SWITCHES.items() if label in by}
+    best = max(closed, key=closed.get)
+    return (f"log-PPL gap between the paper's corner ({fmt(corner['ppl'])}) and V1 ({fmt(v1['ppl'])}); share of it "
+            "closed by changing one thing: " + ", ".join(f"{k} {100 * x:.0f} %" for k, x in closed.items())
+            + f". The {best} carries most of the gap.")
+
+
+def _answer_whitened(rows: Sequence[dict[str, Any]]) -> str:
+    best = _best([r for r in rows if r["label"].endswith(", whitened")])
+    return "no whitened configuration was run" if best is None else \
+        f"Best activation-aware bundle corner: {best['label']}, {_versus(best)}."
+
+
+def _answer_best(rows: Sequence[dict[str, Any]]) -> str:
+    best = _best(rows)
+    return "no configuration beside V1" if best is None else f"Best configuration: {best['label']}, {_versus(best)}."
+
+
+def _answer_sweep(rows: Sequence[dict[str, Any]]) -> str:
+    parts = []
+    for ratio in sorted({r["ratio"] for r in rows}, reverse=True):
+        at = [r for r in rows if r["ratio"] == ratio]
+        best = min(at, key=lambda r: r["ppl"])
+        parts.append(f"d/D={ratio:g}: {best['label']} (PPL {fmt(best['ppl'])})")
+    return "Lowest PPL at each ratio: " + "; ".join(parts) + "."
+
+
+QUESTION_TEXT = {
+    "cross-layer": ("Can a cross-layer objective that follows the forward pass beat per-layer V1?",
+                    "Sequential compression fits each layer to the original model's output W_l X_l from the inputs "
+                    "X~_l the already-compressed layers deliver (closed-form reduced-rank regression); the joint "
+                    "objective adds to the per-layer activation energies a residual-stream coupling between "
+                    "consecutive output sections, solved by BCA (mu in units of max_l ||W_l S_l||_2^2).",
+                    _answer_cross_layer),
+    "unification-gap": ("Which difference between the lambda -> inf untied corner and V1 carries the gap?",
+                        "The corner over sides (two-sided generalized projection / one-sided P_out W) x whitening x "
+                        "anchor convention; the cell one-sided, whitened, v1-output anchors is V1 itself.",
+                        _answer_gap),
+    "whitened-bundle": ("Does the activation-aware (whitened) bundle still lose to V1?",
+                        "Every corner on W_l S_l (Cholesky), installed with the generalized projection; the input "
+                        "side lives in whitened coordinates and is mapped back through S_l^{-T}.", _answer_whitened),
+    "table4": ("The whole of the paper's Table 4", "Original anchors with BCA; V1-output anchors used directly; "
+               "V1-output anchors with BCA (lambda in units of c = max_i ||W_i||_2^2 + ||W_{i+1}||_2^2).",
+               _answer_best),
+    "ratio-sweep": ("Lower-dimensional bottlenecks: the compression ratio d/D",
+                    "V1, V2, GBD and Basis-Sharing-core at each d/D (fewer windows, said in each row).", _answer_sweep),
+    "other-weights": ("Other weight classes: MLP down projections",
+                      "V1, V2 and sequential on the MLP down projections at the main d/D (fewer windows). The bundle "
+                      "does not apply: D x 4D maps do not chain, it needs a per-layer-rank generalization of BCA.",
+                      _answer_best),
+}
+
+
+def ratio_plot(rows: Sequence[dict[str, Any]], path: Path) -> str:
+    """PPL (95 % interval bars) and activation error against d/D, one line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for label in dict.fromkeys(r["label"] for r in rows):
+        pts = sorted((r for r in rows if r["label"] == label), key=lambda r: r["ratio"])
+        x = [r["ratio"] for r in pts]
+        y = [r["ppl"] for r in pts]
+        ivs = [ppl_interval(r) for r in pts]
+        err = [[0.0 if math.isnan(iv.low) else max(0.0, iv.estimate - iv.low) for iv in ivs],
+               [0.0 if math.isnan(iv.high) else max(0.0, iv.high - iv.estimate) for iv in ivs]]
+        a.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+        b.plot(x, [r["activation_fraction"] for r in pts], marker="o", label=label)
+    for ax, ylabel in ((a, "WikiText-2 PPL"), (b, "activation error fraction")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("d / D")
+        ax.set_ylabel(ylabel)
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path.name
+
+
+def render_section(data: dict[str, Any], out_dir: Path) -> str:
+    """The Markdown section (``##`` level); writes ``beyond-ratio.png`` into ``out_dir`` when the sweep ran."""
+    rows = with_v1_ratios(data["rows"])
+    cal = data["calibration"]
+    parts = [f"## {SECTION_TITLE}",
+             f"{data['model']}, {data['kind']} at d = {data['d']} of D = {data['D']} (d/D = {data['ratio']:g}) unless "
+             f"a row says otherwise; mode {data['mode']}. Calibration {cal['sequences']} x {cal['tokens_each']} "
+             f"tokens, "
+             f"seed {cal['seed']}. Errors are fractions of sum ||W||^2 and sum tr(W Sigma W^T) on the calibration "
+             "moments; PPL intervals are 95 % percentile-bootstrap intervals over windows (none with one window, "
+             "'too few to decide' with fewer than five); 'PPL / V1' is paired on the same windows; HellaSwag acc ± "
+             "its standard error."]
+    for question, (title, what, answer) in QUESTION_TEXT.items():
+        q = [r for r in rows if r["question"] == question]
+        if not q:
+            continue
+        parts += [f"### {title}", what, table(HEADER, [_cells(r) for r in q]), f"**Answer.** {answer(q)}"]
+        if question == "ratio-sweep":
+            out_dir.mkdir(parents=True, exist_ok=True)
+            parts.append(f"![PPL and activation error against d/D]({ratio_plot(q, out_dir / 'beyond-ratio.png')})")
+    return "\n\n".join(parts)

@@ -1,0 +1,92 @@
+"""Any method of the registry (``experiments.compress.METHODS``, built-in or added with ``register_method``)
+through the whole diagnostic of ``gbd-audit surgery``: Frobenius and activation error, surgery, perplexity,
+HellaSwag, parameters kept, beside the original model and SVD-LLM V1, and the Spearman correlation of activation
+error and of Frobenius error with perplexity over those rows (with its bootstrap interval,
+``experiments.audit.statistics.spearman_interval``).
+
+The row of a registered function is cached under a key that includes a digest of the function's code, so editing
+the function re-runs it.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any, Callable
+
+from experiments.audit.modes import mode as mode_named
+from experiments.audit.statistics import Interval, spearman_interval
+from experiments.cache import ensure_writable
+from experiments.compress import METHODS
+from experiments.errors import GbdError
+from experiments.loading import LoadedModel
+from experiments.pipeline import Config, check_dtype, check_ratio, prepare, rank_for, run_config
+
+
+REFERENCES = (("original", None), ("SVD-LLM V1", "v1"), ("SVD-LLM V2", "v2"), ("pure bundle (GBD)", "gbd"),
+              ("Basis-Sharing-core", "bs-core"))
+
+
+def _rho(x: list[float], y: list[float]) -> Interval | None:
+    """Spearman's rho with its bootstrap interval over the rows, or None where it is undefined (fewer than three
+    rows, constant input)."""
+    try:
+        return spearman_interval(x, y)
+    except ValueError:
+        return None
+
+
+def load_plugin(spec: str) -> None:
+    """Import a module (dotted name, or a .py file) whose import registers methods."""
+    try:
+        if spec.endswith(".py"):
+            path = Path(spec).resolve()
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if module_spec is None or module_spec.loader is None or not path.is_file():
+                raise FileNotFoundError(path)
+            module_spec.loader.exec_module(importlib.util.module_from_spec(module_spec))
+        else:
+            importlib.import_module(spec)
+    except (ImportError, FileNotFoundError) as e:
+        raise GbdError(f"cannot import plugin {spec!r}: {e}") from e
+
+
+def code_digest(fn: Callable[..., Any]) -> str:
+    """sha256 of the code (bytecode and constants, nested functions included) of the function behind ``fn``."""
+    code = getattr(fn, "__wrapped__", fn).__code__
+    digest = hashlib.sha256()
+
+    def add(c: Any) -> None:
+        digest.update(c.co_code)
+        for const in c.co_consts:
+            if hasattr(const, "co_code"):
+                add(const)
+            else:
+                digest.update(repr(const).encode())
+    add(code)
+    return digest.hexdigest()[:16]
+
+
+def method_part(loaded: LoadedModel, method: str, kind: str, ratio: float, mode: str, seed: int, cache_dir: Path,
+                progress: bool = True, dtype: str = "float32") -> dict[str, Any]:
+    """Pipeline rows of the original model, the references (V1, V2, GBD, BS-core) and ``method``, plus Spearman's
+    rho of activation and of Frobenius error against perplexity over the compressed rows (perplexity under
+    ``dtype``, as in ``experiments.reproduce.surgery_part``)."""
+    if method not in METHODS:
+        raise GbdError(f"unknown method {method!r}; registered: {sorted(METHODS)}")
+    check_ratio(ratio)
+    check_dtype(dtype)
+    ensure_writable(cache_dir, "cache folder")
+    ctx = prepare(loaded, mode_named(mode), seed, cache_dir, kind, progress)
+    ctx.dtype = dtype
+    budget = ctx.budget                 # the calibration window clipped to the model's context, if it had to be
+    d = rank_for(ctx.weights, ratio)
+    configs = [Config(label, m, "main") for label, m in REFERENCES if m != method]
+    configs.append(Config(method, method, f"method {code_digest(METHODS[method])}"))
+    rows = [run_config(ctx, c, d, budget, cache_dir, progress) for c in configs]
+    compressed = [r for r in rows if r["method"] is not None]
+    checks = {key: _rho([r[key] for r in compressed], [r["ppl"] for r in compressed])
+              for key in ("activation_fraction", "frobenius_fraction")}
+    return {"d": d, "D": min(min(w.shape) for w in ctx.weights), "kind": kind, "rows": rows,
+            "spearman_vs_ppl": checks}

@@ -1,0 +1,110 @@
+"""Sequential (error-propagating) compression: each layer fitted to the ORIGINAL model's output of that layer
+from the inputs that the already-compressed earlier layers actually deliver.
+
+Objective of layer l (SPEC names; X_l the inputs of W_l in the uncompressed model, X~_l its inputs when layers
+1..l-1 are already replaced by their compressed versions, both over the same calibration tokens):
+
+    J_l(W_hat) = ||W_l X_l - W_hat X~_l||_F^2,   rank(W_hat) <= d.
+
+With the cross moment C_l = X_l X~_l^T and the input moment Sigma~_l = X~_l X~_l^T (both streamed by hooks, one
+pass per layer), J_l = tr(W Sigma W^T) - 2 tr(W C W_hat^T) + tr(W_hat Sigma~ W_hat^T). Its unconstrained
+minimizer is W_ls = W C Sigma~^{-1} (normal equations), and J_l(W_hat) = J_l(W_ls) + ||(W_hat - W_ls) S~||_F^2
+with S~ S~^T = Sigma~, so the rank-d minimizer is the reduced-rank regression
+
+    W_hat = U_d U_d^T W_ls,   U_d = top-d left singular vectors of W_ls S~ = W C S~^{-T}
+
+(Eckart-Young on W_ls S~). Factors: B = U_d, A = U_d^T W_ls; b_hat = P_B b like every other method. When no
+earlier layer is compressed, X~ = X, C = Sigma~ = Sigma, W_ls = W and this is SVD-LLM V1 exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from experiments.compress import Compression, LowRankFactors, output_bias
+from experiments.errors import GbdError
+from experiments.methods.hooks import module_inputs, swapped
+from experiments.surgery import LowRankLinear
+from theory.grassmann import Array, top_left_singular
+from theory.whitening import whitening
+
+
+@dataclass
+class PropagatedMoments:
+    """Per layer l: Sigma_l = X X^T (original inputs), C_l = X X~^T, Sigma~_l = X~ X~^T (propagated inputs)."""
+
+    sigma: Array
+    cross: Array
+    sigma_tilde: Array
+
+
+def reduced_rank_regression(W: Array, cross: Array, sigma_tilde: Array, d: int,
+                            bias: Array | None = None) -> tuple[LowRankFactors, str | None]:
+    """argmin_{rank <= d} ||W X - W_hat X~||_F^2 from C = X X~^T and Sigma~ = X~ X~^T (module docstring).
+
+    Returns the factors (B = U_d, A = U_d^T W C Sigma~^{-1}) and a note when Sigma~ needed a Cholesky jitter.
+    """
+    if not 1 <= d <= min(W.shape):
+        raise GbdError(f"rank d={d} must lie in [1, {min(W.shape)}] for W of shape {W.shape}")
+    wh = whitening(sigma_tilde, "cholesky")
+    WC = W @ cross
+    U = top_left_singular(WC @ wh.S_pinv.T, d)                 # W C S~^{-T}
+    A = U.T @ WC @ wh.S_pinv.T @ wh.S_pinv                     # U_d^T W C Sigma~^{-1}
+    return LowRankFactors(A, U, output_bias(U, bias, "project")), (wh.note if wh.jitter > 0 else None)
+
+
+def propagated_error(W: Array, W_hat: Array, moments: PropagatedMoments) -> float:
+    """J(W_hat) = ||W X - W_hat X~||_F^2 = tr(W Sigma W^T) - 2 tr(W C W_hat^T) + tr(W_hat Sigma~ W_hat^T)."""
+    return float(np.einsum("ij,jk,ik->", W, moments.sigma, W) - 2 * np.einsum("ij,jk,ik->", W, moments.cross, W_hat)
+                 + np.einsum("ij,jk,ik->", W_hat, moments.sigma_tilde, W_hat))
+
+
+def layer_moments(model: nn.Module, name: str, input_ids: torch.Tensor,
+                  compressed: dict[str, nn.Module]) -> PropagatedMoments:
+    """Stream Sigma, C, Sigma~ of module ``name`` over the rows of ``input_ids``: per row, one forward of the
+    original model and one with ``compressed`` installed, each stopped at the module's input."""
+    sums: list[torch.Tensor] | None = None
+    for row in input_ids.split(1):
+        X = module_inputs(model, name, row)
+        with swapped(model, compressed):
+            Xt = module_inputs(model, name, row)
+        terms = [X.T @ X, X.T @ Xt, Xt.T @ Xt]
+        sums = terms if sums is None else [s + t for s, t in zip(sums, terms)]
+    assert sums is not None
+    return PropagatedMoments(*(s.cpu().numpy() for s in sums))
+
+
+def sequential_compress(model: nn.Module, names: Sequence[str], weights: Sequence[Array],
+                        biases: Sequence[Array | None], input_ids: torch.Tensor, d: int,
+                        progress: bool = False) -> tuple[Compression, list[PropagatedMoments]]:
+    """Compress the named layers in depth order, each by ``reduced_rank_regression`` on its propagated moments.
+
+    The model is left as it was (compressed modules are only installed while later layers are calibrated).
+    Returns the Compression and the moments each layer was fitted on.
+    """
+    if len(names) != len(weights) or len(names) != len(biases):
+        raise GbdError(f"got {len(names)} names, {len(weights)} weights, {len(biases)} biases")
+    if input_ids.ndim != 2 or len(input_ids) == 0:
+        raise GbdError(f"calibration ids must be a non-empty (n, T) tensor, got shape {tuple(input_ids.shape)}")
+    layers: list[LowRankFactors] = []
+    moments: list[PropagatedMoments] = []
+    notes: list[str] = []
+    compressed: dict[str, nn.Module] = {}
+    for l, (name, W, b) in enumerate(tqdm(list(zip(names, weights, biases)), desc="sequential", unit="layer",
+                                          disable=not progress), start=1):
+        m = layer_moments(model, name, input_ids, compressed)
+        factors, note = reduced_rank_regression(W, m.cross, m.sigma_tilde, d, b)
+        if note:
+            notes.append(f"layer {l}: {note}")
+        old = model.get_submodule(name)
+        compressed[name] = LowRankLinear.from_factors(factors, old.weight.dtype, old.weight.device)
+        layers.append(factors)
+        moments.append(m)
+    notes.append(f"sequential: layer l fitted to W_l X_l from the inputs X~_l of the model with layers 1..l-1 "
+                 f"compressed, over {input_ids.shape[0]} x {input_ids.shape[1]} calibration tokens")
+    return Compression("sequential", layers, [d] * len(layers), notes), moments

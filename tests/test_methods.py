@@ -1,0 +1,147 @@
+"""The method registry: a user's function registered with one decorator runs through compress() and through the
+whole diagnostic of `gbd-audit surgery --method NAME` on a tiny model; the beyond-the-paper section end to end."""
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from experiments.cli import main
+from experiments.compress import METHODS, LowRankFactors, compress, register_method
+from experiments.errors import GbdError
+from experiments.loading import load_model
+from experiments.audit.modes import MODES
+from experiments.methods.open_questions import QUESTIONS, run_open_questions
+from experiments.methods.open_report import SECTION_TITLE, render_section
+from experiments.pipeline import Config, Context, compress_config
+
+TOY = '''
+import numpy as np
+from experiments.compress import LowRankFactors, register_method
+
+@register_method("toy-svd")
+def toy_svd(weights, sigmas, biases, d, options):
+    """Plain truncated SVD of each W (activation-blind): B = U_d diag(s_d), A = V_d^T, no bias."""
+    out = []
+    for W in weights:
+        U, s, Vt = np.linalg.svd(W, full_matrices=False)
+        out.append(LowRankFactors(Vt[:d], U[:, :d] * s[:d], None))
+    return out
+'''
+
+
+@pytest.fixture
+def registry():
+    """Names registered during a test are removed afterwards (the registry is process-wide)."""
+    before = set(METHODS)
+    yield
+    for name in set(METHODS) - before:
+        del METHODS[name]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, save_tiny, tiny_neox) -> str:
+    return save_tiny(tiny_neox(512), tmp_path_factory.mktemp("tiny-neox-512"), True)
+
+
+def test_a_registered_function_runs_through_compress(registry):
+    @register_method("scaled-v1")
+    def scaled(weights, sigmas, biases, d, options):
+        base = compress(weights, sigmas, biases, "v1", d)
+        return [LowRankFactors(f.A, options["scale"] * f.B, f.bias) for f in base.layers]
+
+    rng = np.random.default_rng(0)
+    Ws = [rng.standard_normal((5, 4)) for _ in range(2)]
+    Ss = [(lambda X: X @ X.T)(rng.standard_normal((4, 9))) for _ in range(2)]
+    c = compress(Ws, Ss, None, "scaled-v1", 2, options={"scale": 2.0})
+    v1 = compress(Ws, Ss, None, "v1", 2)
+    assert c.method == "scaled-v1" and c.ranks == [2, 2]
+    assert all(np.allclose(a, 2 * b) for a, b in zip(c.W_hats, v1.W_hats))
+
+
+def test_registration_errors(registry):
+    with pytest.raises(GbdError, match="already registered"):
+        register_method("v1")(lambda *a: None)
+
+    @register_method("wrong-shape")
+    def wrong(weights, sigmas, biases, d, options):
+        return [LowRankFactors(np.ones((d, 3)), np.ones((weights[0].shape[0], d)), None) for _ in weights]
+
+    @register_method("wrong-count")
+    def short(weights, sigmas, biases, d, options):
+        return []
+
+    Ws, Ss = [np.eye(4)], [np.eye(4)]
+    with pytest.raises(GbdError, match="do not give W"):
+        compress(Ws, Ss, None, "wrong-shape", 2)
+    with pytest.raises(GbdError, match="must return a Compression or 1 LowRankFactors"):
+        compress(Ws, Ss, None, "wrong-count", 2)
+
+
+def test_surgery_method_runs_a_plugin_end_to_end(registry, tiny_dir, tmp_path, capsys):
+    plugin = tmp_path / "toy_plugin.py"
+    plugin.write_text(textwrap.dedent(TOY))
+    argv = ["surgery", "--model", tiny_dir, "--mode", "quick", "--method", "toy-svd", "--plugin", str(plugin),
+            "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert {"toy-svd", "SVD-LLM V1", "original"} <= set(rows)
+    assert "Spearman rho, activation_fraction vs PPL" in out
+    # the toy's Frobenius error is the Eckart-Young tail, computed here independently from the saved weights
+    model = load_model(tiny_dir).model
+    Ws = [l.attention.dense.weight.detach().double().numpy() for l in model.gpt_neox.layers]
+    s = [np.linalg.svd(W, compute_uv=False) for W in Ws]
+    tail = sum(np.sum(x[8:] ** 2) for x in s) / sum(np.sum(x ** 2) for x in s)
+    cells = [c.strip() for c in rows["toy-svd"].split("|")[1:-1]]
+    assert float(cells[4]) == pytest.approx(tail, rel=1e-3)
+    assert float(cells[7]) == pytest.approx(3 * 2 * 8 * 32 / (3 * (32 * 32 + 32)), abs=1e-3)   # 2dD, no bias
+
+
+SMALL = replace(MODES["quick"], calib_n=2, calib_T=64, ppl_windows=2, hellaswag_items=2, open_sweep_windows=1,
+                open_sweep_items=0, open_lambdas=(1.0,), open_mus=(1.0,), max_sweeps=5)
+
+
+def test_open_questions_end_to_end(tiny_dir, tmp_path):
+    loaded = load_model(tiny_dir)
+    data = run_open_questions(loaded, SMALL, 0.25, 3, tmp_path / "cache", progress=False)
+    json.dumps(data)                                            # JSON-ready
+    rows = data["rows"]
+    assert {r["question"] for r in rows} == set(QUESTIONS)
+    by = {(r["question"], r["label"], r["ratio"]): r for r in rows}
+    v1 = by[("cross-layer", "SVD-LLM V1", 0.25)]
+    cell = by[("unification-gap", "one-sided, whitened, v1-output anchors", 0.25)]
+    assert cell["ppl_window_nll"] == pytest.approx(v1["ppl_window_nll"], rel=1e-6)   # the cube's V1 cell is V1
+    assert v1["activation_fraction"] <= min(r["activation_fraction"] for r in rows
+                                            if r["kind"] == "attn_out" and r["ratio"] == 0.25
+                                            and "activation_fraction" in r) + 1e-12
+    sweep_v1 = [by[("ratio-sweep", "SVD-LLM V1", x)]["activation_fraction"] for x in (0.5, 0.25, 0.0625)]
+    assert sweep_v1 == sorted(sweep_v1)                          # less rank, more activation error
+    assert all(r["windows"] == 1 for r in rows if r["question"] == "ratio-sweep")
+    md = render_section(data, tmp_path / "out")
+    assert md.startswith(f"## {SECTION_TITLE}") and md.count("**Answer.**") == len(QUESTIONS)
+    assert (tmp_path / "out" / "beyond-ratio.png").is_file()
+
+
+def test_beyond_command_rejects_an_unknown_question(tiny_dir, capsys, tmp_path):
+    assert main(["beyond", "--model", tiny_dir, "--question", "nonsense", "--cache-dir", str(tmp_path), "--quiet"]) == 2
+    assert "unknown question(s) ['nonsense']" in capsys.readouterr().err
+
+
+def test_per_layer_methods_run_on_targets_that_do_not_chain():
+    """MLP down projections (D x 4D) do not chain, so they have no lambda unit c; V1 and V2 (lambda = 0) still run
+    through the pipeline and equal compress() called directly."""
+    rng = np.random.default_rng(1)
+    Ws = [rng.standard_normal((4, 8)) for _ in range(3)]                 # each reads 8, writes 4
+    Ss = [(lambda X: X @ X.T)(rng.standard_normal((8, 20))) for _ in range(3)]
+    ctx = Context(None, "mlp_out", ["a", "b", "c"], Ws, [None] * 3, Ss, torch.empty(0), "", MODES["quick"])
+    with pytest.raises(ValueError, match="do not chain"):
+        ctx.c
+    for method in ("v1", "v2"):
+        got = compress_config(ctx, Config(method, method, "main"), 2, MODES["quick"])
+        want = compress(Ws, Ss, [None] * 3, method, 2, tol=MODES["quick"].tol, max_sweeps=MODES["quick"].max_sweeps)
+        assert all(np.allclose(a, b) for a, b in zip(got.W_hats, want.W_hats))

@@ -1,0 +1,95 @@
+"""Sequential (error-propagating) compression: the reduced-rank regression's closed form and optimality, and the
+layer-by-layer run on a tiny model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from experiments.calibration import model_fingerprint, second_moments
+from experiments.compress import compress
+from experiments.errors import GbdError
+from experiments.methods.sequential import (PropagatedMoments, propagated_error, reduced_rank_regression,
+                                            sequential_compress)
+from experiments.surgery import read_targets
+
+
+def data(seed: int, n_out: int = 7, n_in: int = 6, tokens: int = 40, noise: float = 0.3):
+    """W, original inputs X and perturbed inputs X~ = X + noise (as if earlier layers were compressed)."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((n_out, n_in))
+    X = rng.standard_normal((n_in, n_in)) @ rng.standard_normal((n_in, tokens))
+    Xt = X + noise * rng.standard_normal(X.shape)
+    return W, X, Xt, PropagatedMoments(X @ X.T, X @ Xt.T, Xt @ Xt.T)
+
+
+def test_propagated_error_is_the_direct_residual():
+    W, X, Xt, m = data(0)
+    W_hat = np.random.default_rng(1).standard_normal(W.shape)
+    assert propagated_error(W, W_hat, m) == pytest.approx(np.sum((W @ X - W_hat @ Xt) ** 2), rel=1e-10)
+
+
+@pytest.mark.parametrize("d", [1, 3, 6])
+def test_equals_v1_when_no_earlier_layer_is_compressed(d):
+    W, X, _, _ = data(2)
+    Sigma = X @ X.T
+    b = np.arange(7.0)
+    seq, note = reduced_rank_regression(W, Sigma, Sigma, d, b)
+    v1 = compress([W], [Sigma], [b], "v1", d).layers[0]
+    assert note is None
+    assert np.allclose(seq.W_hat, v1.W_hat, atol=1e-9) and np.allclose(seq.bias, v1.bias, atol=1e-9)
+
+
+@given(seed=st.integers(0, 10_000), d=st.integers(1, 5), noise=st.floats(0.01, 2.0))
+def test_never_worse_than_v1_on_its_own_calibration_data(seed, d, noise):
+    """J(seq) <= J(V1 fitted on the original inputs) and <= J(V1 fitted on the delivered inputs), same X, X~."""
+    W, X, Xt, m = data(seed, noise=noise)
+    J = lambda W_hat: float(np.sum((W @ X - W_hat @ Xt) ** 2))   # noqa: E731  (independent of the formula)
+    seq = J(reduced_rank_regression(W, m.cross, m.sigma_tilde, d)[0].W_hat)
+    for Sigma in (m.sigma, m.sigma_tilde):
+        assert seq <= J(compress([W], [Sigma], None, "v1", d).W_hats[0]) * (1 + 1e-9) + 1e-9
+
+
+@given(seed=st.integers(0, 10_000), d=st.integers(1, 5))
+def test_is_the_minimum_over_random_rank_d_maps(seed, d):
+    W, X, Xt, m = data(seed)
+    rng = np.random.default_rng(seed + 1)
+    seq = propagated_error(W, reduced_rank_regression(W, m.cross, m.sigma_tilde, d)[0].W_hat, m)
+    for _ in range(5):   # perturb the optimum inside rank d: (U + E)(A + F)
+        f = reduced_rank_regression(W, m.cross, m.sigma_tilde, d)[0]
+        other = (f.B + 0.1 * rng.standard_normal(f.B.shape)) @ (f.A + 0.1 * rng.standard_normal(f.A.shape))
+        assert seq <= propagated_error(W, other, m) * (1 + 1e-9)
+
+
+def test_bad_rank_is_refused():
+    W, _, _, m = data(0)
+    with pytest.raises(GbdError, match="rank d=7"):
+        reduced_rank_regression(W, m.cross, m.sigma_tilde, 7)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                                             intermediate_size=32, vocab_size=64, max_position_embeddings=64)).eval()
+    ids = torch.randint(0, 64, (3, 24), generator=torch.Generator().manual_seed(1))
+    return model, ids
+
+
+def test_on_a_model_layer_one_is_v1_and_every_layer_beats_v1_on_its_inputs(tiny):
+    model, ids = tiny
+    names, weights, biases = read_targets(model, "attn_out")
+    before = model_fingerprint(model)
+    sigmas = second_moments(model, names, ids, progress=False)
+    comp, moments = sequential_compress(model, names, weights, biases, ids, 4)
+    assert model_fingerprint(model) == before and type(model.get_submodule(names[0])).__name__ == "Linear"
+    v1 = compress(weights, [sigmas[n] for n in names], biases, "v1", 4)
+    assert np.allclose(moments[0].sigma, sigmas[names[0]], rtol=1e-10)
+    assert np.allclose(moments[0].sigma_tilde, moments[0].sigma, rtol=1e-10)   # nothing before layer 1
+    assert np.allclose(comp.layers[0].W_hat, v1.layers[0].W_hat, atol=1e-8)
+    assert not np.allclose(moments[1].sigma_tilde, moments[1].sigma)             # layer 1's compression propagates
+    for W, f, g, m in zip(weights, comp.layers, v1.layers, moments):
+        assert propagated_error(W, f.W_hat, m) <= propagated_error(W, g.W_hat, m) * (1 + 1e-9)
