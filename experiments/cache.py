@@ -43,9 +43,9 @@ def library_versions(names: Sequence[str] = LIBRARIES) -> list[str]:
 
 def code_version(files: Sequence[Path] | None = None, libraries: Sequence[str] = LIBRARIES) -> str:
     """sha256 over the relative path and bytes of each source file (default: every ``.py`` file of theory/
-    and experiments/) and the versions of ``libraries``: part of every cache key of computed results."""
+    and experiments/, subpackages included) and the versions of ``libraries``: part of every cache key of computed results."""
     if files is None:
-        files = sorted(p for folder in SOURCE_FOLDERS for p in (PACKAGE_ROOT / folder).glob("*.py"))
+        files = sorted(p for folder in SOURCE_FOLDERS for p in (PACKAGE_ROOT / folder).rglob("*.py"))
     parts: list[str | bytes] = []
     for path in files:
         path = path.resolve()

@@ -70,14 +70,17 @@ def test_default_code_version_covers_every_package_source_file(tmp_path, monkeyp
     import experiments.cache as cache
 
     for folder in ("theory", "experiments"):
-        (tmp_path / folder).mkdir()
-        for f in (PACKAGE_ROOT / folder).glob("*.py"):
-            (tmp_path / folder / f.name).write_bytes(f.read_bytes())
+        for f in (PACKAGE_ROOT / folder).rglob("*.py"):
+            copy = tmp_path / f.relative_to(PACKAGE_ROOT)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(f.read_bytes())
     monkeypatch.setattr(cache, "PACKAGE_ROOT", tmp_path)
-    before = cache.code_version()
-    with open(tmp_path / "experiments" / "evaluation.py", "a") as f:
-        f.write("\n# a fix\n")
-    assert cache.code_version() != before
+    versions = [cache.code_version()]
+    for edited in ("experiments/evaluation.py", "experiments/audit/statistics.py", "experiments/methods/sequential.py"):
+        with open(tmp_path / edited, "a") as f:
+            f.write("\n# a fix\n")
+        versions.append(cache.code_version())
+    assert len(set(versions)) == len(versions)     # a top-level module or one in a subpackage: a new version
 
 
 ROW = {"label": "SVD-LLM V1", "method": "v1", "table": "main", "d": 4, "ppl": 30.0, "ppl_protocol": "p",
