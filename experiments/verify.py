@@ -207,7 +207,8 @@ def audit_corollary3(per_family: int, seed: int) -> dict[str, Any]:
     ``exact_stacks`` stacks with U* != U_BS. ``third_order``: median fitted log-log slopes of the relative
     error against t (in the asymptotic window ``t_window``, above the rounding of the direct difference,
     Corollary3Result.error_order) of the expansions to order 2 (over the stacks with phi_3 != 0),
-    3 and 4, and how many stacks have a nonzero third-order coefficient phi_3.
+    3 and 4 (``slope_order{k}_fitted``: over how many stacks; a stack whose error stays at the rounding level
+    in the whole window has no fit), and how many stacks have a nonzero third-order coefficient phi_3.
     """
     rows, exact_errs, slopes, phi3 = [], [], {2: [], 3: [], 4: []}, 0
     for sample in tqdm(list(sample_stacks(SQUARE_FAMILIES, per_family, seed)), desc="Corollary 3", leave=False):
@@ -231,8 +232,10 @@ def audit_corollary3(per_family: int, seed: int) -> dict[str, Any]:
                      "rel_err_min_t": errs[-1], "order": order, "errors": errs,
                      "rel_err_exact": r.exact_relative_errors[0], "phi": r.phi,
                      "slope_order2": fitted[2], "slope_order3": fitted[3], "slope_order4": fitted[4]})
-    third = {f"slope_order{k}": float(np.median(v)) if v else float("nan") for k, v in slopes.items()}
-    third.update({f"slope_order{k}_range": [float(min(v)), float(max(v))] if v else [] for k, v in slopes.items()})
+    fits = {k: [x for x in v if np.isfinite(x)] for k, v in slopes.items()}   # NaN: error at rounding level
+    third = {f"slope_order{k}": float(np.median(v)) if v else float("nan") for k, v in fits.items()}
+    third.update({f"slope_order{k}_range": [float(min(v)), float(max(v))] if v else [] for k, v in fits.items()})
+    third.update({f"slope_order{k}_fitted": len(v) for k, v in fits.items()})
     third.update({"phi3_nonzero": int(phi3), "stacks": len(rows),
                   "t_window": f"t_max / 16 <= t <= t_max = min(1/4, {COR3_ASYMPTOTIC} / largest angle)"})
     return {"ts": list(COR3_TS), "rows": rows, "exact_max_relative_error": float(max(exact_errs, default=0.0)),
