@@ -11,7 +11,8 @@ A mutant is one TOML file in ``tools/mutants/`` (one file each, so that adding o
 For every mutant the tracked files are copied to a temporary folder, the selected tests are run there
 unchanged first (they must pass: a kill only counts against a green baseline, run once per distinct
 selection), then with the mutation applied. A mutant is *killed* when pytest exits with status 1 (tests
-failed); a collection error or an empty selection is reported, never counted as a kill.
+failed); a collection error, an empty selection or a stale mutant (its text no longer occurs exactly once)
+is reported, never counted as a kill.
 
     python tools/mutants.py            # all mutants; exit status 1 when any survives
     python tools/mutants.py --list     # names and reasons
@@ -70,13 +71,17 @@ def copy_tracked(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
+class StaleMutant(ValueError):
+    """The mutant's ``find`` text no longer occurs exactly once: the code moved on, the mutant must follow."""
+
+
 def apply(root: Path, mutant: Mutant) -> None:
     """Replace the one occurrence of ``find`` in ``file``; more or fewer occurrences are an error."""
     path = root / mutant.file
     text = path.read_text()
     count = text.count(mutant.find)
     if count != 1:
-        raise SystemExit(f"mutants: {mutant.name}: the text to mutate occurs {count} times in {mutant.file}")
+        raise StaleMutant(f"the text to mutate occurs {count} times in {mutant.file}")
     path.write_text(text.replace(mutant.find, mutant.replace))
 
 
@@ -116,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{m.name:<40} BASELINE FAILS (exit {baselines[m.tests]}): fix the suite first")
                 survivors.append(m.name)
                 continue
-            apply(root, m)
+            try:
+                apply(root, m)
+            except StaleMutant as e:
+                print(f"{m.name:<40} STALE: {e}")
+                survivors.append(m.name)
+                continue
             rc, secs = run_tests(root, m.tests)
         killed = rc == PYTEST_FAILED
         print(f"{m.name:<40} {'killed' if killed else f'SURVIVED (exit {rc})'}  ({secs:.0f} s)  {m.why}")
