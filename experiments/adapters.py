@@ -59,6 +59,20 @@ class Adapter:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, new)
 
+    def block_index(self, name: str) -> int:
+        """The index of the block that module ``name`` (a full dotted path, as ``target_names`` gives) lies in."""
+        index, _, inside = name.removeprefix(f"{self.blocks_path}.").partition(".")
+        if not name.startswith(f"{self.blocks_path}.") or not index.isdigit() or not inside:
+            raise GbdError(f"{name!r} is no module inside a block of {self.family} ({self.blocks_path}.N.*)")
+        return int(index)
+
+    @staticmethod
+    def block_forward(block: nn.Module, hidden: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+        """The residual stream leaving ``block`` called on ``hidden`` with the other arguments the model passes
+        it: a decoder layer returns it alone or as the first element of a tuple."""
+        out = block(hidden, *args, **kwargs)
+        return out[0] if isinstance(out, tuple) else out
+
 
 ADAPTERS: tuple[Adapter, ...] = (
     Adapter("gpt-neox", ("gpt_neox",), "gpt_neox.layers", {

@@ -1,5 +1,6 @@
 """Sequential (error-propagating) compression: the reduced-rank regression's closed form and optimality, and the
-layer-by-layer run on a tiny model."""
+block-by-block run on tiny models, checked against moments taken from full forwards of the partly compressed
+model."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,14 +8,15 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
+                          LlamaForCausalLM)
 
 from experiments.calibration import model_fingerprint, second_moments
-from experiments.compress import compress
+from experiments.compress import Compression, compress
 from experiments.errors import GbdError
 from experiments.methods.sequential import (PropagatedMoments, propagated_error, reduced_rank_regression,
                                             sequential_compress)
-from experiments.surgery import read_targets
+from experiments.surgery import installed, read_targets
 
 
 def data(seed: int, n_out: int = 7, n_in: int = 6, tokens: int = 40, noise: float = 0.3):
@@ -93,3 +95,60 @@ def test_on_a_model_layer_one_is_v1_and_every_layer_beats_v1_on_its_inputs(tiny)
     assert not np.allclose(moments[1].sigma_tilde, moments[1].sigma)             # layer 1's compression propagates
     for W, f, g, m in zip(weights, comp.layers, v1.layers, moments):
         assert propagated_error(W, f.W_hat, m) <= propagated_error(W, g.W_hat, m) * (1 + 1e-9)
+
+
+def tiny_models() -> dict[str, torch.nn.Module]:
+    """Seeded tiny random models of the three adapter families (4 blocks each), in float64."""
+    torch.manual_seed(2)
+    small = dict(vocab_size=64)
+    return {"gpt-neox": GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                                                         intermediate_size=32, max_position_embeddings=64, **small)),
+            "llama": LlamaForCausalLM(LlamaConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=4,
+                                                  num_key_value_heads=2, intermediate_size=32,
+                                                  max_position_embeddings=64, **small)),
+            "gpt2": GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=4, n_head=2, n_positions=64, **small))}
+
+
+def full_forward_moments(model: torch.nn.Module, names: list[str], done: Compression, name: str,
+                         ids: torch.Tensor) -> PropagatedMoments:
+    """The reference: X from a full forward of the original model, X~ from a full forward with ``done`` (the
+    earlier layers' factors) installed at ``names``; tokens of all rows stacked."""
+    def inputs() -> torch.Tensor:
+        seen: list[torch.Tensor] = []
+        handle = model.get_submodule(name).register_forward_pre_hook(
+            lambda m, args: seen.append(args[0].reshape(-1, args[0].shape[-1])))
+        with torch.no_grad():
+            model(ids, use_cache=False)
+        handle.remove()
+        return torch.cat(seen).to(torch.float64)
+    X = inputs()
+    with installed(model, names, done):
+        Xt = inputs()
+    return PropagatedMoments(*(a.numpy() for a in (X.T @ X, X.T @ Xt, Xt.T @ Xt)))
+
+
+@pytest.mark.parametrize("family", ["gpt-neox", "llama", "gpt2"])
+@pytest.mark.parametrize("kind, every", [("attn_out", 1), ("mlp_out", 2)])
+def test_blockwise_moments_and_factors_equal_full_forward_ones(family, kind, every):
+    """Every layer's (Sigma, C, Sigma~) and factors equal those from full forwards with layers 1..l-1 compressed
+    (every second block's target: blocks without one are crossed too)."""
+    model = tiny_models()[family].double().eval()
+    ids = torch.randint(0, 64, (3, 12), generator=torch.Generator().manual_seed(4))
+    names, weights, biases = read_targets(model, kind)
+    names, weights, biases = names[::every], weights[::every], biases[::every]
+    d = 3
+    comp, moments = sequential_compress(model, names, weights, biases, ids, d)
+    for l, (name, W, b, m) in enumerate(zip(names, weights, biases, moments)):
+        ref = full_forward_moments(model, names[:l], Compression("ref", comp.layers[:l], [d] * l, []), name, ids)
+        for got, want in zip((m.sigma, m.cross, m.sigma_tilde), (ref.sigma, ref.cross, ref.sigma_tilde)):
+            assert np.linalg.norm(got - want) <= 1e-10 * np.linalg.norm(want)
+        factors = reduced_rank_regression(W, ref.cross, ref.sigma_tilde, d, b)[0]
+        assert np.linalg.norm(comp.layers[l].W_hat - factors.W_hat) <= 1e-8 * np.linalg.norm(factors.W_hat)
+    assert not np.allclose(moments[-1].sigma_tilde, moments[-1].sigma)   # the compressions did propagate
+
+
+def test_targets_out_of_depth_order_are_refused(tiny):
+    model, ids = tiny
+    names, weights, biases = read_targets(model, "attn_out")
+    with pytest.raises(GbdError, match="one target per block"):
+        sequential_compress(model, names[::-1], weights[::-1], biases[::-1], ids, 4)

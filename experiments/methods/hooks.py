@@ -1,12 +1,14 @@
 """Streamed input statistics of model modules, with some modules temporarily swapped for others.
 
-``module_inputs`` runs the model on one batch only as far as a module's input (the forward is stopped there),
-so collecting a statistic for layer l costs a forward through blocks 1..l, not through the whole model.
+``first_block_calls`` runs the model on each row only as far as its first block and keeps that block's call
+(hidden states and the other arguments), so a method can then advance residual streams block by block
+(``block_with_target_input`` runs one block and captures one submodule's input on the way).
 ``swapped`` installs replacement modules (e.g. already-compressed layers) and always restores the originals.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 import torch
@@ -27,28 +29,63 @@ def _first_input(args: tuple, kwargs: dict) -> torch.Tensor:
     return x
 
 
-def module_inputs(model: nn.Module, name: str, input_ids: torch.Tensor) -> torch.Tensor:
-    """The input of module ``name`` on ``input_ids`` as a float64 (tokens, n_in) matrix; the rest of the
-    forward pass is skipped."""
+@dataclass
+class BlockCall:
+    """One call of a block by the model: its residual-stream input ``hidden`` (1, T, D) and the other arguments
+    (attention mask, position ids / embeddings, ...) the model passed with it."""
+
+    hidden: torch.Tensor
+    args: tuple
+    kwargs: dict
+
+
+def first_block_calls(model: nn.Module, input_ids: torch.Tensor) -> list[BlockCall]:
+    """Per row of ``input_ids`` (n, T), the call of the model's first block; the rest of each forward is skipped."""
+    calls: list[BlockCall] = []
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        rest = dict(kwargs)
+        hidden = args[0] if args else rest.pop("hidden_states", None)
+        if not isinstance(hidden, torch.Tensor):
+            raise GbdError("the first block received no hidden-state tensor")
+        calls.append(BlockCall(hidden.detach(), tuple(args[1:]), rest))
+        raise _Reached
+
+    device = next(model.parameters()).device
+    handle = adapter_for(model).blocks(model)[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            for row in input_ids.split(1):
+                try:
+                    model(row.to(device), use_cache=False)
+                except _Reached:
+                    pass
+    finally:
+        handle.remove()
+    if len(calls) != len(input_ids):
+        raise GbdError("the forward pass never reached the first block")
+    return calls
+
+
+def block_with_target_input(model: nn.Module, block: nn.Module, target: nn.Module, call: BlockCall,
+                            hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``block`` on ``hidden`` with ``call``'s other arguments; returns the input of its submodule ``target``
+    as a float64 (tokens, n_in) matrix and the block's output."""
     captured: list[torch.Tensor] = []
 
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
         x = _first_input(args, kwargs)
         captured.append(x.detach().reshape(-1, x.shape[-1]).to(torch.float64))
-        raise _Reached
 
-    device = next(model.parameters()).device
-    handle = model.get_submodule(name).register_forward_pre_hook(hook, with_kwargs=True)
+    handle = target.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with torch.no_grad():
-            model(input_ids.to(device), use_cache=False)
-    except _Reached:
-        pass
+            out = adapter_for(model).block_forward(block, hidden, call.args, call.kwargs)
     finally:
         handle.remove()
-    if not captured:
-        raise GbdError(f"the forward pass never reached module {name}")
-    return captured[0]
+    if len(captured) != 1:
+        raise GbdError(f"the target was called {len(captured)} times in one block call, expected once")
+    return captured[0], out
 
 
 @contextmanager

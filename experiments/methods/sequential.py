@@ -6,8 +6,9 @@ Objective of layer l (SPEC names; X_l the inputs of W_l in the uncompressed mode
 
     J_l(W_hat) = ||W_l X_l - W_hat X~_l||_F^2,   rank(W_hat) <= d.
 
-With the cross moment C_l = X_l X~_l^T and the input moment Sigma~_l = X~_l X~_l^T (both streamed by hooks, one
-pass per layer), J_l = tr(W Sigma W^T) - 2 tr(W C W_hat^T) + tr(W_hat Sigma~ W_hat^T). Its unconstrained
+With the cross moment C_l = X_l X~_l^T and the input moment Sigma~_l = X~_l X~_l^T (streamed by hooks while the
+original and the compressed model's residual streams advance together, one block at a time:
+``sequential_compress``), J_l = tr(W Sigma W^T) - 2 tr(W C W_hat^T) + tr(W_hat Sigma~ W_hat^T). Its unconstrained
 minimizer is W_ls = W C Sigma~^{-1} (normal equations), and J_l(W_hat) = J_l(W_ls) + ||(W_hat - W_ls) S~||_F^2
 with S~ S~^T = Sigma~, so the rank-d minimizer is the reduced-rank regression
 
@@ -26,9 +27,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from experiments.adapters import adapter_for
 from experiments.compress import Compression, LowRankFactors, output_bias
 from experiments.errors import GbdError
-from experiments.methods.hooks import module_inputs, swapped
+from experiments.methods.hooks import block_with_target_input, first_block_calls, swapped
 from experiments.surgery import LowRankLinear
 from theory.grassmann import Array, top_left_singular
 from theory.whitening import whitening
@@ -64,47 +66,67 @@ def propagated_error(W: Array, W_hat: Array, moments: PropagatedMoments) -> floa
                  + np.einsum("ij,jk,ik->", W_hat, moments.sigma_tilde, W_hat))
 
 
-def layer_moments(model: nn.Module, name: str, input_ids: torch.Tensor,
-                  compressed: dict[str, nn.Module]) -> PropagatedMoments:
-    """Stream Sigma, C, Sigma~ of module ``name`` over the rows of ``input_ids``: per row, one forward of the
-    original model and one with ``compressed`` installed, each stopped at the module's input."""
-    sums: list[torch.Tensor] | None = None
-    for row in input_ids.split(1):
-        X = module_inputs(model, name, row)
-        with swapped(model, compressed):
-            Xt = module_inputs(model, name, row)
-        terms = [X.T @ X, X.T @ Xt, Xt.T @ Xt]
-        sums = terms if sums is None else [s + t for s, t in zip(sums, terms)]
-    assert sums is not None
-    return PropagatedMoments(*(s.cpu().numpy() for s in sums))
-
-
 def sequential_compress(model: nn.Module, names: Sequence[str], weights: Sequence[Array],
                         biases: Sequence[Array | None], input_ids: torch.Tensor, d: int,
                         progress: bool = False) -> tuple[Compression, list[PropagatedMoments]]:
-    """Compress the named layers in depth order, each by ``reduced_rank_regression`` on its propagated moments.
+    """Compress the named layers (at most one per block, in depth order), each by ``reduced_rank_regression`` on
+    its propagated moments, block by block.
 
-    The model is left as it was (compressed modules are only installed while later layers are calibrated).
-    Returns the Compression and the moments each layer was fitted on.
+    The first block's calls are captured once per calibration row; then two residual streams advance one block
+    at a time: the original model's h and the compressed model's h~ (blocks 1..l-1 with their compressed
+    targets). In a target's block, its input X is read from the original stream and X~ from the compressed one
+    (the same stream while nothing is compressed yet), giving Sigma = X^T X, C = X^T X~, Sigma~ = X~^T X~ (tokens
+    as rows); the fitted module is then installed while h~ goes through the block. Cost: about three forwards
+    of the model, whatever the depth. The model is left as it was. Returns the Compression and the moments each
+    layer was fitted on.
     """
     if len(names) != len(weights) or len(names) != len(biases):
         raise GbdError(f"got {len(names)} names, {len(weights)} weights, {len(biases)} biases")
     if input_ids.ndim != 2 or len(input_ids) == 0:
         raise GbdError(f"calibration ids must be a non-empty (n, T) tensor, got shape {tuple(input_ids.shape)}")
+    adapter = adapter_for(model)
+    at = [adapter.block_index(name) for name in names]
+    if any(b <= a for a, b in zip(at, at[1:])):
+        raise GbdError(f"sequential compression needs at most one target per block, in depth order; got blocks {at}")
+    blocks = adapter.blocks(model)
+    calls = first_block_calls(model, input_ids)
+    original = [c.hidden for c in calls]
+    delivered: list[torch.Tensor] | None = None        # the compressed model's stream; None while it is ``original``
+
+    def advance(k: int, stream: list[torch.Tensor]) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [adapter.block_forward(blocks[k], h, c.args, c.kwargs) for h, c in zip(stream, calls)]
+
     layers: list[LowRankFactors] = []
     moments: list[PropagatedMoments] = []
     notes: list[str] = []
-    compressed: dict[str, nn.Module] = {}
+    k = 0                                               # the block both streams enter next
     for l, (name, W, b) in enumerate(tqdm(list(zip(names, weights, biases)), desc="sequential", unit="layer",
                                           disable=not progress), start=1):
-        m = layer_moments(model, name, input_ids, compressed)
+        while k < at[l - 1]:                            # blocks without a target
+            original, delivered = advance(k, original), None if delivered is None else advance(k, delivered)
+            k += 1
+        target = model.get_submodule(name)
+        sums: list[torch.Tensor] | None = None
+        leaving = []
+        for r, call in enumerate(calls):
+            X, out = block_with_target_input(model, blocks[k], target, call, original[r])
+            Xt = X if delivered is None else block_with_target_input(model, blocks[k], target, call, delivered[r])[0]
+            terms = [X.T @ X, X.T @ Xt, Xt.T @ Xt]
+            sums = terms if sums is None else [s + t for s, t in zip(sums, terms)]
+            leaving.append(out)
+        assert sums is not None
+        m = PropagatedMoments(*(s.cpu().numpy() for s in sums))
         factors, note = reduced_rank_regression(W, m.cross, m.sigma_tilde, d, b)
         if note:
             notes.append(f"layer {l}: {note}")
-        old = model.get_submodule(name)
-        compressed[name] = LowRankLinear.from_factors(factors, old.weight.dtype, old.weight.device)
         layers.append(factors)
         moments.append(m)
+        if l < len(names):                              # the last target's block feeds no later fit
+            module = LowRankLinear.from_factors(factors, target.weight.dtype, target.weight.device)
+            with swapped(model, {name: module}):
+                delivered = advance(k, original if delivered is None else delivered)
+            original, k = leaving, k + 1
     notes.append(f"sequential: layer l fitted to W_l X_l from the inputs X~_l of the model with layers 1..l-1 "
                  f"compressed, over {input_ids.shape[0]} x {input_ids.shape[1]} calibration tokens")
     return Compression("sequential", layers, [d] * len(layers), notes), moments
