@@ -138,15 +138,21 @@ def prepare(loaded: LoadedModel, budget: Mode, seed: int, cache_dir: Path, kind:
                    fingerprint, budget, sources, adjustments)
 
 
-def evaluate(ctx: Context, budget: Mode, progress: bool = True) -> dict[str, Any]:
-    """Perplexity (SVD-LLM protocol) and HellaSwag (lm-eval) of the model as it is now."""
+def evaluate(ctx: Context, windows: int | None, items: int | None, progress: bool = True) -> dict[str, Any]:
+    """The model as it is now: perplexity (SVD-LLM protocol, ``ctx.dtype``) on the first ``windows`` windows
+    (None: all) with every window's summed NLL and token count, and HellaSwag (lm-eval) acc, acc_norm, their
+    standard errors and the per-item gold, predictions and log-likelihoods (for paired comparisons) on the first
+    ``items`` (None: all; 0: skipped, the row then has no HellaSwag fields)."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
-    ppl = perplexity(model, ctx.test_ids, max_windows=budget.ppl_windows, progress=progress, dtype=ctx.dtype)
-    hs = hellaswag_lm_eval(model, tok, limit=budget.hellaswag_items)
-    return {"ppl": ppl.ppl, "ppl_protocol": ppl.protocol, "nonfinite_windows": ppl.nonfinite_windows,
-            "ppl_tokens": ppl.n_tokens, "ppl_dtype": ppl.dtype, "ppl_window_nll": list(ppl.window_nll),
-            "ppl_window_tokens": list(ppl.window_tokens), "hellaswag_acc": hs.acc, "hellaswag_acc_norm": hs.acc_norm,
-            "hellaswag_acc_stderr": hs.acc_stderr, "hellaswag_n": hs.n, "hellaswag_source": hs.source,
+    ppl = perplexity(model, ctx.test_ids, max_windows=windows, progress=progress, dtype=ctx.dtype)
+    row: dict[str, Any] = {"ppl": ppl.ppl, "ppl_protocol": ppl.protocol, "nonfinite_windows": ppl.nonfinite_windows,
+                           "ppl_tokens": ppl.n_tokens, "ppl_dtype": ppl.dtype, "ppl_window_nll": list(ppl.window_nll),
+                           "ppl_window_tokens": list(ppl.window_tokens)}
+    if items == 0:
+        return row
+    hs = hellaswag_lm_eval(model, tok, limit=items)
+    return {**row, "hellaswag_acc": hs.acc, "hellaswag_acc_norm": hs.acc_norm, "hellaswag_acc_stderr": hs.acc_stderr,
+            "hellaswag_acc_norm_stderr": hs.acc_norm_stderr, "hellaswag_n": hs.n, "hellaswag_source": hs.source,
             "hellaswag_note": hs.note, "hellaswag_gold": list(hs.gold), "hellaswag_pred": list(hs.predictions),
             "hellaswag_pred_norm": list(hs.predictions_norm), "hellaswag_logliks": [list(x) for x in hs.logliks]}
 
@@ -227,7 +233,7 @@ def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Pa
     start = time.time()
     row = {"label": config.label, **asdict(config), "d": d}
     if config.method is None:
-        row.update(evaluate(ctx, budget, progress))
+        row.update(evaluate(ctx, budget.ppl_windows, budget.hellaswag_items, progress))
     else:
         row.update(_run_compressed(ctx, config, d, budget, progress))
     row["seconds"] = time.time() - start
@@ -235,20 +241,28 @@ def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Pa
     return row
 
 
-def _run_compressed(ctx: Context, config: Config, d: int, budget: Mode, progress: bool) -> dict[str, Any]:
+def measure(ctx: Context, compression: Compression, windows: int | None, items: int | None,
+            progress: bool = True) -> dict[str, Any]:
+    """Frobenius and activation error on the calibration moments, parameters kept, and ``evaluate`` with
+    ``compression`` installed (the original modules restored after)."""
     model = ctx.loaded.model
-    compression = compress_config(ctx, config, d, budget)
     err = errors(ctx.weights, ctx.sigmas, compression)
     params_original = module_parameters(model, ctx.names)
     with installed(model, ctx.names, compression):
         params = module_parameters(model, ctx.names)
-        measured = evaluate(ctx, budget, progress)
+        measured = evaluate(ctx, windows, items, progress)
+    return {**measured, "frobenius_fraction": err["frobenius_fraction"],
+            "activation_fraction": err["activation_fraction"], "params_kept": params,
+            "params_original": params_original, "ranks": compression.ranks, "notes": compression.notes,
+            "bca_sweeps": compression.bca_sweeps}
+
+
+def _run_compressed(ctx: Context, config: Config, d: int, budget: Mode, progress: bool) -> dict[str, Any]:
+    compression = compress_config(ctx, config, d, budget)
     two_sided = (None if compression.sections is None else
                  frobenius_error_fraction(ctx.weights, sandwich(Stack.of(ctx.weights), compression.sections)))
-    return {**measured, "frobenius_fraction": err["frobenius_fraction"],
-            "activation_fraction": err["activation_fraction"], "two_sided_fraction": two_sided,
-            "params_kept": params, "params_original": params_original,
-            "ranks": compression.ranks, "notes": compression.notes, "bca_sweeps": compression.bca_sweeps}
+    return {**measure(ctx, compression, budget.ppl_windows, budget.hellaswag_items, progress),
+            "two_sided_fraction": two_sided}
 
 
 def choose_configs(budget: Mode, only: Sequence[str] | None = None) -> list[Config]:

@@ -121,7 +121,11 @@ def test_open_questions_end_to_end(tiny_dir, tmp_path):
                                             and "activation_fraction" in r) + 1e-12
     sweep_v1 = [by[("ratio-sweep", "SVD-LLM V1", x)]["activation_fraction"] for x in (0.5, 0.25, 0.0625)]
     assert sweep_v1 == sorted(sweep_v1)                          # less rank, more activation error
-    assert all(r["windows"] == 1 for r in rows if r["question"] == "ratio-sweep")
+    assert all(r["windows"] == 1 and "hellaswag_acc" not in r for r in rows if r["question"] == "ratio-sweep")
+    for r in (v1, by[("cross-layer", "original", 0.25)]):         # per-item HellaSwag data, for paired tests
+        assert r["hellaswag_n"] == 2 and len(r["hellaswag_gold"]) == len(r["hellaswag_pred_norm"]) == 2
+        assert r["hellaswag_acc_norm"] == np.mean(np.equal(r["hellaswag_gold"], r["hellaswag_pred_norm"]))
+        assert r["hellaswag_acc_norm_stderr"] >= 0
     md = render_section(data, tmp_path / "out")
     assert md.startswith(f"## {SECTION_TITLE}") and md.count("**Answer.**") == len(QUESTIONS)
     assert (tmp_path / "out" / "beyond-ratio.png").is_file()

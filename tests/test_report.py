@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments.audit.ledger import CLAIMS, LOST
-from experiments.audit.results import SCHEMA_VERSION, Results
+from experiments.audit.results import OLDEST_READABLE, SCHEMA_VERSION, Results, Row, typed
 from experiments.audit.verdicts import RULES, Verdict, judge_all, rule_text
 from experiments.errors import GbdError
 from experiments.report import write_report
@@ -42,7 +42,7 @@ def row(label: str, method: str | None, table: str, ppl: float, lam: float = 0.0
     Frobenius error 1 / ppl (the opposite order)."""
     r = {"label": label, "method": method, "table": table, "lam_over_c": lam, "tied": False,
          "convention": convention, "installation": installation, "d": 4, "ppl": ppl, "hellaswag_acc": acc,
-         "hellaswag_acc_norm": acc, "hellaswag_acc_stderr": 0.03, "hellaswag_n": ITEMS, "hellaswag_source": "test",
+         "hellaswag_acc_norm": acc, "hellaswag_acc_stderr": 0.03, "hellaswag_acc_norm_stderr": 0.03, "hellaswag_n": ITEMS, "hellaswag_source": "test",
          "hellaswag_note": "test note", "ppl_protocol": "test protocol", "nonfinite_windows": 0,
          "ppl_tokens": WINDOWS * TOKENS, "seconds": 1.0, "ppl_window_nll": windows(ppl, noise, seed),
          "ppl_window_tokens": [TOKENS] * WINDOWS, "hellaswag_gold": GOLD, "hellaswag_pred": predictions(acc),
@@ -213,12 +213,22 @@ def test_theorem_verdicts_follow_the_measurements(results):
     assert "sweep limit 6" in bca.measured and "saddle 1" in bca.measured
 
 
-def test_results_schema_refuses_another_version_and_unknown_row_fields(results):
-    with pytest.raises(GbdError, match="version"):
-        Results.from_dict({**results, "version": SCHEMA_VERSION - 1})
+def test_results_schema_refuses_other_versions_and_unknown_row_fields(results):
+    for version in (OLDEST_READABLE - 1, SCHEMA_VERSION + 1):
+        with pytest.raises(GbdError, match="version"):
+            Results.from_dict({**results, "version": version})
     results["surgery"]["rows"][0]["surprise"] = 1
     with pytest.raises(GbdError, match="surprise"):
         Results.from_dict(results)
+
+
+def test_results_of_schema_2_load_without_acc_norm_stderr_which_schema_3_requires(results):
+    for r in results["surgery"]["rows"]:
+        del r["hellaswag_acc_norm_stderr"]
+    old = Results.from_dict({**results, "version": 2})
+    assert typed(Row, old.surgery["rows"][0], "row").hellaswag_acc_norm_stderr is None      # not measured
+    with pytest.raises(GbdError, match="lacks \\['hellaswag_acc_norm_stderr'\\]"):
+        Results.from_dict({**results, "version": 3})
 
 
 def test_report_has_every_claim_intervals_tables_and_figures_and_changes_nothing(results, tmp_path):

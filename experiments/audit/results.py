@@ -2,7 +2,10 @@
 
 ``Row`` is one configuration's measurements (what ``experiments.pipeline.run_config`` writes); ``Results``
 the whole run. ``SCHEMA_VERSION`` changes whenever a field is added, removed or changes meaning; reading a
-file of another version, or a row with missing or unknown fields, is one clear error.
+file of a version before ``OLDEST_READABLE`` or after ``SCHEMA_VERSION``, or a row with missing or unknown fields,
+is one clear error. An older version stays readable only while every difference is a row field added with the
+default None ("not measured"): ``ROW_FIELDS_SINCE`` names them by the version that added them, and a file of that
+version or later must have them.
 """
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ from typing import Any, Mapping, TypeVar
 
 from experiments.errors import GbdError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+OLDEST_READABLE = 2
+ROW_FIELDS_SINCE = {3: ("hellaswag_acc_norm_stderr",)}
 T = TypeVar("T")
 
 
@@ -54,6 +59,7 @@ class Row:
     ranks: list[int] | None = None
     notes: list[str] = field(default_factory=list)
     bca_sweeps: int | None = None
+    hellaswag_acc_norm_stderr: float | None = None     # schema 3 (ROW_FIELDS_SINCE); None: a schema-2 row
 
 
 def typed(cls: type[T], data: Mapping[str, Any], what: str) -> T:
@@ -88,10 +94,16 @@ class Results:
     version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.version != SCHEMA_VERSION:
-            raise GbdError(f"results of schema version {self.version}; this code reads version {SCHEMA_VERSION}")
+        if not OLDEST_READABLE <= self.version <= SCHEMA_VERSION:
+            raise GbdError(f"results of schema version {self.version}; this code reads versions "
+                           f"{OLDEST_READABLE} to {SCHEMA_VERSION}")
+        required = [f for since, added in ROW_FIELDS_SINCE.items() if self.version >= since for f in added]
         surgery = self.surgery
         for r in surgery.get("rows", []) + [r for rs in surgery.get("seed_rows", {}).values() for r in rs]:
+            missing = [f for f in required if f not in r]
+            if missing:
+                raise GbdError(f"result row {r.get('label')!r} lacks {missing}, required in results schema "
+                               f"{self.version}")
             typed(Row, r, f"result row {r.get('label')!r}")
 
     def as_dict(self) -> dict[str, Any]:

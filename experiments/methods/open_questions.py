@@ -46,9 +46,8 @@ from experiments.loading import LoadedModel
 from experiments.methods.controls import table4, unification_gap, whitened_corners
 from experiments.methods.coupled import METHOD as COUPLED
 from experiments.methods.hooks import block_input_moments
-from experiments.methods.measure import evaluate_model, measure
 from experiments.methods.sequential import sequential_compress
-from experiments.pipeline import Config, Context, compress_config, prepare, rank_for, row_key
+from experiments.pipeline import Config, Context, compress_config, evaluate, measure, prepare, rank_for, row_key
 from theory.grassmann import Array
 
 RATIOS = (0.5, 0.375, 0.25, 0.125, 0.0625)
@@ -158,12 +157,10 @@ def run_entry(setting: Setting, entry: Entry, cache_dir: Path) -> dict[str, Any]
     start = time.time()
     row: dict[str, Any] = {"question": entry.question, "label": entry.label, "kind": entry.kind, "ratio": entry.ratio,
                            "d": d, "D": min(min(w.shape) for w in ctx.weights)}
-    model, tok = ctx.loaded.model, ctx.loaded.tokenizer
     compression = entry.build(setting, d, mode)
-    if compression is None:
-        row.update(evaluate_model(model, tok, ctx.test_ids, windows, items))
-    else:
-        row.update(measure(model, tok, ctx.names, ctx.weights, ctx.sigmas, compression, ctx.test_ids, windows, items))
+    row.update(evaluate(ctx, windows, items, progress=False) if compression is None
+               else measure(ctx, compression, windows, items, progress=False))
+    row["windows"] = len(row["ppl_window_nll"])
     row["seconds"] = time.time() - start
     write_json(path, {"key": key, "row": row})
     return row
