@@ -3,9 +3,9 @@
 ``Row`` is one configuration's measurements (what ``experiments.pipeline.run_config`` writes); ``Results``
 the whole run. ``SCHEMA_VERSION`` changes whenever a field is added, removed or changes meaning; reading a
 file of a version before ``OLDEST_READABLE`` or after ``SCHEMA_VERSION``, or a row with missing or unknown fields,
-is one clear error. An older version stays readable only while every difference is a row field added with the
-default None ("not measured"): ``ROW_FIELDS_SINCE`` names them by the version that added them, and a file of that
-version or later must have them.
+is one clear error. An older version stays readable only while every difference is a field added with the
+default None ("not run", "not measured"): ``Results.beyond`` (schema 3) and the row fields that
+``ROW_FIELDS_SINCE`` names by the version that added them, which a file of that version or later must have.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any, Mapping, TypeVar
 
 from experiments.errors import GbdError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4                 # 3: Results.beyond; 4: Row.hellaswag_acc_norm_stderr
 OLDEST_READABLE = 2
-ROW_FIELDS_SINCE = {3: ("hellaswag_acc_norm_stderr",)}
+ROW_FIELDS_SINCE = {4: ("hellaswag_acc_norm_stderr",)}
 T = TypeVar("T")
 
 
@@ -59,7 +59,7 @@ class Row:
     ranks: list[int] | None = None
     notes: list[str] = field(default_factory=list)
     bca_sweeps: int | None = None
-    hellaswag_acc_norm_stderr: float | None = None     # schema 3 (ROW_FIELDS_SINCE); None: a schema-2 row
+    hellaswag_acc_norm_stderr: float | None = None     # schema 4 (ROW_FIELDS_SINCE); None: an older row
 
 
 def typed(cls: type[T], data: Mapping[str, Any], what: str) -> T:
@@ -75,7 +75,8 @@ def typed(cls: type[T], data: Mapping[str, Any], what: str) -> T:
 
 @dataclass
 class Results:
-    """A whole run: how it was made, the theory audit, the phase diagram, the surgery and the verdicts."""
+    """A whole run: how it was made, the theory audit, the phase diagram, the surgery, the open questions (when
+    run) and the verdicts."""
 
     command: str
     mode: str
@@ -90,6 +91,7 @@ class Results:
     surgery: dict[str, Any]
     timings_s: dict[str, float]
     threads: dict[str, Any] = field(default_factory=dict)   # BLAS / torch threads per part (experiments.threads)
+    beyond: dict[str, Any] | None = None    # experiments.methods.open_questions.run_open_questions (report --beyond)
     verdicts: dict[str, dict[str, str]] = field(default_factory=dict)
     version: int = SCHEMA_VERSION
 
