@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 from tests.theory_checks import (fd_gradient_norm, fd_second_derivatives, tied_energy_by_traces,
                                  untied_energy_by_traces)
 from theory.anchors import anchors
-from theory.bca import STOP_REASONS, basis_sharing_core, bca_tied, bca_untied
+from theory.bca import STOP_REASONS, basis_sharing_core, bca_tied, bca_untied, swept
 from theory.energy import e1, eckart_young_floor, two_sided_error
 from theory.grassmann import exp, projection, random_section
 from theory.manopt_solver import trust_regions_tied, trust_regions_untied
-from theory.objective import TiedProblem
+from theory.objective import TiedProblem, UntiedProblem
 from theory.stack import Stack
 from theory.strategies import SQUARE_FAMILIES, make_stack, stacks
 from theory.theorems import EndPoint, compare_solvers
@@ -212,3 +212,12 @@ def test_untied_extrapolation_reaches_the_plain_end_point_on_a_well_separated_st
     assert max(np.linalg.norm(projection(V, U)) for U, V in zip(plain.sections, fast.sections)) < 1e-8
     assert fast.energy == pytest.approx(plain.energy, rel=1e-12)
     assert fast.sweeps < plain.sweeps
+
+
+@given(stacks(), st.sampled_from([0.0, 0.7]))
+def test_a_sweeps_own_energy_is_the_energy_of_its_end_point(stack_d, lam):
+    stack, d = stack_d
+    A = anchors(stack, d)
+    problem = UntiedProblem(stack, lam, A if lam else None)
+    sections, energy = swept(problem, A, d)
+    assert energy == pytest.approx(untied_energy_by_traces(stack.weights, sections, lam, A), rel=1e-10, abs=1e-12)

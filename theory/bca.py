@@ -93,11 +93,20 @@ def untied_sweep(stack: Stack, sections: Sequence[Array], d: int, lam: float = 0
                  anchors: Sequence[Array] | None = None,
                  top: Callable[[Array, int], Array] = top_range) -> list[Array]:
     """One Gauss-Seidel sweep on a copy: U_i <- top-d range of F_i (``top``), i = 0..L in order."""
-    problem = UntiedProblem(stack, lam, anchors if lam else None)
-    out = list(sections)
-    for i in range(stack.L + 1):
-        out[i] = top(problem.factor(out, i), d)
-    return out
+    return swept(UntiedProblem(stack, lam, anchors if lam else None), sections, d, top)[0]
+
+
+def swept(problem: UntiedProblem, sections: Sequence[Array], d: int,
+          top: Callable[[Array, int], Array] = top_range) -> tuple[list[Array], float]:
+    """``untied_sweep`` and the energy E of its end point from the products it made: once U_i is set, the
+    columns of F_i after W_{i+1}^T U_{i+1} (i.e. W_i U_{i-1} and sqrt(lambda) A_i) are final, so
+    E = sum_i ||U_i^T F_i[:, d:]||^2 (i < L), ||U_L^T F_L||^2 (i = L)."""
+    out, energy, L = list(sections), 0.0, problem.stack.L
+    for i in range(L + 1):
+        F = problem.factor(out, i)
+        out[i] = top(F, d)
+        energy += float(np.sum((out[i].T @ F[:, d if i < L else 0:]) ** 2))
+    return out, energy
 
 
 def extrapolated(previous: Sequence[Array], current: Sequence[Array], beta: float) -> list[Array]:
@@ -139,9 +148,8 @@ def bca_untied(stack: Stack, d: int, lam: float = 0.0, anchors: Sequence[Array] 
         if sweeps >= max_sweeps:
             stop = "max_sweeps"
             break
-        previous, sections = sections, untied_sweep(stack, sections, d, lam, anchors)
+        previous, (sections, energy) = sections, swept(problem, sections, d)
         sweeps += 1
-        energy = problem.cost(sections)
         if extrapolate:
             trial = extrapolated(previous, sections, beta)
             trial_energy = problem.cost(trial)
