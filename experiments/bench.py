@@ -5,7 +5,8 @@ and what the ratio is; ``run_bench`` returns the same figures as a dict.
 0. Peaks: best-of-3 GFLOP/s of an n x n x n matmul (n = 2048; quick 512): numpy float64 and float32, torch
    float32 and bfloat16, with the threads in use.
 1. BCA (theory.bca, lambda = 0, random Gaussian W_l (n x n, N(0, 1/n)), Haar-random start, default_rng(seed)):
-   one untied sweep U_i <- top-d range of F_i (M_i = F_i F_i^T) with ``top_range`` (the Gram route) against
+   one untied sweep U_i <- top-d range of F_i (M_i = F_i F_i^T), with the energy of its end point from its own
+   products as the solver makes it (theory.bca.swept), with ``top_range`` (the Gram route) against
    ``top_range_svd`` (the thin SVD of F_i: the previous method), and against a per-layer SVD of the same stack
    (the SVD-LLM corner's cost); one tied step (top-d eigenspace of M(P) = G G^T, G = [W_l U, W_l^T U]_l). Agreement:
    max_i ||sin Theta(U_i, U_i')||_F and the relative bundle-energy difference. GFLOP counts the matmuls only:
