@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 from tests.theory_checks import (fd_gradient_norm, fd_second_derivatives, tied_energy_by_traces,
                                  untied_energy_by_traces)
 from theory.anchors import anchors
-from theory.bca import STOP_REASONS, basis_sharing_core, bca_tied, bca_untied
+from theory.bca import STOP_REASONS, basis_sharing_core, bca_tied, bca_untied, swept
 from theory.energy import e1, eckart_young_floor, two_sided_error
 from theory.grassmann import exp, projection, random_section
 from theory.manopt_solver import trust_regions_tied, trust_regions_untied
-from theory.objective import TiedProblem
+from theory.objective import TiedProblem, UntiedProblem
 from theory.stack import Stack
 from theory.strategies import SQUARE_FAMILIES, make_stack, stacks
 from theory.theorems import EndPoint, compare_solvers
@@ -180,3 +180,44 @@ def test_a_nearby_point_does_not_beat_a_converged_untied_end_point():
     for _ in range(5):
         nearby = [exp(U, 1e-3 * projection(U, rng.standard_normal(U.shape))) for U in run.sections]
         assert untied_energy_by_traces(stack.weights, nearby) <= run.energy + 1e-10 * stack.total_energy()
+
+
+def _well_separated(seed: int, n: int = 12, L: int = 3, d: int = 3) -> Stack:
+    """W_l = Q_l diag(10, 9, 8, 5, ..., 5) Q_{l-1}^T + N(0, 1) noise: a chained rank-d core, a gap of ratio about
+    0.5 (plain BCA needs 37 to 70 sweeps on seeds 0-3)."""
+    rng = np.random.default_rng(seed)
+    Q = [np.linalg.qr(rng.standard_normal((n, n)))[0] for _ in range(L + 1)]
+    s = np.r_[np.linspace(10.0, 8.0, d), np.full(n - d, 5.0)]
+    return Stack.of([Q[l] @ np.diag(s) @ Q[l - 1].T + rng.standard_normal((n, n)) for l in range(1, L + 1)])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_untied_extrapolation_keeps_the_energy_monotone(seed):
+    """Every kept extrapolated point must not lower the energy below the plain sweep's, hence below the last."""
+    rng = np.random.default_rng(seed)
+    stack = Stack.of([rng.standard_normal((8, 8)) for _ in range(4)])
+    init = [random_section(8, 3, rng) for _ in range(5)]
+    run = bca_untied(stack, 3, init=init, tol=1e-14, max_sweeps=150, extrapolate=True)
+    assert _nondecreasing(run.history)
+    assert run.energy == pytest.approx(untied_energy_by_traces(stack.weights, run.sections), rel=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_untied_extrapolation_reaches_the_plain_end_point_on_a_well_separated_stack(seed):
+    stack = _well_separated(seed)
+    rng = np.random.default_rng(100 + seed)
+    init = [random_section(12, 3, rng) for _ in range(4)]
+    plain, fast = (bca_untied(stack, 3, init=init, tol=0.0, gtol=1e-10, extrapolate=e) for e in (False, True))
+    assert plain.converged and fast.converged
+    assert max(np.linalg.norm(projection(V, U)) for U, V in zip(plain.sections, fast.sections)) < 1e-8
+    assert fast.energy == pytest.approx(plain.energy, rel=1e-12)
+    assert fast.sweeps < plain.sweeps
+
+
+@given(stacks(), st.sampled_from([0.0, 0.7]))
+def test_a_sweeps_own_energy_is_the_energy_of_its_end_point(stack_d, lam):
+    stack, d = stack_d
+    A = anchors(stack, d)
+    problem = UntiedProblem(stack, lam, A if lam else None)
+    sections, energy = swept(problem, A, d)
+    assert energy == pytest.approx(untied_energy_by_traces(stack.weights, sections, lam, A), rel=1e-10, abs=1e-12)

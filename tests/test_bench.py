@@ -95,3 +95,10 @@ def test_forward_flops_count_the_linear_weights_and_causal_attention():
     weights = layers * (3 * h * h + h * h + 2 * h * inter) + vocab * h  # qkv, dense, mlp in/out; embed_out
     expected = 2 * weights * 3 * T + 2 * layers * T * T * h * 3
     assert forward_gflop(model, 3 * T, T) == pytest.approx(expected / 1e9, rel=1e-12)
+
+
+def test_extrapolation_figure_is_a_monotone_pair_of_solves(bench):
+    ex = bench["extrapolation"]
+    assert ex["max_sweeps"] > 0 and ex["d"] >= 1
+    for row in (ex["plain"], ex["extrapolated"]):
+        assert 1 <= row["sweeps"] <= ex["max_sweeps"] and row["converged"] == (row["stop_reason"] == "gradient")

@@ -22,6 +22,12 @@ Stopping (like pymanopt's stopping criteria, every solve says why it stopped, ``
   a fixed point of the plain step is critical, so either means it will not converge. With shift="auto" a
   cycle (or stall) of the plain step switches to the safe shifted step for the rest of the run instead;
 - "max_sweeps": the sweep limit.
+
+Extrapolation (untied, ``extrapolate=True``): after each sweep U -> U', the point
+    Y_i = orth(U_i' + beta (U_i' - U_i Q_i)),   Q_i = the orthogonal polar factor of U_i^T U_i'
+(U_i Q_i: the basis of span(U_i) closest to U_i', so U_i' - U_i Q_i is the step of the sweep on Gr(n_i, d)) is
+tried, and kept only when E(Y) >= E(U'); beta grows by EXTRAPOLATION_GROWTH after a kept point and halves
+after a rejected one. The energy stays monotone and the stopping rules are applied to the kept point.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from theory.anchors import anchors as make_anchors
-from theory.grassmann import Array, check_section, sin_theta_fro, top_left_singular, top_range
+from theory.grassmann import Array, check_section, orthonormalize, sin_theta_fro, top_left_singular, top_range
 from theory.objective import TiedProblem, UntiedProblem
 from theory.stack import Stack
 
@@ -39,6 +45,8 @@ StopReason = Literal["gradient", "max_sweeps", "cycle", "stalled"]
 STOP_REASONS: tuple[str, ...] = ("gradient", "stalled", "cycle", "max_sweeps")
 STALL_SWEEPS = 3            # sweeps in a row with an energy change <= tol before "stalled"
 GRADIENT_GATE = 1e-4        # untied: the gradient is evaluated only once a sweep changes E by <= this (relative)
+EXTRAPOLATION_START = 1.0  # beta of the first extrapolation
+EXTRAPOLATION_GROWTH = 1.5  # beta *= this after a kept extrapolation, /= 2 after a rejected one
 CYCLE_RATIO = 0.05          # period 2: d(U_{k+1}, U_{k-1}) <= CYCLE_RATIO d(U_{k+1}, U_k) (also a flip-flop
                             # that converges too slowly to matter: rate beyond 0.95 per sweep)
 
@@ -85,10 +93,28 @@ def untied_sweep(stack: Stack, sections: Sequence[Array], d: int, lam: float = 0
                  anchors: Sequence[Array] | None = None,
                  top: Callable[[Array, int], Array] = top_range) -> list[Array]:
     """One Gauss-Seidel sweep on a copy: U_i <- top-d range of F_i (``top``), i = 0..L in order."""
-    problem = UntiedProblem(stack, lam, anchors if lam else None)
-    out = list(sections)
-    for i in range(stack.L + 1):
-        out[i] = top(problem.factor(out, i), d)
+    return swept(UntiedProblem(stack, lam, anchors if lam else None), sections, d, top)[0]
+
+
+def swept(problem: UntiedProblem, sections: Sequence[Array], d: int,
+          top: Callable[[Array, int], Array] = top_range) -> tuple[list[Array], float]:
+    """``untied_sweep`` and the energy E of its end point from the products it made: once U_i is set, the
+    columns of F_i after W_{i+1}^T U_{i+1} (i.e. W_i U_{i-1} and sqrt(lambda) A_i) are final, so
+    E = sum_i ||U_i^T F_i[:, d:]||^2 (i < L), ||U_L^T F_L||^2 (i = L)."""
+    out, energy, L = list(sections), 0.0, problem.stack.L
+    for i in range(L + 1):
+        F = problem.factor(out, i)
+        out[i] = top(F, d)
+        energy += float(np.sum((out[i].T @ F[:, d if i < L else 0:]) ** 2))
+    return out, energy
+
+
+def extrapolated(previous: Sequence[Array], current: Sequence[Array], beta: float) -> list[Array]:
+    """Y_i = orth(U_i' + beta (U_i' - U_i Q_i)), Q_i the orthogonal polar factor of U_i^T U_i' (module docstring)."""
+    out = []
+    for U, V in zip(previous, current, strict=True):
+        A, _, Bt = np.linalg.svd(U.T @ V)
+        out.append(orthonormalize(V + beta * (V - U @ (A @ Bt))))
     return out
 
 
@@ -101,8 +127,9 @@ def _check_lambda(lam: float, anchors: object) -> None:
 
 def bca_untied(stack: Stack, d: int, lam: float = 0.0, anchors: Sequence[Array] | None = None,
                init: Sequence[Array] | None = None, tol: float = 1e-12, max_sweeps: int = 500,
-               gtol: float = 1e-6) -> BCAResult:
-    """Maximize E(U_0..U_L) by sweeping U_i <- top-d eigenspace of M_i, i = 0..L (stopping: module docstring).
+               gtol: float = 1e-6, extrapolate: bool = True) -> BCAResult:
+    """Maximize E(U_0..U_L) by sweeping U_i <- top-d eigenspace of M_i, i = 0..L (stopping, the safeguarded
+    extrapolation ``extrapolate``: module docstring).
 
     ``init`` defaults to the anchors when given, else the ``original``-convention anchors.
     """
@@ -116,14 +143,21 @@ def bca_untied(stack: Stack, d: int, lam: float = 0.0, anchors: Sequence[Array] 
     for U, n in zip(sections, stack.dims):
         check_section(U, n, d)
     history = [problem.cost(sections)]
-    sweeps, stalled, stop = 0, 0, None
+    sweeps, stalled, stop, beta = 0, 0, None, EXTRAPOLATION_START
     while stop is None:
         if sweeps >= max_sweeps:
             stop = "max_sweeps"
             break
-        sections = untied_sweep(stack, sections, d, lam, anchors)
+        previous, (sections, energy) = sections, swept(problem, sections, d)
         sweeps += 1
-        history.append(problem.cost(sections))
+        if extrapolate:
+            trial = extrapolated(previous, sections, beta)
+            trial_energy = problem.cost(trial)
+            if trial_energy >= energy:
+                sections, energy, beta = trial, trial_energy, beta * EXTRAPOLATION_GROWTH
+            else:
+                beta /= 2.0
+        history.append(energy)
         if _small_change(history, GRADIENT_GATE) and problem.relative_grad(sections) <= gtol:
             stop = "gradient"
         stalled = stalled + 1 if _small_change(history, tol) else 0
