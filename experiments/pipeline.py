@@ -88,6 +88,7 @@ class Context:
     sources: dict[str, Any] = field(default_factory=dict)
     adjustments: list[str] = field(default_factory=list)
     dtype: str = "float32"            # perplexity's autocast dtype (experiments.evaluation.DTYPES)
+    cache_dir: Path | None = None     # where ``evaluated`` keeps evaluations by content (None: not cached)
 
     @property
     def c(self) -> float:
@@ -135,7 +136,7 @@ def prepare(loaded: LoadedModel, budget: Mode, seed: int, cache_dir: Path, kind:
                            cache=cache_dir / f"calibration-{cache_key(fingerprint, kind, str(seed))[:16]}-"
                                              f"{budget.calib_n}x{budget.calib_T}.pt")
     return Context(loaded, kind, names, weights, biases, [sigma[n] for n in names], tokenize_corpus(tok, test.text),
-                   fingerprint, budget, sources, adjustments)
+                   fingerprint, budget, sources, adjustments, cache_dir=cache_dir)
 
 
 def evaluate(ctx: Context, windows: int | None, items: int | None, progress: bool = True) -> dict[str, Any]:
@@ -155,6 +156,43 @@ def evaluate(ctx: Context, windows: int | None, items: int | None, progress: boo
             "hellaswag_acc_norm_stderr": hs.acc_norm_stderr, "hellaswag_n": hs.n, "hellaswag_source": hs.source,
             "hellaswag_note": hs.note, "hellaswag_gold": list(hs.gold), "hellaswag_pred": list(hs.predictions),
             "hellaswag_pred_norm": list(hs.predictions_norm), "hellaswag_logliks": [list(x) for x in hs.logliks]}
+
+
+def installed_digest(names: Sequence[str], compression: Compression | None) -> str:
+    """sha256 of what is installed: the module names and every factor A, B and bias (float64 bytes, shapes
+    included); "uncompressed" for the model as loaded. Two compressions with equal factors evaluate equally,
+    whatever method or label produced them."""
+    if compression is None:
+        return "uncompressed"
+    parts: list[str | bytes] = list(names)
+    for f in compression.layers:
+        for a in (f.A, f.B, f.bias):
+            parts += ["none"] if a is None else [str(np.shape(a)), np.ascontiguousarray(a, dtype=np.float64).tobytes()]
+    return cache_key(*parts)
+
+
+def evaluated(ctx: Context, compression: Compression | None, windows: int | None, items: int | None,
+              progress: bool = True) -> dict[str, Any]:
+    """``evaluate`` with ``compression`` installed (None: the model as it is), cached by content under
+    ``ctx.cache_dir``: the key is the code version, the model's weights, ``installed_digest``, the windows, items
+    and dtype, and the sha256 of the test and HellaSwag files. A configuration that installs the same factors as
+    one evaluated before (the surgery's V1 and the open questions' V1; Table 4's cells that are the surgery's
+    convention rows) is evaluated once."""
+    key = cache_key(code_version(), ctx.fingerprint, installed_digest(ctx.names, compression), str(windows),
+                    str(items), ctx.dtype, *(str(ctx.sources[k]["sha256"]) for k in ("wikitext2_test", "hellaswag")))
+    path = None if ctx.cache_dir is None else ctx.cache_dir / "evaluations" / f"{key[:24]}.json"
+    if path is not None:
+        cached = read_json(path)
+        if isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("row"), dict):
+            return cached["row"]
+    if compression is None:
+        row = evaluate(ctx, windows, items, progress)
+    else:
+        with installed(ctx.loaded.model, ctx.names, compression):
+            row = evaluate(ctx, windows, items, progress)
+    if path is not None:
+        write_json(path, {"key": key, "row": row})
+    return row
 
 
 def check_dtype(dtype: str) -> None:
@@ -233,7 +271,7 @@ def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Pa
     start = time.time()
     row = {"label": config.label, **asdict(config), "d": d}
     if config.method is None:
-        row.update(evaluate(ctx, budget.ppl_windows, budget.hellaswag_items, progress))
+        row.update(evaluated(ctx, None, budget.ppl_windows, budget.hellaswag_items, progress))
     else:
         row.update(_run_compressed(ctx, config, d, budget, progress))
     row["seconds"] = time.time() - start
@@ -250,7 +288,7 @@ def measure(ctx: Context, compression: Compression, windows: int | None, items: 
     params_original = module_parameters(model, ctx.names)
     with installed(model, ctx.names, compression):
         params = module_parameters(model, ctx.names)
-        measured = evaluate(ctx, windows, items, progress)
+    measured = evaluated(ctx, compression, windows, items, progress)
     return {**measured, "frobenius_fraction": err["frobenius_fraction"],
             "activation_fraction": err["activation_fraction"], "params_kept": params,
             "params_original": params_original, "ranks": compression.ranks, "notes": compression.notes,

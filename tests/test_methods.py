@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from experiments.cli import main
-from experiments.compress import METHODS, LowRankFactors, compress, register_method
+from experiments.compress import METHODS, Compression, LowRankFactors, compress, register_method
 from experiments.errors import GbdError
 from experiments.loading import load_model
 from experiments.audit.modes import MODES
@@ -149,3 +149,30 @@ def test_per_layer_methods_run_on_targets_that_do_not_chain():
         got = compress_config(ctx, Config(method, method, "main"), 2, MODES["quick"])
         want = compress(Ws, Ss, [None] * 3, method, 2, tol=MODES["quick"].tol, max_sweeps=MODES["quick"].max_sweeps)
         assert all(np.allclose(a, b) for a, b in zip(got.W_hats, want.W_hats))
+
+
+def test_equal_factors_are_evaluated_once_whatever_produced_them(tiny_dir, tmp_path, monkeypatch):
+    """pipeline.evaluated keys an evaluation by what is installed: a second Compression with the same factors
+    (another method name, another label) is served the first one's row without evaluating; a factor changed in
+    its last bit, other windows, or the uncompressed model are evaluated anew; a run without a cache folder
+    always evaluates."""
+    from experiments import pipeline
+
+    loaded = load_model(tiny_dir)
+    ctx = pipeline.prepare(loaded, SMALL, 3, tmp_path / "cache", progress=False)
+    calls = []
+    real = pipeline.evaluate
+    monkeypatch.setattr(pipeline, "evaluate", lambda *a, **k: calls.append(a[1:3]) or real(*a, **k))
+    v1 = compress(ctx.weights, ctx.sigmas, ctx.biases, "v1", 8)
+    twin = Compression("renamed", [LowRankFactors(f.A.copy(), f.B.copy(), f.bias) for f in v1.layers], v1.ranks, [])
+    first = pipeline.evaluated(ctx, v1, 1, 0, progress=False)
+    assert pipeline.evaluated(ctx, twin, 1, 0, progress=False) == first and len(calls) == 1
+    nudged = [LowRankFactors(f.A, f.B, f.bias) for f in v1.layers]
+    nudged[-1] = LowRankFactors(np.nextafter(v1.layers[-1].A, np.inf), v1.layers[-1].B, v1.layers[-1].bias)
+    pipeline.evaluated(ctx, Compression("v1", nudged, v1.ranks, []), 1, 0, progress=False)
+    pipeline.evaluated(ctx, v1, 2, 0, progress=False)
+    original = pipeline.evaluated(ctx, None, 1, 0, progress=False)
+    assert len(calls) == 4 and original["ppl"] != first["ppl"]
+    ctx.cache_dir = None
+    pipeline.evaluated(ctx, twin, 1, 0, progress=False)
+    assert len(calls) == 5

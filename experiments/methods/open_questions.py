@@ -47,7 +47,7 @@ from experiments.methods.controls import table4, unification_gap, whitened_corne
 from experiments.methods.coupled import METHOD as COUPLED
 from experiments.methods.hooks import block_input_moments
 from experiments.methods.sequential import sequential_compress
-from experiments.pipeline import Config, Context, compress_config, evaluate, measure, prepare, rank_for, row_key
+from experiments.pipeline import Config, Context, compress_config, evaluated, measure, prepare, rank_for, row_key
 from theory.grassmann import Array
 
 RATIOS = (0.5, 0.375, 0.25, 0.125, 0.0625)
@@ -158,7 +158,7 @@ def run_entry(setting: Setting, entry: Entry, cache_dir: Path) -> dict[str, Any]
     row: dict[str, Any] = {"question": entry.question, "label": entry.label, "kind": entry.kind, "ratio": entry.ratio,
                            "d": d, "D": min(min(w.shape) for w in ctx.weights)}
     compression = entry.build(setting, d, mode)
-    row.update(evaluate(ctx, windows, items, progress=False) if compression is None
+    row.update(evaluated(ctx, None, windows, items, progress=False) if compression is None
                else measure(ctx, compression, windows, items, progress=False))
     row["windows"] = len(row["ppl_window_nll"])
     row["seconds"] = time.time() - start
