@@ -41,4 +41,4 @@ def measure(model: nn.Module, tokenizer: Any, names: Sequence[str], weights: Seq
     with installed(model, list(names), compression):      # restores the originals
         row = evaluate_model(model, tokenizer, test_ids, windows, items)
     return {**row, "frobenius_fraction": err["frobenius_fraction"], "activation_fraction": err["activation_fraction"],
-            "ranks": compression.ranks, "notes": compression.notes}
+            "ranks": compression.ranks, "params_kept": compression.n_params, "notes": compression.notes}
