@@ -15,6 +15,7 @@ from experiments.methods.other_weights import (MLP_CHAIN, QKV_SHARED, interface_
 from experiments.surgery import installed, module_parameters, read_targets
 
 D, I, KV = 16, 40, 8          # hidden, MLP width, K/V width (2 of 4 heads of 4)
+CASES = [("mlp_chain", MLP_CHAIN, {}), ("mlp_chain", MLP_CHAIN, {"whitened": False}), ("q_k_v", QKV_SHARED, {})]
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +56,7 @@ def test_composite_kinds_list_their_parts_block_by_block_and_other_families_say_
         read_targets(neox, "q_k_v")
 
 
-@pytest.mark.parametrize("kind, method, options", [("mlp_chain", MLP_CHAIN, {}),
-                                                   ("mlp_chain", MLP_CHAIN, {"whitened": False}),
-                                                   ("q_k_v", QKV_SHARED, {})])
+@pytest.mark.parametrize("kind, method, options", CASES)
 def test_full_rank_reproduces_every_weight_and_the_model(llama, kind, method, options):
     model, _, test = llama
     names, weights, biases, sigmas = _targets(llama, kind)
@@ -68,9 +67,7 @@ def test_full_rank_reproduces_every_weight_and_the_model(llama, kind, method, op
     assert row["ppl"] == pytest.approx(evaluate_model(model, None, test, 2, 0)["ppl"], rel=1e-5)
 
 
-@pytest.mark.parametrize("kind, method, options", [("mlp_chain", MLP_CHAIN, {}),
-                                                   ("mlp_chain", MLP_CHAIN, {"whitened": False}),
-                                                   ("q_k_v", QKV_SHARED, {})])
+@pytest.mark.parametrize("kind, method, options", CASES)
 def test_compressed_end_to_end_at_v1_parameter_parity(llama, kind, method, options):
     model, _, test = llama
     names, weights, biases, sigmas = _targets(llama, kind)
