@@ -1,15 +1,21 @@
 """Other weight classes on a tiny random Llama: the MLP chain bundle (per-interface ranks) and Q/K/V on one shared
 whitened input basis, each compressed, installed and evaluated end to end; full rank reproduces W; parameter parity
 with V1 per matrix; the shared basis is the Eckart-Young optimum of the stacked whitened matrix."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from experiments.audit.modes import MODES
 from experiments.calibration import second_moments
 from experiments.compress import compress, errors
 from experiments.errors import GbdError
+from experiments.loading import load_model
 from experiments.methods.measure import evaluate_model, measure
+from experiments.methods.open_questions import run_open_questions
+from experiments.methods.open_report import render_section
 from experiments.methods.other_weights import (MLP_CHAIN, QKV_SHARED, interface_ranks, matrix_ranks,
                                                per_matrix_v1)
 from experiments.surgery import installed, module_parameters, read_targets
@@ -127,3 +133,23 @@ def test_bad_layouts_are_refused(llama):
         compress(weights[1:4], sigmas[1:4], biases[1:4], MLP_CHAIN, 2)
     with pytest.raises(GbdError, match="one parity rank per matrix"):
         compress(weights[:3], sigmas[:3], biases[:3], QKV_SHARED, 2, options={"ranks": [2]})
+
+
+def test_the_other_weights_question_runs_them_on_a_llama_and_renders_their_targets(save_tiny, tmp_path):
+    """run_open_questions on a saved tiny Llama (Pythia tokenizer): the MLP chain and Q/K/V rows beside V1 per
+    matrix on the same targets, rendered with their target kinds."""
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=D, intermediate_size=I, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=50304,
+                                         max_position_embeddings=256))
+    loaded = load_model(save_tiny(model, tmp_path / "llama", True))
+    small = replace(MODES["quick"], calib_n=2, calib_T=64, open_sweep_windows=1, open_sweep_items=0, max_sweeps=5)
+    data = run_open_questions(loaded, small, 0.25, 3, tmp_path / "cache", ["other-weights"], progress=False)
+    by = {(r["kind"], r["label"]): r for r in data["rows"]}
+    for kind in ("mlp_chain", "q_k_v"):
+        v1 = by[(kind, "SVD-LLM V1")]
+        others = [r for (k, _), r in by.items() if k == kind and r is not v1]
+        assert others and all(np.isfinite(r["ppl"]) and r["windows"] == 1 for r in others)
+        assert all(r["params_kept"] <= v1["params_kept"] for r in others)
+    md = render_section(data, tmp_path / "out")
+    assert "Q/K/V on one shared whitened input basis [q_k_v]" in md and "SVD-LLM V1 [mlp_chain]" in md
