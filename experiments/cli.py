@@ -1,6 +1,7 @@
 """``gbd-audit`` (also ``python -m experiments``): the command line of the audit.
 
     gbd-audit [report] [--model M] [--mode quick|standard|full]   theory + phase + surgery -> reports/<model>-<mode>/
+                       [--beyond]                                 ... + what the paper left open, as a section
     gbd-audit verify   [--mode ...]                               the theorem audits on seeded stacks
     gbd-audit phase    [--model M]                                Frobenius phase diagram on real weights
     gbd-audit surgery  [--model M] [--only LABEL ...]             calibrate, compress, install, evaluate
@@ -61,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="the full reproduction report (the main job)")
     _common(p)
     p.add_argument("--out", type=Path, default=None, help="output folder [reports/<model>-<mode>]")
+    p.add_argument("--beyond", action="store_true",
+                   help="also measure what the paper left open (as `gbd-audit beyond`), as a section of the report")
     _dtype_option(p)
     p.set_defaults(run=cmd_report)
     p = sub.add_parser("verify", help="the theorem audits (BCA, Theorem 1, Theorem 2, Corollary 3)")
@@ -146,7 +149,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
     out = args.out or default_out(Path(model).stem if model.endswith(".gguf") else model.split("/")[-1], args.mode)
     results, path = reproduce(model, args.mode, args.seed, args.ratio, args.kind, out, args.cache_dir, command,
-                              progress=not args.quiet, dtype=args.dtype)
+                              progress=not args.quiet, dtype=args.dtype, beyond=args.beyond)
     verdicts = results["verdicts"]
     width = max(len(k) for k in verdicts)
     for claim_id, v in verdicts.items():

@@ -247,7 +247,16 @@ def reproducibility_section(results: dict[str, Any]) -> str:
         table(["part", "seconds", "BLAS threads", "torch threads"],
               [(k, f"{v:.0f}", *_threads_used(results.get("threads", {}).get(k)))
                for k, v in results["timings_s"].items()]),
-        f"Threads: {THREAD_RULE}."])
+        f"Threads: {THREAD_RULE}." + _reproduction_time(results["timings_s"])])
+
+
+def _reproduction_time(timings: dict[str, float]) -> str:
+    """With the open questions run, the time of the paper's reproduction alone (theory, phase, surgery)."""
+    if "beyond" not in timings:
+        return ""
+    own = sum(timings.get(k, 0.0) for k in ("theory", "phase", "surgery"))
+    return (f" The reproduction of the paper's claims (theory, phase, surgery) took {own / 60:.1f} min; the "
+            f"section on what the paper left open {timings['beyond'] / 60:.1f} min more.")
 
 
 def _threads_used(part: dict[str, Any] | None) -> tuple[str, str]:
@@ -265,7 +274,11 @@ def render(results: dict[str, Any], judgements: Sequence[Judgement], out_dir: Pa
         "(hashes at the end). Every number below was measured by this run.", *data_warnings(results)])
     sections = [head, claims_section(judgements), theory_section(results["theory"], out_dir),
                 phase_section(results["phase"], out_dir), surgery_section(results, out_dir),
-                seeds_section(results), mechanism_section(results, out_dir), reproducibility_section(results)]
+                seeds_section(results), mechanism_section(results, out_dir)]
+    if results.get("beyond"):
+        from experiments.methods.open_report import render_section   # it imports this module's table helpers
+        sections.append(render_section(results["beyond"], out_dir))
+    sections.append(reproducibility_section(results))
     return "\n\n".join(sections) + "\n"
 
 

@@ -3,7 +3,9 @@
 - ``experiments.verify.audit_theory``: the theorem audits on seeded stacks (no model needed).
 - ``phase_part``: the Frobenius phase diagram over lambda x tying on the model's real target weights.
 - ``surgery_part``: calibration, then every configuration of the mode compressed, installed and evaluated.
-- ``reproduce``: all three, the verdicts (``experiments.audit.verdicts``, the one place that judges), and the
+- ``experiments.methods.open_questions.run_open_questions`` (with ``beyond``): the questions the paper left
+  open, measured with the same calibration, windows and items (the report's section "What the paper left open").
+- ``reproduce``: all of them, the verdicts (``experiments.audit.verdicts``, the one place that judges), and the
   Markdown report with its figures.
 
 Modes (``experiments.audit.modes``) set every sample size, grid and seed count.
@@ -28,6 +30,7 @@ from experiments.audit.verdicts import judge_all
 from experiments.cache import ensure_writable
 from experiments.data import sha256
 from experiments.loading import LoadedModel, load_model
+from experiments.methods.open_questions import run_open_questions
 from experiments.phase import phase_diagram
 from experiments.pipeline import (check_dtype, check_ratio, choose_configs, configs, dtype_check, hellaswag_cross_check,
                                   prepare, rank_for, run_surgery)
@@ -114,8 +117,10 @@ def seed_runs(loaded: LoadedModel, budget: Mode, seeds: Sequence[int], d: int, c
 
 
 def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, out_dir: Path, cache_dir: Path,
-              command: str, progress: bool = True, dtype: str = "float32") -> tuple[dict[str, Any], Path]:
-    """Theory audit, phase diagram, surgery; then the verdicts and the report written to ``out_dir``."""
+              command: str, progress: bool = True, dtype: str = "float32",
+              beyond: bool = False) -> tuple[dict[str, Any], Path]:
+    """Theory audit, phase diagram, surgery (and with ``beyond`` the open questions, on attention outputs); then
+    the verdicts and the report written to ``out_dir``."""
     from experiments.report import write_report   # matplotlib only when a report is made
 
     check_ratio(ratio)                   # bad options and unwritable folders fail before any work
@@ -146,6 +151,13 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
         results["surgery"] = surgery_part(loaded, kind, ratio, mode, seed, cache_dir, progress=progress,
                                           dtype=dtype)
     timings["surgery"] = time.time() - t
+    if beyond:
+        _say(progress, "[4/4] what the paper left open")
+        t = time.time()
+        with part_threads("beyond", threads):
+            results["beyond"] = run_open_questions(loaded, mode_named(mode), ratio, seed, cache_dir,
+                                                   progress=progress)
+        timings["beyond"] = time.time() - t
     timings["total"] = time.time() - started
     results["timings_s"] = timings
     results["threads"] = threads

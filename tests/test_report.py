@@ -250,3 +250,21 @@ def test_versions_name_no_kernel():
     found = versions()
     assert found["platform"] == f"{platform.system()} {platform.machine()}"
     assert platform.release() not in " ".join(found.values())
+
+
+def test_the_open_questions_become_a_section_of_the_report_with_their_own_time(results, tmp_path):
+    """report --beyond: run_open_questions' data is rendered as a section of report.md (with its one-line answer,
+    read from the rows: sequential's PPL 30 against V1's 40 on the same windows beats V1) and its time is told
+    apart from the reproduction's."""
+    def open_row(label: str, ppl: float) -> dict:
+        return {**row(label, "x", "beyond", ppl), "question": "cross-layer", "kind": "attn_out", "ratio": 0.25,
+                "windows": WINDOWS}
+    results["beyond"] = {"model": "tiny", "mode": "quick", "kind": "attn_out", "ratio": 0.25, "d": 4, "D": 16,
+                         "calibration": {"sequences": 2, "tokens_each": 8, "seed": 0},
+                         "rows": [open_row("SVD-LLM V1", 40.0), open_row("sequential (error-propagating)", 30.0)]}
+    results["timings_s"] = {"theory": 60.0, "phase": 60.0, "surgery": 180.0, "beyond": 600.0, "total": 900.0}
+    text = write_report(Results.from_dict(results), judge_all(results), tmp_path).read_text()
+    section = text.split("## What the paper left open, measured here")[1].split("## Re-running this report")[0]
+    assert "sequential (error-propagating), PPL / V1 = 0.75" in section and ": beats V1" in section
+    assert "took 5.0 min; the section on what the paper left open 10.0 min more" in text
+    assert json.loads((tmp_path / "results.json").read_text())["beyond"]["rows"][1]["ppl"] == 30.0

@@ -11,7 +11,7 @@ from typing import Any, Mapping, TypeVar
 
 from experiments.errors import GbdError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 T = TypeVar("T")
 
 
@@ -69,7 +69,8 @@ def typed(cls: type[T], data: Mapping[str, Any], what: str) -> T:
 
 @dataclass
 class Results:
-    """A whole run: how it was made, the theory audit, the phase diagram, the surgery and the verdicts."""
+    """A whole run: how it was made, the theory audit, the phase diagram, the surgery, the open questions (when
+    run) and the verdicts."""
 
     command: str
     mode: str
@@ -84,6 +85,7 @@ class Results:
     surgery: dict[str, Any]
     timings_s: dict[str, float]
     threads: dict[str, Any] = field(default_factory=dict)   # BLAS / torch threads per part (experiments.threads)
+    beyond: dict[str, Any] | None = None    # experiments.methods.open_questions.run_open_questions (report --beyond)
     verdicts: dict[str, dict[str, str]] = field(default_factory=dict)
     version: int = SCHEMA_VERSION
 
