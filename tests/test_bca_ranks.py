@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.theory_checks import fd_gradient_norm, untied_energy_by_traces
+from tests.theory_checks import untied_energy_by_traces, untied_fd_gradient_norms
 from theory.anchors import anchors
 from theory.bca import STOP_REASONS, bca_untied, untied_sweep
 from theory.grassmann import random_section, sin_theta_fro
@@ -57,14 +57,10 @@ def test_per_interface_bca_never_lowers_the_energy_and_keeps_each_interface_rank
 def test_converged_per_interface_bca_is_critical_by_finite_differences(stack_ranks):
     stack, ranks = stack_ranks
     run = bca_untied(stack, ranks, tol=1e-6, max_sweeps=3000)
-    if not run.converged:
+    if run.converged:
+        assert max(untied_fd_gradient_norms(stack.weights, run.sections)) <= 1e-4 * stack.total_energy()
+    else:
         assert run.stop_reason in ("stalled", "max_sweeps") and run.rel_grad > 1e-6
-        return
-    scale = max(stack.total_energy(), 1e-300)
-    for i, U in enumerate(run.sections):
-        def f(V, i=i):
-            return untied_energy_by_traces(stack.weights, run.sections[:i] + [V] + run.sections[i + 1:])
-        assert fd_gradient_norm(f, U) <= 1e-4 * scale
 
 
 @given(ranked_stacks(), st.data())
