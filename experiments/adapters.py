@@ -7,8 +7,13 @@ named by kind:
 | attn_out | attention.dense (bias)        | self_attn.o_proj    | attn.c_proj    |
 | mlp_out  | mlp.dense_4h_to_h             | mlp.down_proj       | mlp.c_proj     |
 | mlp_in   | mlp.dense_h_to_4h             | mlp.up_proj         | mlp.c_fc       |
+| mlp_gate | -                             | mlp.gate_proj       | -              |
 | qkv      | attention.query_key_value     | -                   | attn.c_attn    |
 | q, k, v  | -                             | self_attn.{q,k,v}_proj | -           |
+
+Composite kinds (``COMPOSITE_KINDS``) list several kinds block by block, e.g. ``mlp_chain`` is
+[up_1, gate_1, down_1, up_2, ...]; a family lacking one part (the gate outside Llama; split Q/K/V in GPT-NeoX,
+whose fused query_key_value is already one matrix) is a clear error.
 
 Weights are returned as float64 numpy arrays of shape (n_out, n_in) whatever the storage
 (GPT-2's Conv1D stores W^T).
@@ -22,6 +27,12 @@ import torch
 from torch import nn
 
 from experiments.errors import GbdError
+
+
+COMPOSITE_KINDS: dict[str, tuple[str, ...]] = {
+    "mlp_chain": ("mlp_in", "mlp_gate", "mlp_out"),     # per block: up, gate, down
+    "q_k_v": ("q", "k", "v"),                            # per block: the three projections reading one input
+}
 
 
 @dataclass(frozen=True)
@@ -38,10 +49,15 @@ class Adapter:
         return model.get_submodule(self.blocks_path)
 
     def target_names(self, model: nn.Module, kind: str = "attn_out") -> list[str]:
-        """Full module names of the ``kind`` targets, one per block, in depth order."""
-        if kind not in self.kinds:
-            raise GbdError(f"{self.family} has no target kind {kind!r}; choose one of {sorted(self.kinds)}")
-        return [f"{self.blocks_path}.{i}.{self.kinds[kind]}" for i in range(len(self.blocks(model)))]
+        """Full module names of the ``kind`` targets, one per block, in depth order (a composite kind: its parts
+        block by block)."""
+        parts = COMPOSITE_KINDS.get(kind, (kind,))
+        for part in parts:
+            if part not in self.kinds:
+                raise GbdError(f"{self.family} has no target kind {part!r}"
+                               + (f" (needed by {kind!r})" if part != kind else "")
+                               + f"; choose one of {sorted(self.kinds)} or a composite of them {sorted(COMPOSITE_KINDS)}")
+        return [f"{self.blocks_path}.{i}.{self.kinds[part]}" for i in range(len(self.blocks(model))) for part in parts]
 
     def weight(self, module: nn.Module) -> np.ndarray:
         """W as (n_out, n_in) float64."""
@@ -79,7 +95,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         "attn_out": "attention.dense", "mlp_out": "mlp.dense_4h_to_h",
         "mlp_in": "mlp.dense_h_to_4h", "qkv": "attention.query_key_value"}),
     Adapter("llama", ("llama", "mistral", "qwen2"), "model.layers", {
-        "attn_out": "self_attn.o_proj", "mlp_out": "mlp.down_proj", "mlp_in": "mlp.up_proj",
+        "attn_out": "self_attn.o_proj", "mlp_out": "mlp.down_proj", "mlp_in": "mlp.up_proj", "mlp_gate": "mlp.gate_proj",
         "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj"}),
     Adapter("gpt2", ("gpt2",), "transformer.h", {
         "attn_out": "attn.c_proj", "mlp_out": "mlp.c_proj", "mlp_in": "mlp.c_fc", "qkv": "attn.c_attn"},

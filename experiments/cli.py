@@ -42,7 +42,8 @@ def _common(p: argparse.ArgumentParser, model: bool = True, mode_default: str = 
                        help="'smollm2' (offline default), a .gguf file, a local model directory or a hub id such "
                             "as EleutherAI/pythia-70m [$GBD_MODEL or smollm2]")
         p.add_argument("--kind", default="attn_out",
-                       help="which layers: attn_out (W_O, the paper's), mlp_out, mlp_in, qkv / q / k / v [attn_out]")
+                       help="which layers: attn_out (W_O, the paper's), mlp_out, mlp_in, mlp_gate, qkv / q / k / v, or "
+                            "the composites mlp_chain (up, gate, down per block) and q_k_v [attn_out]")
         p.add_argument("--ratio", type=float, default=0.25, help="rank ratio d / D [0.25, the paper's]")
         p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                        help=f"calibration and per-configuration cache [$GBD_CACHE_DIR or {DEFAULT_CACHE}]")

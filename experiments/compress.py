@@ -241,7 +241,7 @@ SOLVE_MEMO_SIZE = 16
 _solutions: OrderedDict[str, Solution] = OrderedDict()
 
 
-def solve_memo(stack: Stack, d: int, lam: float, tied: bool, convention: str, tol: float,
+def solve_memo(stack: Stack, d: int | Sequence[int], lam: float, tied: bool, convention: str, tol: float,
                max_sweeps: int) -> Solution:
     """theory.corners.solve, remembered in this process (the last SOLVE_MEMO_SIZE) under the exact inputs:
     every weight's shape and float64 bytes, d, lambda, tying, convention, tol and max_sweeps. The phase diagram
@@ -249,7 +249,7 @@ def solve_memo(stack: Stack, d: int, lam: float, tied: bool, convention: str, to
     each is solved once. The Solution returned is shared: callers must not modify it."""
     key = cache_key(*(f"{W.shape}" for W in stack.weights),
                     *(np.ascontiguousarray(W, dtype=np.float64).tobytes() for W in stack.weights),
-                    repr((int(d), float(lam), bool(tied), str(convention), float(tol), int(max_sweeps))))
+                    repr((stack.ranks(d), float(lam), bool(tied), str(convention), float(tol), int(max_sweeps))))
     if key in _solutions:
         _solutions.move_to_end(key)
         return _solutions[key]
@@ -258,6 +258,25 @@ def solve_memo(stack: Stack, d: int, lam: float, tied: bool, convention: str, to
     while len(_solutions) > SOLVE_MEMO_SIZE:
         _solutions.popitem(last=False)
     return solution
+
+
+def section_factors(W: Array, Sigma: Array, b: Array | None, U_out: Array, U_in: Array, wh: Whitening | None,
+                    installation: str, bias_mode: str, label: str, notes: list[str]) -> LowRankFactors:
+    """Install W (n_out x n_in) on the output section U_out (n_out x d_out) and the input section U_in (n_in x d_in;
+    whitened coordinates when ``wh`` is given): W_hat = U_out C V^T (``_bundle`` says how C and V are formed).
+
+    Two factors at the inner rank min(d_out, d_in), enough for W_hat's rank: B = U_out, A = C V^T when
+    d_out <= d_in, else B = U_out C, A = V^T.
+    """
+    V = U_in if wh is None else wh.S_pinv.T @ U_in
+    if installation == "sandwich":
+        C = U_out.T @ (W if wh is None else W @ wh.S) @ U_in
+    else:
+        C, note = generalized_projection(W, Sigma, U_out, V)
+        if note:
+            notes.append(f"{label}: {note}")
+    A, B = (C @ V.T, U_out) if U_out.shape[1] <= U_in.shape[1] else (V.T, U_out @ C)
+    return LowRankFactors(A, B, output_bias(B, b, bias_mode))
 
 
 def _bundle(req: Request) -> Compression:
@@ -282,18 +301,9 @@ def _bundle(req: Request) -> Compression:
                          req.tol, req.max_sweeps)
     except ValueError as e:
         raise GbdError(f"{req.method}: {e}") from e
-    layers = []
-    for l, (W, Sigma, b) in enumerate(zip(req.weights, req.sigmas, req.biases), start=1):
-        U_out, U_in = sol.sections[l], sol.sections[l - 1]
-        V = U_in if whs is None else whs[l - 1].S_pinv.T @ U_in
-        if req.installation == "sandwich":
-            W_eff = W if whs is None else W @ whs[l - 1].S
-            C = U_out.T @ W_eff @ U_in
-        else:
-            C, note = generalized_projection(W, Sigma, U_out, V)
-            if note:
-                notes.append(f"layer {l}: {note}")
-        layers.append(LowRankFactors(C @ V.T, U_out, output_bias(U_out, b, req.bias_mode)))
+    layers = [section_factors(W, Sigma, b, sol.sections[l], sol.sections[l - 1], None if whs is None else whs[l - 1],
+                              req.installation, req.bias_mode, f"layer {l}", notes)
+              for l, (W, Sigma, b) in enumerate(zip(req.weights, req.sigmas, req.biases), start=1)]
     notes.append(f"lambda={req.lam}, tied={req.tied}, convention={sol.convention}, installation="
                  f"{req.installation}, whitened={req.whitened}" + ("" if req.bca else ", no BCA (initial sections)"))
     if sol.run is not None and not sol.run.converged:
@@ -316,6 +326,19 @@ def shared_rank(d: int, n_in: int, n_outs: Sequence[int]) -> int:
     return (d * sum(n_in + m for m in n_outs)) // (n_in + sum(n_outs))
 
 
+def shared_basis(Ws: Sequence[Array], Sigma: Array, biases: Sequence[Array | None], k: int, bias_mode: str,
+                 label: str, notes: list[str]) -> list[LowRankFactors]:
+    """min_{A, B_l} sum_l ||(W_l - B_l A) X||_F^2 (Sigma = X X^T) at inner rank k: [W_1; ...; W_g] S = U Sg V^T
+    (S = chol(Sigma)), A = V_k^T S^{-1} shared (one object), B_l = the rows of U_k Sg_k belonging to layer l."""
+    w = _whiten(Sigma, "cholesky", label, notes)
+    U, s, Vt = np.linalg.svd(np.vstack(Ws) @ w.S, full_matrices=False)
+    A = Vt[:k] @ w.S_pinv
+    rows = np.cumsum([0] + [W.shape[0] for W in Ws])
+    US = U[:, :k] * s[:k]
+    return [LowRankFactors(A, US[rows[j]:rows[j + 1]], output_bias(US[rows[j]:rows[j + 1]], b, bias_mode))
+            for j, b in enumerate(biases)]
+
+
 def _basis_sharing(req: Request) -> Compression:
     """Basis Sharing: per group, [W_1; ...; W_g] S = U Sg V^T (S = chol(sum Sigma_l)), truncated to k.
 
@@ -336,15 +359,9 @@ def _basis_sharing(req: Request) -> Compression:
         k_ok = min(max(k, 1), n_in, sum(n_outs))
         if k_ok != k:
             notes.append(f"group {group}: parity rank {k} clipped to {k_ok}")
-        w = _whiten(sum(req.sigmas[i] for i in group), "cholesky", f"group {group}", notes)
-        U, s, Vt = np.linalg.svd(np.vstack(Ws) @ w.S, full_matrices=False)
-        A = Vt[:k_ok] @ w.S_pinv
-        rows = np.cumsum([0] + n_outs)
-        US = U[:, :k_ok] * s[:k_ok]
-        for j, i in enumerate(group):
-            B = US[rows[j]:rows[j + 1]]
-            layers.append(LowRankFactors(A, B, output_bias(B, req.biases[i], req.bias_mode)))
-            ranks.append(k_ok)
+        layers += shared_basis(Ws, sum(req.sigmas[i] for i in group), [req.biases[i] for i in group], k_ok,
+                               req.bias_mode, f"group {group}", notes)
+        ranks += [k_ok] * len(group)
         notes.append(f"group {group}: shared rank k={k_ok} by parameter parity with per-layer rank {req.d}; "
                      "the shared factor A is counted once")
     return Compression(req.method, layers, ranks, notes, shared=[g for g in groups if len(g) > 1])
@@ -509,5 +526,5 @@ def errors(weights: Sequence[Array], sigmas: Sequence[Array], compression: Compr
 
 
 __all__ = ["AllocationError", "LowRankFactors", "Compression", "Request", "METHODS", "register_method", "compress",
-           "errors", "error_fraction", "frobenius_error_fraction", "generalized_projection",
+           "errors", "error_fraction", "frobenius_error_fraction", "generalized_projection", "section_factors", "shared_basis",
            "v2_allocation", "shared_rank", "output_bias", "V2_RULE"]

@@ -178,10 +178,11 @@ def evaluated(ctx: Context, compression: Compression | None, windows: int | None
     and dtype, and the sha256 of the test and HellaSwag files. A configuration that installs the same factors as
     one evaluated before (the surgery's V1 and the open questions' V1; Table 4's cells that are the surgery's
     convention rows) is evaluated once."""
-    key = cache_key(code_version(), ctx.fingerprint, installed_digest(ctx.names, compression), str(windows),
-                    str(items), ctx.dtype, *(str(ctx.sources[k]["sha256"]) for k in ("wikitext2_test", "hellaswag")))
-    path = None if ctx.cache_dir is None else ctx.cache_dir / "evaluations" / f"{key[:24]}.json"
-    if path is not None:
+    path = None
+    if ctx.cache_dir is not None:
+        key = cache_key(code_version(), ctx.fingerprint, installed_digest(ctx.names, compression), str(windows),
+                        str(items), ctx.dtype, *(str(ctx.sources[k]["sha256"]) for k in ("wikitext2_test", "hellaswag")))
+        path = ctx.cache_dir / "evaluations" / f"{key[:24]}.json"
         cached = read_json(path)
         if isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("row"), dict):
             return cached["row"]

@@ -21,6 +21,13 @@ def untied_energy_by_traces(weights: Sequence[np.ndarray], sections: Sequence[np
     return float(val)
 
 
+def untied_fd_gradient_norms(weights: Sequence[np.ndarray], sections: Sequence[np.ndarray]) -> list[float]:
+    """Per block i, ||Riemannian gradient of E in U_i|| by finite differences of ``untied_energy_by_traces``."""
+    def block(i: int) -> Callable[[np.ndarray], float]:
+        return lambda V: untied_energy_by_traces(weights, list(sections[:i]) + [V] + list(sections[i + 1:]))
+    return [fd_gradient_norm(block(i), U) for i, U in enumerate(sections)]
+
+
 def tied_energy_by_traces(weights: Sequence[np.ndarray], U: np.ndarray, lam: float = 0.0,
                           anchor: np.ndarray | None = None) -> float:
     """sum_l tr(P W_l P W_l^T) + lambda tr(P A A^T)."""

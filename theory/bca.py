@@ -5,6 +5,16 @@ Untied: with the others fixed, E is the quadratic form tr(U_i^T M_i U_i) in U_i,
     F_i = [W_{i+1}^T U_{i+1}, W_i U_{i-1}, sqrt(lambda) A_i]   (absent terms dropped at i = 0, L),
 so the exact block maximizer is the top-d eigenspace of M_i (Ky Fan) and no step lowers E.
 
+Per-interface ranks (rectangular chains such as an MLP's up / down projections, widths D, I, D, ...):
+interface i carries its own rank d_i (1 <= d_i <= n_i), U_i in Gr(n_i, d_i), and E keeps its form
+    E(U) = sum_l ||U_l^T W_l U_{l-1}||_F^2 + lambda sum_i ||U_i^T A_i||_F^2   (A_i: n_i x d_i).
+E is still a quadratic form tr(U_i^T M_i U_i) in each block with the same M_i, so the block step becomes
+U_i <- top-d_i eigenspace of M_i and Ky Fan still makes it the exact block maximizer (monotone ascent);
+the gradient and stopping rules (theory.objective) never use d. One rank per interface, not per layer, is
+the natural generalization: a section is a point of one interface's Grassmannian, shared by the layer that
+writes the interface and the layer that reads it, so its dimension belongs to the interface; layer l's
+sandwich P_l W_l P_{l-1} then has rank <= min(d_{l-1}, d_l). An int d is d at every interface.
+
 Tied: T(U) + lambda ||U^T A||^2 is quartic in U. The step U <- top-d eigenspace of
     M(P) + lambda A A^T + 2 c P,   M(P) = sum_l W_l P W_l^T + W_l^T P W_l,
 is a minorize-maximize step that cannot lower the energy once c >= sum_l ||W_l||_2^2
@@ -89,23 +99,24 @@ def untied_factor(stack: Stack, sections: Sequence[Array], i: int, lam: float,
     return UntiedProblem(stack, lam, anchors if lam else None).factor(sections, i)
 
 
-def untied_sweep(stack: Stack, sections: Sequence[Array], d: int, lam: float = 0.0,
+def untied_sweep(stack: Stack, sections: Sequence[Array], d: int | Sequence[int], lam: float = 0.0,
                  anchors: Sequence[Array] | None = None,
                  top: Callable[[Array, int], Array] = top_range) -> list[Array]:
-    """One Gauss-Seidel sweep on a copy: U_i <- top-d range of F_i (``top``), i = 0..L in order."""
+    """One Gauss-Seidel sweep on a copy: U_i <- top-d_i range of F_i (``top``), i = 0..L in order."""
     return swept(UntiedProblem(stack, lam, anchors if lam else None), sections, d, top)[0]
 
 
-def swept(problem: UntiedProblem, sections: Sequence[Array], d: int,
+def swept(problem: UntiedProblem, sections: Sequence[Array], d: int | Sequence[int],
           top: Callable[[Array, int], Array] = top_range) -> tuple[list[Array], float]:
     """``untied_sweep`` and the energy E of its end point from the products it made: once U_i is set, the
-    columns of F_i after W_{i+1}^T U_{i+1} (i.e. W_i U_{i-1} and sqrt(lambda) A_i) are final, so
-    E = sum_i ||U_i^T F_i[:, d:]||^2 (i < L), ||U_L^T F_L||^2 (i = L)."""
+    columns of F_i after W_{i+1}^T U_{i+1} (its first d_{i+1} columns; the rest are W_i U_{i-1} and
+    sqrt(lambda) A_i) are final, so E = sum_i ||U_i^T F_i[:, d_{i+1}:]||^2 (i < L), ||U_L^T F_L||^2 (i = L)."""
     out, energy, L = list(sections), 0.0, problem.stack.L
+    ranks = problem.stack.ranks(d)
     for i in range(L + 1):
         F = problem.factor(out, i)
-        out[i] = top(F, d)
-        energy += float(np.sum((out[i].T @ F[:, d if i < L else 0:]) ** 2))
+        out[i] = top(F, ranks[i])
+        energy += float(np.sum((out[i].T @ F[:, ranks[i + 1] if i < L else 0:]) ** 2))
     return out, energy
 
 
@@ -125,23 +136,24 @@ def _check_lambda(lam: float, anchors: object) -> None:
         raise ValueError("lambda > 0 needs anchors")
 
 
-def bca_untied(stack: Stack, d: int, lam: float = 0.0, anchors: Sequence[Array] | None = None,
+def bca_untied(stack: Stack, d: int | Sequence[int], lam: float = 0.0, anchors: Sequence[Array] | None = None,
                init: Sequence[Array] | None = None, tol: float = 1e-12, max_sweeps: int = 500,
                gtol: float = 1e-6, extrapolate: bool = True) -> BCAResult:
-    """Maximize E(U_0..U_L) by sweeping U_i <- top-d eigenspace of M_i, i = 0..L (stopping, the safeguarded
+    """Maximize E(U_0..U_L) by sweeping U_i <- top-d_i eigenspace of M_i, i = 0..L (stopping, the safeguarded
     extrapolation ``extrapolate``: module docstring).
 
-    ``init`` defaults to the anchors when given, else the ``original``-convention anchors.
+    ``d``: one rank, or one per interface (d_0, ..., d_L). ``init`` defaults to the anchors when given, else the
+    ``original``-convention anchors.
     """
-    stack.check_rank(d)
+    ranks = stack.ranks(d)
     _check_lambda(lam, anchors)
     problem = UntiedProblem(stack, lam, anchors if lam else None)
     sections = [U.copy() for U in (init if init is not None else anchors if anchors is not None
                                    else make_anchors(stack, d, "original"))]
     if len(sections) != stack.L + 1:
         raise ValueError(f"need L+1 = {stack.L + 1} initial sections, got {len(sections)}")
-    for U, n in zip(sections, stack.dims):
-        check_section(U, n, d)
+    for U, n, di in zip(sections, stack.dims, ranks):
+        check_section(U, n, di)
     history = [problem.cost(sections)]
     sweeps, stalled, stop, beta = 0, 0, None, EXTRAPOLATION_START
     while stop is None:

@@ -41,11 +41,15 @@ class Solution:
     run: BCAResult | None
 
 
-def solve(stack: Stack, d: int, lam: float, tied: bool, convention: AnchorConvention = "original",
+def solve(stack: Stack, d: int | Sequence[int], lam: float, tied: bool, convention: AnchorConvention = "original",
           tol: float = 1e-10, max_sweeps: int = 500) -> Solution:
-    """Maximize the bundle energy at anchor strength ``lam`` (np.inf: the anchors themselves)."""
-    stack.check_rank(d)
+    """Maximize the bundle energy at anchor strength ``lam`` (np.inf: the anchors themselves); ``d`` one rank or,
+    untied, one per interface (theory.bca)."""
+    ranks = stack.ranks(d)
     if tied:
+        if len(set(ranks)) > 1:
+            raise ValueError(f"tied sections need one rank at every interface, got {ranks}")
+        d = ranks[0]
         A = basis_sharing_core(stack, d)
         if np.isinf(lam):
             return Solution([A] * (stack.L + 1), lam, True, "basis-sharing", None)

@@ -47,9 +47,18 @@ class Stack:
         """All W_l are n x n with one n (the setting of tied sections)."""
         return len(set(self.dims)) == 1
 
-    def check_rank(self, d: int) -> None:
-        for n in self.dims:
-            check_rank(n, d)
+    def ranks(self, d: int | Sequence[int]) -> tuple[int, ...]:
+        """Per-interface ranks (d_0, ..., d_L), each 1 <= d_i <= n_i; an int d means d at every interface."""
+        ds = (d,) * (self.L + 1) if isinstance(d, (int, np.integer)) else tuple(d)
+        if len(ds) != self.L + 1:
+            raise ValueError(f"need L+1 = {self.L + 1} interface ranks, got {len(ds)}")
+        for n, di in zip(self.dims, ds):
+            check_rank(n, di)
+        return tuple(int(di) for di in ds)
+
+    def check_rank(self, d: int | Sequence[int]) -> None:
+        """Raise ValueError unless ``ranks(d)`` is valid."""
+        self.ranks(d)
 
     def total_energy(self) -> float:
         """sum_l ||W_l||_F^2."""

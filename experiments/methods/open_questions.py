@@ -23,9 +23,10 @@ Questions (``QUESTIONS``):
 - ``whitened-bundle``: every corner of the bundle on W_l S_l (generalized projection) beside its unwhitened self;
 - ``table4``: the paper's Table 4 anchor variants;
 - ``ratio-sweep``: V1, V2, GBD, BS-core at d/D in RATIOS (fewer windows, said in each row);
-- ``other-weights``: MLP down projections (mlp_out) by V1, V2 and sequential (fewer windows). The bundle does not
-  apply: D x 4D down projections do not chain (W_{l+1} reads 4D, W_l writes D), which is why the paper asks for
-  a per-layer-rank generalization of BCA (not built here).
+- ``other-weights``: MLP down projections (mlp_out) by V1, V2 and sequential; the MLP up/gate/down chain
+  (composite kind ``mlp_chain``) by the per-interface-rank bundle against V1 per matrix; Q/K/V (``q_k_v``) on one
+  shared whitened input basis against V1 per matrix (all with fewer windows; experiments.methods.other_weights).
+  Entries whose kind the model's family lacks (the gate and split Q/K/V outside Llama) are left out.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from experiments.adapters import adapter_for
 from experiments.audit.modes import Mode
 from experiments.cache import read_json, write_json
 from experiments.calibration import calibration_batch
@@ -46,6 +48,7 @@ from experiments.loading import LoadedModel
 from experiments.methods.controls import table4, unification_gap, whitened_corners
 from experiments.methods.coupled import METHOD as COUPLED
 from experiments.methods.hooks import block_input_moments
+from experiments.methods.other_weights import MLP_CHAIN, QKV_SHARED, matrix_ranks, per_matrix_v1
 from experiments.methods.sequential import sequential_compress
 from experiments.pipeline import Config, Context, compress_config, evaluated, measure, prepare, rank_for, row_key
 from theory.grassmann import Array
@@ -139,7 +142,56 @@ def plan(mode: Mode, ratio: float, kind: str = "attn_out") -> list[Entry]:
     rows += [E("other-weights", label, "mlp_out", ratio, build, sweep=True) for label, build in
              (("original", _original), (V1_LABEL, _method("v1")), ("SVD-LLM V2", _method("v2")),
               ("sequential (error-propagating)", _sequential))]
+    rows += other_weight_classes(ratio)
     return rows
+
+
+# ---------------------------------------------------------------- other weight classes: MLP chain, Q/K/V shared
+# Composite kinds (experiments.adapters.COMPOSITE_KINDS): every matrix keeps V1's parameter count at the run's
+# ratio (experiments.methods.other_weights: r(W) = round(ratio min(m, n))); a family lacking a part is skipped.
+
+def _per_matrix_v1(ratio: float) -> Build:
+    def build(s: Setting, d: int, b: Mode) -> Compression:
+        return per_matrix_v1(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, matrix_ranks(s.ctx.weights, ratio))
+    return build
+
+
+def _mlp_chain(whitened: bool) -> Build:
+    def build(s: Setting, d: int, b: Mode) -> Compression:
+        return compress(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, MLP_CHAIN, d,
+                        options={"whitened": whitened, "tol": b.tol, "max_sweeps": b.max_sweeps})
+    return build
+
+
+def _qkv_shared(ratio: float) -> Build:
+    def build(s: Setting, d: int, b: Mode) -> Compression:
+        return compress(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, QKV_SHARED, d,
+                        options={"ranks": matrix_ranks(s.ctx.weights, ratio)})
+    return build
+
+
+def other_weight_classes(ratio: float) -> list[Entry]:
+    """MLP up/gate/down: the chain bundle (whitened and not) against V1 per matrix; Q/K/V on one shared whitened
+    input basis against V1 per matrix, at equal parameter counts."""
+    E = Entry
+    return [E("other-weights", V1_LABEL, "mlp_chain", ratio, _per_matrix_v1(ratio), sweep=True),
+            E("other-weights", "MLP chain bundle (GBD, whitened, per-interface ranks)", "mlp_chain", ratio,
+              _mlp_chain(True), sweep=True),
+            E("other-weights", "MLP chain bundle (GBD, unwhitened, per-interface ranks)", "mlp_chain", ratio,
+              _mlp_chain(False), sweep=True),
+            E("other-weights", V1_LABEL, "q_k_v", ratio, _per_matrix_v1(ratio), sweep=True),
+            E("other-weights", "Q/K/V on one shared whitened input basis", "q_k_v", ratio, _qkv_shared(ratio),
+              sweep=True)]
+
+
+def available(loaded: LoadedModel, entry: Entry) -> bool:
+    """Whether the model's family has the entry's target kind (composite kinds: every part)."""
+    try:
+        adapter_for(loaded.model).target_names(loaded.model, entry.kind)
+    except GbdError:
+        return False
+    return True
+# ---------------------------------------------------------------- end of other weight classes
 
 
 def run_entry(setting: Setting, entry: Entry, cache_dir: Path) -> dict[str, Any]:
@@ -179,7 +231,7 @@ def run_open_questions(loaded: LoadedModel, mode: Mode, ratio: float = 0.25, see
     """Run the chosen questions (default all) on ``loaded`` with the sizes of ``mode``; the JSON-ready section
     data (module docstring)."""
     check_questions(questions)
-    entries = [e for e in plan(mode, ratio) if questions is None or e.question in questions]
+    entries = [e for e in plan(mode, ratio) if (questions is None or e.question in questions) and available(loaded, e)]
     if not entries:
         raise GbdError("no question chosen")
     settings: dict[str, Setting] = {}

@@ -39,7 +39,8 @@ def _cells(r: dict[str, Any]) -> tuple:
     hs = (f"{100 * r['hellaswag_acc']:.1f} ± {100 * r['hellaswag_acc_stderr']:.1f} %"
           if "hellaswag_acc" in r else "-")
     v = r["vs_v1"]
-    return (r["label"], f"{r['ratio']:g}", ppl_interval(r).text(),
+    label = f"{r['label']} [{r['kind']}]" if r["question"] == "other-weights" else r["label"]
+    return (label, f"{r['ratio']:g}", ppl_interval(r).text(),
             "-" if v is None else v.text(RATIO_DIGITS),
             fmt(r.get("activation_fraction")), fmt(r.get("frobenius_fraction")), hs,
             f"{r['windows']} / {r.get('hellaswag_n', 0)}")
@@ -126,9 +127,13 @@ QUESTION_TEXT = {
                _answer_best),
     "ratio-sweep": ("Lower-dimensional bottlenecks: the compression ratio d/D",
                     "V1, V2, GBD and Basis-Sharing-core at each d/D (fewer windows, said in each row).", _answer_sweep),
-    "other-weights": ("Other weight classes: MLP down projections",
-                      "V1, V2 and sequential on the MLP down projections at the main d/D (fewer windows). The bundle "
-                      "does not apply: D x 4D maps do not chain, it needs a per-layer-rank generalization of BCA.",
+    "other-weights": ("Other weight classes: MLP projections and Q/K/V",
+                      "At the main d/D (fewer windows), targets in brackets: V1, V2 and sequential on the MLP down "
+                      "projections; the MLP chain [up_1, down_1, up_2, ...] by the bundle with one rank per "
+                      "interface (d at the D-wide, round(d I / D) at the I-wide interfaces; gate_l on up_l's "
+                      "sections) against V1 on every up, gate and down matrix; Q, K and V of each block on one "
+                      "shared whitened input basis against V1 per matrix. Every matrix keeps V1's parameter count "
+                      "(rank round(d/D min(m, n))); the Q/K/V shared rank k matches the block's total.",
                       _answer_best),
 }
 
