@@ -28,9 +28,19 @@ def group(seed: int, D: int = 6, L: int = 3, tokens: int = 30):
                          ids=lambda c: f"{c.question}: {c.label}")
 def test_every_control_at_full_rank_reproduces_the_weights(control):
     Ws, Ss, bs = group(0)
-    c = control.run(Ws, Ss, bs, 6, 10.0)
+    c = control.run(Ws, Ss, bs, 6, 10.0, 1e-10, 500)
     for W, f, b in zip(Ws, c.layers, bs):
         assert np.allclose(f.W_hat, W, atol=1e-8) and np.allclose(f.bias, b, atol=1e-8)
+
+
+@pytest.mark.parametrize("control", [c for c in whitened_corners() + table4([0.1]) if "BCA," in c.label
+                                     or c.label.startswith(("pure bundle", "tied bundle"))], ids=lambda c: c.label)
+def test_every_control_solved_by_bca_stops_by_the_modes_rule(control):
+    """A control's BCA obeys the sweep limit it is given (the mode's, as the surgery's rows do), not the solver's
+    default of hundreds of sweeps: with a limit of 2 sweeps and an unreachable tolerance it stops at 2."""
+    Ws, Ss, bs = group(1, D=12)
+    c = control.run(Ws, Ss, bs, 3, 10.0, 0.0, 2)
+    assert c.bca_sweeps is not None and c.bca_sweeps <= 2
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -61,23 +61,25 @@ class Control:
 
     question: str
     label: str
-    run: Callable[[Sequence[Array], Sequence[Array], Sequence[Array | None], int, float], Compression]
+    run: Callable[..., Compression]       # (weights, sigmas, biases, d, c, tol, max_sweeps): BCA stops by the mode's rule
 
 
 def _compress_with(method: str, **kw: Any) -> Callable[..., Compression]:
-    """A Control.run calling experiments.compress; ``lam_over_c`` multiplies the lambda unit c."""
+    """A Control.run calling experiments.compress with the mode's BCA stopping rule (tol, max_sweeps), as the
+    surgery's rows do; ``lam_over_c`` multiplies the lambda unit c."""
     lam_over_c = kw.pop("lam_over_c", None)
 
-    def run(weights, sigmas, biases, d, c):
+    def run(weights, sigmas, biases, d, c, tol, max_sweeps):
         lam = {} if lam_over_c is None else {"lam": absolute_lambda(lam_over_c, c)}
-        return compress(weights, sigmas, biases, method, d, **lam, **kw)
+        return compress(weights, sigmas, biases, method, d, **lam, **kw, tol=tol, max_sweeps=max_sweeps)
     return run
 
 
 def unification_gap() -> list[Control]:
     """The 2 x 2 x 2 cube of the lambda -> inf untied corner (sides x whitening x convention)."""
     return [Control("unification-gap", f"{sides}, {'whitened' if w else 'unwhitened'}, {conv} anchors",
-                    lambda W, S, b, d, c, sides=sides, w=w, conv=conv: corner_variant(W, S, b, d, sides, w, conv))
+                    lambda W, S, b, d, c, tol, max_sweeps, sides=sides, w=w, conv=conv:   # no BCA at lambda -> inf
+                    corner_variant(W, S, b, d, sides, w, conv))
             for conv in ("original", "v1-output") for w in (False, True) for sides in SIDES]
 
 

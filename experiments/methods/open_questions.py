@@ -116,7 +116,7 @@ def _coupled(mu: float) -> Build:
 
 
 def _control(run: Callable[..., Compression]) -> Build:
-    return lambda s, d, b: run(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, d, s.ctx.c)
+    return lambda s, d, b: run(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, d, s.ctx.c, b.tol, b.max_sweeps)
 
 
 def _original(s: Setting, d: int, b: Mode) -> None:
