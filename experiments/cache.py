@@ -86,6 +86,22 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()))
 
 
+def read_entry(path: str | Path, key: str, valid: Callable[[dict[str, Any]], bool] = lambda row: True
+               ) -> dict[str, Any] | None:
+    """The row that ``write_entry`` stored at ``path`` under ``key`` if ``valid(row)``, else None: a missing or
+    unreadable file, another key (a stale entry or a prefix collision) or valid JSON of the wrong shape is a
+    miss, to be recomputed."""
+    cached = read_json(path)
+    if not (isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("row"), dict)):
+        return None
+    return cached["row"] if valid(cached["row"]) else None
+
+
+def write_entry(path: str | Path, key: str, row: dict[str, Any]) -> None:
+    """Store ``row`` at ``path`` under its full ``key`` (atomic; read back by ``read_entry``)."""
+    write_json(path, {"key": key, "row": row})
+
+
 def read_json(path: str | Path) -> Any | None:
     """The JSON in ``path``, or None when it does not exist or cannot be parsed."""
     try:

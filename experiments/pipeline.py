@@ -14,13 +14,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from experiments.audit.modes import Mode
-from experiments.cache import cache_key, code_version, read_json, write_json
+from experiments.cache import cache_key, code_version, read_entry, write_entry
 from experiments.calibration import calibration_batch, model_fingerprint, second_moments
 from experiments.compress import AllocationError, Compression, compress, errors, frobenius_error_fraction
 from experiments.data import (calibration_text, checksum_status, display_path, hellaswag_items, hellaswag_source,
@@ -183,16 +183,16 @@ def evaluated(ctx: Context, compression: Compression | None, windows: int | None
         key = cache_key(code_version(), ctx.fingerprint, installed_digest(ctx.names, compression), str(windows),
                         str(items), ctx.dtype, *(str(ctx.sources[k]["sha256"]) for k in ("wikitext2_test", "hellaswag")))
         path = ctx.cache_dir / "evaluations" / f"{key[:24]}.json"
-        cached = read_json(path)
-        if isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("row"), dict):
-            return cached["row"]
+        cached = read_entry(path, key)
+        if cached is not None:
+            return cached
     if compression is None:
         row = evaluate(ctx, windows, items, progress)
     else:
         with installed(ctx.loaded.model, ctx.names, compression):
             row = evaluate(ctx, windows, items, progress)
     if path is not None:
-        write_json(path, {"key": key, "row": row})
+        write_entry(path, key, row)
     return row
 
 
@@ -251,14 +251,10 @@ def row_key(ctx: Context, config: object, d: int, budget: Mode) -> str:
                      ctx.dtype)
 
 
-def cached_row(cached: Any, key: str, config: Config) -> dict[str, Any] | None:
-    """The row of a cache file if it is one made under ``key`` for ``config`` with every key a row has, else
-    None (a miss: anything else, valid JSON of the wrong shape included, is recomputed)."""
-    if not (isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("row"), dict)):
-        return None
-    row = cached["row"]
+def is_row_of(config: Config) -> Callable[[dict[str, Any]], bool]:
+    """Whether a cached row is one of ``config``: its label, and every key a row of its kind has."""
     needed = ROW_KEYS | (COMPRESSED_ROW_KEYS if config.method is not None else frozenset())
-    return row if needed <= set(row) and row["label"] == config.label else None
+    return lambda row: needed <= set(row) and row.get("label") == config.label
 
 
 def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Path,
@@ -266,7 +262,7 @@ def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Pa
     """Compress, install, evaluate and restore one configuration (cached under ``row_key``)."""
     key = row_key(ctx, config, d, budget)
     path = cache_dir / "runs" / f"{key[:24]}.json"
-    row = cached_row(read_json(path), key, config)
+    row = read_entry(path, key, is_row_of(config))
     if row is not None:
         return row
     start = time.time()
@@ -276,7 +272,7 @@ def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Pa
     else:
         row.update(_run_compressed(ctx, config, d, budget, progress))
     row["seconds"] = time.time() - start
-    write_json(path, {"key": key, "row": row})
+    write_entry(path, key, row)
     return row
 
 

@@ -135,24 +135,25 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
     loaded = load_model(model)           # first: a missing model fails before minutes of work
     results["model"] = model_info(loaded)
     _say(progress, f"model: {loaded.name} from {loaded.source}")
-    _say(progress, f"[1/3] theory audit ({mode})")
+    parts = 4 if beyond else 3
+    _say(progress, f"[1/{parts}] theory audit ({mode})")
     t = time.time()
     with part_threads("theory", threads):
         results["theory"] = audit_theory(mode, seed)
     timings["theory"] = time.time() - t
-    _say(progress, f"[2/3] phase diagram on {kind} at d/D = {ratio}")
+    _say(progress, f"[2/{parts}] phase diagram on {kind} at d/D = {ratio}")
     t = time.time()
     with part_threads("phase", threads):
         results["phase"] = phase_part(loaded, kind, ratio, mode, progress)
     timings["phase"] = time.time() - t
-    _say(progress, "[3/3] calibration, surgery and evaluation")
+    _say(progress, f"[3/{parts}] calibration, surgery and evaluation")
     t = time.time()
     with part_threads("surgery", threads):
         results["surgery"] = surgery_part(loaded, kind, ratio, mode, seed, cache_dir, progress=progress,
                                           dtype=dtype)
     timings["surgery"] = time.time() - t
     if beyond:
-        _say(progress, "[4/4] what the paper left open")
+        _say(progress, f"[4/{parts}] what the paper left open")
         t = time.time()
         with part_threads("beyond", threads):
             results["beyond"] = run_open_questions(loaded, mode_named(mode), ratio, seed, cache_dir,

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from types import SimpleNamespace
 
 import pytest
 
 from experiments import pipeline
-from experiments.cache import PACKAGE_ROOT, code_version, ensure_writable, library_versions
+from experiments.cache import PACKAGE_ROOT, code_version, ensure_writable, library_versions, read_entry, write_entry
 from experiments.errors import GbdError
 from experiments.audit.modes import MODES as BUDGETS
-from experiments.pipeline import Config, cached_row, row_key
+from experiments.pipeline import Config, is_row_of, row_key
 
 CONFIG = Config("SVD-LLM V1", "v1", "main")
 SOURCES = {"calibration": {"sha256": "a" * 64, "seed": 3}, "wikitext2_test": {"sha256": "b" * 64},
@@ -92,12 +93,18 @@ ROW = {"label": "SVD-LLM V1", "method": "v1", "table": "main", "d": 4, "ppl": 30
                                     {"key": "other", "row": ROW}, {"key": "k", "row": {**ROW, "label": "x"}},
                                     {"key": "k", "row": {k: v for k, v in ROW.items() if k != "ppl"}},
                                     {"key": "k", "row": {k: v for k, v in ROW.items() if k != "params_kept"}}])
-def test_a_cache_file_of_the_wrong_shape_is_a_miss(cached):
-    assert cached_row(cached, "k", CONFIG) is None
+def test_a_cache_file_of_the_wrong_shape_is_a_miss(cached, tmp_path):
+    path = tmp_path / "entry.json"
+    if cached is not None:
+        path.write_text(json.dumps(cached))
+    assert read_entry(path, "k", is_row_of(CONFIG)) is None
 
 
-def test_a_well_formed_cached_row_is_served():
-    assert cached_row({"key": "k", "row": ROW}, "k", CONFIG) == ROW
+def test_a_well_formed_cached_row_is_served(tmp_path):
+    write_entry(tmp_path / "entry.json", "k", ROW)
+    assert read_entry(tmp_path / "entry.json", "k", is_row_of(CONFIG)) == ROW
+    (tmp_path / "broken.json").write_text('{"key": "k", "row": {')           # half a file: a miss, no crash
+    assert read_entry(tmp_path / "broken.json", "k") is None
 
 
 def test_unwritable_folders_are_refused_clearly(tmp_path):

@@ -160,3 +160,10 @@ def test_the_other_weights_question_runs_them_on_a_llama_and_renders_their_targe
         assert all(r["params_kept"] <= v1["params_kept"] for r in others)
     md = render_section(data, tmp_path / "out")
     assert "Q/K/V on one shared whitened input basis [q_k_v]" in md and "SVD-LLM V1 [mlp_chain]" in md
+    for r in data["rows"]:                    # the uncompressed model far ahead (random weights need not be) ...
+        if r["label"] == "original":
+            r["ppl_window_nll"] = [0.5 * x for x in r["ppl_window_nll"]]
+            r["ppl"] = float(np.exp(sum(r["ppl_window_nll"]) / sum(r["ppl_window_tokens"])))
+    answer = render_section(data, tmp_path / "out").split("**Answer.**")[-1]
+    assert all(f"[{kind}] best: " in answer for kind in ("mlp_out", "mlp_chain", "q_k_v"))
+    assert "best: original" not in answer                     # ... is still no candidate: one best per kind

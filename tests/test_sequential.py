@@ -34,13 +34,16 @@ def test_propagated_error_is_the_direct_residual():
     assert propagated_error(W, W_hat, m) == pytest.approx(np.sum((W @ X - W_hat @ Xt) ** 2), rel=1e-10)
 
 
+@pytest.mark.parametrize("damping", [0.0, 0.1, 10.0])
 @pytest.mark.parametrize("d", [1, 3, 6])
-def test_equals_v1_when_no_earlier_layer_is_compressed(d):
+def test_equals_v1_when_no_earlier_layer_is_compressed(d, damping):
+    """Shrunk toward W, it is V1 on the damped moment Sigma + delta I, delta = damping mean(diag Sigma)."""
     W, X, _, _ = data(2)
     Sigma = X @ X.T
     b = np.arange(7.0)
-    seq, note = reduced_rank_regression(W, Sigma, Sigma, d, b)
-    v1 = compress([W], [Sigma], [b], "v1", d).layers[0]
+    seq, note = reduced_rank_regression(W, Sigma, Sigma, d, b, damping)
+    damped = Sigma + damping * np.mean(np.diag(Sigma)) * np.eye(len(Sigma))
+    v1 = compress([W], [damped], [b], "v1", d).layers[0]
     assert note is None
     assert np.allclose(seq.W_hat, v1.W_hat, atol=1e-9) and np.allclose(seq.bias, v1.bias, atol=1e-9)
 
@@ -64,6 +67,33 @@ def test_is_the_minimum_over_random_rank_d_maps(seed, d):
         f = reduced_rank_regression(W, m.cross, m.sigma_tilde, d)[0]
         other = (f.B + 0.1 * rng.standard_normal(f.B.shape)) @ (f.A + 0.1 * rng.standard_normal(f.A.shape))
         assert seq <= propagated_error(W, other, m) * (1 + 1e-9)
+
+
+@given(seed=st.integers(0, 10_000), d=st.integers(1, 5), damping=st.floats(1e-3, 10.0))
+def test_damped_solution_minimizes_the_penalized_objective(seed, d, damping):
+    """J(W_hat) + delta ||W_hat - W||^2, delta = damping mean(diag Sigma~), written from X and X~ directly: the
+    damped factors beat rank-d perturbations of themselves and the undamped solution."""
+    W, X, Xt, m = data(seed, tokens=8)                 # fewer tokens than the penalty matters for
+    delta = damping * np.mean(np.sum(Xt * Xt, axis=1))
+    P = lambda W_hat: float(np.sum((W @ X - W_hat @ Xt) ** 2) + delta * np.sum((W_hat - W) ** 2))   # noqa: E731
+    f = reduced_rank_regression(W, m.cross, m.sigma_tilde, d, damping=damping)[0]
+    best = P(f.W_hat)
+    assert best <= P(reduced_rank_regression(W, m.cross, m.sigma_tilde, d)[0].W_hat) * (1 + 1e-9) + 1e-9
+    rng = np.random.default_rng(seed)
+    for _ in range(5):
+        other = (f.B + 0.1 * rng.standard_normal(f.B.shape)) @ (f.A + 0.1 * rng.standard_normal(f.A.shape))
+        assert best <= P(other) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("damping", [-0.1, float("nan"), float("inf")])
+def test_bad_damping_is_refused(damping, tiny):
+    W, _, _, m = data(0)
+    with pytest.raises(GbdError, match="damping must be"):
+        reduced_rank_regression(W, m.cross, m.sigma_tilde, 2, damping=damping)
+    model, ids = tiny
+    names, weights, biases = read_targets(model, "attn_out")
+    with pytest.raises(GbdError, match="damping must be"):
+        sequential_compress(model, names, weights, biases, ids, 4, damping)
 
 
 def test_bad_rank_is_refused():

@@ -17,13 +17,13 @@ is never served a stale row.
 ``experiments.methods.open_report.render_section(data, out_dir)`` turns it into Markdown (with the ratio plot).
 
 Questions (``QUESTIONS``):
-- ``cross-layer``: sequential (error-propagating) compression and the activation-coupled joint objective
+- ``cross-layer``: sequential (error-propagating) compression, plain and shrunk toward W, and the activation-coupled joint objective
   (two mu) against V1, V2 and GBD;
 - ``unification-gap``: the lambda -> inf untied corner over sides x whitening x anchor convention;
 - ``whitened-bundle``: every corner of the bundle on W_l S_l (generalized projection) beside its unwhitened self;
 - ``table4``: the paper's Table 4 anchor variants;
 - ``ratio-sweep``: V1, V2, GBD, BS-core at d/D in RATIOS (fewer windows, said in each row);
-- ``other-weights``: MLP down projections (mlp_out) by V1, V2 and sequential; the MLP up/gate/down chain
+- ``other-weights``: MLP down projections (mlp_out) by V1, V2 and sequential (plain and shrunk); the MLP up/gate/down chain
   (composite kind ``mlp_chain``) by the per-interface-rank bundle against V1 per matrix; Q/K/V (``q_k_v``) on one
   shared whitened input basis against V1 per matrix (all with fewer windows; experiments.methods.other_weights).
   Entries whose kind the model's family lacks (the gate and split Q/K/V outside Llama) are left out.
@@ -39,7 +39,7 @@ import torch
 
 from experiments.adapters import adapter_for
 from experiments.audit.modes import Mode
-from experiments.cache import read_json, write_json
+from experiments.cache import read_entry, write_entry
 from experiments.calibration import calibration_batch
 from experiments.compress import Compression, compress
 from experiments.data import calibration_text
@@ -56,6 +56,13 @@ from theory.grassmann import Array
 RATIOS = (0.5, 0.375, 0.25, 0.125, 0.0625)
 QUESTIONS = ("cross-layer", "unification-gap", "whitened-bundle", "table4", "ratio-sweep", "other-weights")
 V1_LABEL = "SVD-LLM V1"
+ORIGINAL_LABEL = "original"
+# Sequential compression's shrinkage toward W (experiments.methods.sequential): delta = 0.1 mean(diag Sigma~),
+# chosen on held-out calibration text (seed 11, not the test set) for SmolLM2's mlp_out layers 2 and 3 at quick
+# size, where it brought the held-out propagated error below V1's (0.238 against 0.278, 0.153 against 0.166).
+SEQUENTIAL_DAMPING = 0.1
+SEQUENTIAL_LABELS = {0.0: "sequential (error-propagating)",
+                     SEQUENTIAL_DAMPING: f"sequential, shrunk toward W (damping {SEQUENTIAL_DAMPING:g})"}
 
 
 @dataclass
@@ -104,8 +111,11 @@ def _method(name: str) -> Build:
     return lambda s, d, b: compress_config(s.ctx, Config(name, name, "beyond"), d, b)
 
 
-def _sequential(s: Setting, d: int, b: Mode) -> Compression:
-    return sequential_compress(s.ctx.loaded.model, s.ctx.names, s.ctx.weights, s.ctx.biases, s.calib_ids, d)[0]
+def _sequential(damping: float) -> Build:
+    def build(s: Setting, d: int, b: Mode) -> Compression:
+        return sequential_compress(s.ctx.loaded.model, s.ctx.names, s.ctx.weights, s.ctx.biases, s.calib_ids, d,
+                                   damping)[0]
+    return build
 
 
 def _coupled(mu: float) -> Build:
@@ -126,11 +136,11 @@ def _original(s: Setting, d: int, b: Mode) -> None:
 def plan(mode: Mode, ratio: float, kind: str = "attn_out") -> list[Entry]:
     """Every configuration of every question, in report order."""
     E = Entry
-    rows = [E("cross-layer", "original", kind, ratio, _original),
+    rows = [E("cross-layer", ORIGINAL_LABEL, kind, ratio, _original),
             E("cross-layer", V1_LABEL, kind, ratio, _method("v1")),
             E("cross-layer", "SVD-LLM V2", kind, ratio, _method("v2")),
-            E("cross-layer", "pure bundle (GBD)", kind, ratio, _method("gbd")),
-            E("cross-layer", "sequential (error-propagating)", kind, ratio, _sequential)]
+            E("cross-layer", "pure bundle (GBD)", kind, ratio, _method("gbd"))]
+    rows += [E("cross-layer", label, kind, ratio, _sequential(damping)) for damping, label in SEQUENTIAL_LABELS.items()]
     rows += [E("cross-layer", f"activation-coupled joint, mu={mu:g}", kind, ratio, _coupled(mu))
              for mu in mode.open_mus]
     rows += [E(c.question, c.label, kind, ratio, _control(c.run))
@@ -140,8 +150,8 @@ def plan(mode: Mode, ratio: float, kind: str = "attn_out") -> list[Entry]:
                  ((V1_LABEL, "v1"), ("SVD-LLM V2", "v2"), ("pure bundle (GBD)", "gbd"),
                   ("Basis-Sharing-core", "bs-core"))]
     rows += [E("other-weights", label, "mlp_out", ratio, build, sweep=True) for label, build in
-             (("original", _original), (V1_LABEL, _method("v1")), ("SVD-LLM V2", _method("v2")),
-              ("sequential (error-propagating)", _sequential))]
+             ((ORIGINAL_LABEL, _original), (V1_LABEL, _method("v1")), ("SVD-LLM V2", _method("v2")),
+              *((label, _sequential(damping)) for damping, label in SEQUENTIAL_LABELS.items()))]
     rows += other_weight_classes(ratio)
     return rows
 
@@ -191,7 +201,6 @@ def available(loaded: LoadedModel, entry: Entry) -> bool:
     except GbdError:
         return False
     return True
-# ---------------------------------------------------------------- end of other weight classes
 
 
 def run_entry(setting: Setting, entry: Entry, cache_dir: Path) -> dict[str, Any]:
@@ -203,9 +212,9 @@ def run_entry(setting: Setting, entry: Entry, cache_dir: Path) -> dict[str, Any]
                       else (mode.ppl_windows, mode.hellaswag_items))
     key = row_key(ctx, entry, d, mode)
     path = cache_dir / "beyond" / f"{key[:24]}.json"
-    cached = read_json(path)
-    if isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("row"), dict):
-        return cached["row"]
+    cached = read_entry(path, key)
+    if cached is not None:
+        return cached
     start = time.time()
     row: dict[str, Any] = {"question": entry.question, "label": entry.label, "kind": entry.kind, "ratio": entry.ratio,
                            "d": d, "D": min(min(w.shape) for w in ctx.weights)}
@@ -214,7 +223,7 @@ def run_entry(setting: Setting, entry: Entry, cache_dir: Path) -> dict[str, Any]
                else measure(ctx, compression, windows, items, progress=False))
     row["windows"] = len(row["ppl_window_nll"])
     row["seconds"] = time.time() - start
-    write_json(path, {"key": key, "row": row})
+    write_entry(path, key, row)
     return row
 
 

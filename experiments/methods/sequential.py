@@ -16,6 +16,20 @@ with S~ S~^T = Sigma~, so the rank-d minimizer is the reduced-rank regression
 
 (Eckart-Young on W_ls S~). Factors: B = U_d, A = U_d^T W_ls; b_hat = P_B b like every other method. When no
 earlier layer is compressed, X~ = X, C = Sigma~ = Sigma, W_ls = W and this is SVD-LLM V1 exactly.
+
+Shrinkage toward W (``damping``). W_ls has one free coefficient per input dimension and output row; with few
+calibration tokens per input dimension (the MLP down projection reads 1536 dimensions; quick mode calibrates on
+4096 tokens) it fits the calibration tokens' noise: on SmolLM2's mlp_out layer 2 the propagated error J falls
+from V1's 0.23 to 0.11 of ||W X||^2 in sample but rises from 0.28 to 0.35 on held-out calibration text. The
+penalized objective
+
+    J_l(W_hat) + delta ||W_hat - W||_F^2,   delta = damping * mean(diag Sigma~_l),
+
+is the same reduced-rank regression with C -> C + delta I and Sigma~ -> Sigma~ + delta I (expand the square), so
+it keeps the closed form. When X~ = X it is V1 on the damped moment Sigma + delta I (W_ls = (W Sigma + delta W)
+(Sigma + delta I)^{-1} = W, then Eckart-Young on W (Sigma + delta I)^{1/2}); damping = 0 is the plain objective
+above. (GPTQ's dampening adds the same delta I to its Hessian but shrinks toward zero: W_ls would then be
+W Sigma (Sigma + delta I)^{-1}, not W, even with nothing compressed before.)
 """
 from __future__ import annotations
 
@@ -45,14 +59,27 @@ class PropagatedMoments:
     sigma_tilde: Array
 
 
-def reduced_rank_regression(W: Array, cross: Array, sigma_tilde: Array, d: int,
-                            bias: Array | None = None) -> tuple[LowRankFactors, str | None]:
-    """argmin_{rank <= d} ||W X - W_hat X~||_F^2 from C = X X~^T and Sigma~ = X~ X~^T (module docstring).
+def check_damping(damping: float) -> None:
+    """A clear error unless the shrinkage ``damping`` is a finite number >= 0."""
+    if not (np.isfinite(damping) and damping >= 0):
+        raise GbdError(f"damping must be a finite number >= 0, got {damping}")
 
-    Returns the factors (B = U_d, A = U_d^T W C Sigma~^{-1}) and a note when Sigma~ needed a Cholesky jitter.
+
+def reduced_rank_regression(W: Array, cross: Array, sigma_tilde: Array, d: int,
+                            bias: Array | None = None, damping: float = 0.0) -> tuple[LowRankFactors, str | None]:
+    """argmin_{rank <= d} ||W X - W_hat X~||_F^2 + delta ||W_hat - W||_F^2 from C = X X~^T and Sigma~ = X~ X~^T,
+    delta = damping * mean(diag Sigma~) (module docstring).
+
+    Returns the factors (B = U_d, A = U_d^T W C_delta Sigma~_delta^{-1}, C_delta = C + delta I, Sigma~_delta =
+    Sigma~ + delta I) and a note when Sigma~_delta needed a Cholesky jitter.
     """
     if not 1 <= d <= min(W.shape):
         raise GbdError(f"rank d={d} must lie in [1, {min(W.shape)}] for W of shape {W.shape}")
+    check_damping(damping)
+    delta = damping * float(np.mean(np.diag(sigma_tilde)))
+    if delta > 0:
+        cross = cross + delta * np.eye(len(cross))
+        sigma_tilde = sigma_tilde + delta * np.eye(len(sigma_tilde))
     wh = whitening(sigma_tilde, "cholesky")
     WC = W @ cross
     U = top_left_singular(WC @ wh.S_pinv.T, d)                 # W C S~^{-T}
@@ -67,10 +94,10 @@ def propagated_error(W: Array, W_hat: Array, moments: PropagatedMoments) -> floa
 
 
 def sequential_compress(model: nn.Module, names: Sequence[str], weights: Sequence[Array],
-                        biases: Sequence[Array | None], input_ids: torch.Tensor, d: int,
+                        biases: Sequence[Array | None], input_ids: torch.Tensor, d: int, damping: float = 0.0,
                         progress: bool = False) -> tuple[Compression, list[PropagatedMoments]]:
     """Compress the named layers (at most one per block, in depth order), each by ``reduced_rank_regression`` on
-    its propagated moments, block by block.
+    its propagated moments (shrunk toward W by ``damping``), block by block.
 
     The first block's calls are captured once per calibration row; then two residual streams advance one block
     at a time: the original model's h and the compressed model's h~ (blocks 1..l-1 with their compressed
@@ -82,6 +109,7 @@ def sequential_compress(model: nn.Module, names: Sequence[str], weights: Sequenc
     """
     if len(names) != len(weights) or len(names) != len(biases):
         raise GbdError(f"got {len(names)} names, {len(weights)} weights, {len(biases)} biases")
+    check_damping(damping)
     if input_ids.ndim != 2 or len(input_ids) == 0:
         raise GbdError(f"calibration ids must be a non-empty (n, T) tensor, got shape {tuple(input_ids.shape)}")
     adapter = adapter_for(model)
@@ -117,7 +145,7 @@ def sequential_compress(model: nn.Module, names: Sequence[str], weights: Sequenc
             leaving.append(out)
         assert sums is not None
         m = PropagatedMoments(*(s.cpu().numpy() for s in sums))
-        factors, note = reduced_rank_regression(W, m.cross, m.sigma_tilde, d, b)
+        factors, note = reduced_rank_regression(W, m.cross, m.sigma_tilde, d, b, damping)
         if note:
             notes.append(f"layer {l}: {note}")
         layers.append(factors)
@@ -128,5 +156,6 @@ def sequential_compress(model: nn.Module, names: Sequence[str], weights: Sequenc
                 delivered = advance(k, original if delivered is None else delivered)
             original, k = leaving, k + 1
     notes.append(f"sequential: layer l fitted to W_l X_l from the inputs X~_l of the model with layers 1..l-1 "
-                 f"compressed, over {input_ids.shape[0]} x {input_ids.shape[1]} calibration tokens")
+                 f"compressed, over {input_ids.shape[0]} x {input_ids.shape[1]} calibration tokens"
+                 + (f", shrunk toward W_l with delta = {damping:g} mean(diag Sigma~_l)" if damping else ""))
     return Compression("sequential", layers, [d] * len(layers), notes), moments
