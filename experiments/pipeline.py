@@ -89,6 +89,7 @@ class Context:
     adjustments: list[str] = field(default_factory=list)
     dtype: str = "float32"            # perplexity's autocast dtype (experiments.evaluation.DTYPES)
     cache_dir: Path | None = None     # where ``evaluated`` keeps evaluations by content (None: not cached)
+    device: str = "cpu"               # where the model runs (experiments.loading.device_of): part of every key
 
     @property
     def c(self) -> float:
@@ -136,7 +137,7 @@ def prepare(loaded: LoadedModel, budget: Mode, seed: int, cache_dir: Path, kind:
                            cache=cache_dir / f"calibration-{cache_key(fingerprint, kind, str(seed))[:16]}-"
                                              f"{budget.calib_n}x{budget.calib_T}.pt")
     return Context(loaded, kind, names, weights, biases, [sigma[n] for n in names], tokenize_corpus(tok, test.text),
-                   fingerprint, budget, sources, adjustments, cache_dir=cache_dir)
+                   fingerprint, budget, sources, adjustments, cache_dir=cache_dir, device=loaded.device)
 
 
 def evaluate(ctx: Context, windows: int | None, items: int | None, progress: bool = True) -> dict[str, Any]:
@@ -181,7 +182,8 @@ def evaluated(ctx: Context, compression: Compression | None, windows: int | None
     path = None
     if ctx.cache_dir is not None:
         key = cache_key(code_version(), ctx.fingerprint, installed_digest(ctx.names, compression), str(windows),
-                        str(items), ctx.dtype, *(str(ctx.sources[k]["sha256"]) for k in ("wikitext2_test", "hellaswag")))
+                        str(items), ctx.dtype, ctx.device,
+                        *(str(ctx.sources[k]["sha256"]) for k in ("wikitext2_test", "hellaswag")))
         path = ctx.cache_dir / "evaluations" / f"{key[:24]}.json"
         cached = read_entry(path, key)
         if cached is not None:
@@ -248,7 +250,7 @@ def row_key(ctx: Context, config: object, d: int, budget: Mode) -> str:
     return cache_key(code_version(), ctx.fingerprint, ctx.kind, repr(budget), repr(config), str(d),
                      str(ctx.sources["calibration"]["seed"]),
                      *(str(ctx.sources[k]["sha256"]) for k in ("calibration", "wikitext2_test", "hellaswag")),
-                     ctx.dtype)
+                     ctx.dtype, ctx.device)
 
 
 def is_row_of(config: Config) -> Callable[[dict[str, Any]], bool]:

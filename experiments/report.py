@@ -235,7 +235,8 @@ def reproducibility_section(results: dict[str, Any]) -> str:
     return "\n\n".join([
         "## Re-running this report",
         f"    {results['command']}",
-        f"Started {results['started']}; mode {results['mode']}; seed {results['seed']} (calibration windows, "
+        f"Started {results['started']}; the model ran on {m.get('device', 'cpu')}, the solvers on the CPU; "
+        f"mode {results['mode']}; seed {results['seed']} (calibration windows, "
         f"theory sample); model weights fingerprint (sha256 of every parameter) `{s['fingerprint'][:16]}...`. "
         "Calibration and each configuration are cached under the cache directory, keyed by the code version, "
         "the model, the options and every data file's sha256, so a re-run resumes."

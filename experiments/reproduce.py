@@ -61,7 +61,7 @@ def model_info(loaded: LoadedModel) -> dict[str, Any]:
     config = loaded.model.config
     info = {"name": loaded.name, "source": loaded.source, "model_type": config.model_type,
             "vocab_size": int(config.vocab_size), "hidden_size": int(config.hidden_size),
-            "layers": int(config.num_hidden_layers)}
+            "layers": int(config.num_hidden_layers), "device": loaded.device}
     if loaded.file is not None:
         info["file_sha256"] = sha256(loaded.file)
     return info
@@ -118,7 +118,7 @@ def seed_runs(loaded: LoadedModel, budget: Mode, seeds: Sequence[int], d: int, c
 
 def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, out_dir: Path, cache_dir: Path,
               command: str, progress: bool = True, dtype: str = "float32",
-              beyond: bool = False) -> tuple[dict[str, Any], Path]:
+              beyond: bool = False, device: str | None = None) -> tuple[dict[str, Any], Path]:
     """Theory audit, phase diagram, surgery (and with ``beyond`` the open questions, on attention outputs); then
     the verdicts and the report written to ``out_dir``."""
     from experiments.report import write_report   # matplotlib only when a report is made
@@ -132,7 +132,7 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
                                "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     timings: dict[str, float] = {}
     threads: dict[str, Any] = {}
-    loaded = load_model(model)           # first: a missing model fails before minutes of work
+    loaded = load_model(model, device=device)  # first: a missing model fails before minutes of work
     results["model"] = model_info(loaded)
     _say(progress, f"model: {loaded.name} from {loaded.source}")
     parts = 4 if beyond else 3

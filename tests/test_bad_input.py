@@ -177,6 +177,21 @@ def test_bad_options_fail_before_the_model_is_loaded(argv, message, tmp_path, mo
     fails_with(argv + ["--mode", "quick", "--quiet"] + cache, capsys, message)
 
 
+@pytest.mark.parametrize("device, message", [
+    ("banana", "unknown device 'banana'"),
+    ("meta", "only 'cpu' and 'cuda'"),
+    pytest.param("cuda", "sees no CUDA GPU", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU")),
+    ("cuda:64", "CUDA GPU"),
+])
+def test_a_bad_device_fails_before_the_model_is_read(device, message, tiny_dir, tmp_path, monkeypatch, capsys):
+    forbid(monkeypatch, loading, "_attempt")
+    fails_with(["surgery", "--model", tiny_dir, "--device", device, "--mode", "quick", "--quiet", "--cache-dir",
+                str(tmp_path)], capsys, message)
+    monkeypatch.setenv("GBD_DEVICE", device)
+    with pytest.raises(GbdError, match=message):
+        load_model(tiny_dir)
+
+
 def test_a_zero_ratio_through_the_api_fails_before_calibration(tiny_dir, tmp_path, monkeypatch):
     loaded = load_model(tiny_dir)
     forbid(monkeypatch, reproduce, "prepare")

@@ -22,7 +22,8 @@ SOURCES = {"calibration": {"sha256": "a" * 64, "seed": 3}, "wikitext2_test": {"s
 
 def context(**changes) -> SimpleNamespace:
     """The fields of a pipeline.Context that a row key reads."""
-    fields = {"fingerprint": "f" * 64, "kind": "attn_out", "sources": copy.deepcopy(SOURCES), "dtype": "float32"}
+    fields = {"fingerprint": "f" * 64, "kind": "attn_out", "sources": copy.deepcopy(SOURCES), "dtype": "float32",
+              "device": "cpu"}
     fields.update(changes)
     return SimpleNamespace(**fields)
 
@@ -118,3 +119,8 @@ def test_unwritable_folders_are_refused_clearly(tmp_path):
 
 def test_the_perplexity_dtype_changes_the_row_key():
     assert key(context(dtype="bfloat16")) != key()
+
+
+def test_the_device_changes_the_row_key():
+    """float32 results differ between a CPU and a GPU: a row measured on one is not served to the other."""
+    assert key(context(device="cuda (NVIDIA H100 80GB HBM3)")) != key()

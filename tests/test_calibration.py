@@ -175,3 +175,15 @@ def test_a_calibration_cache_of_another_code_version_is_not_reused(model, names,
     with ForwardCounter(model) as counter, pytest.warns(UserWarning, match="code version"):
         second_moments(model, names, input_ids[:1], progress=False, cache=cache)
     assert counter.calls == 1
+
+
+def test_a_cache_made_on_another_device_is_not_reused(model, names, input_ids, tmp_path, monkeypatch):
+    """float32 activations differ between devices: the state's key names the device it was measured on."""
+    from experiments import calibration
+
+    cache = tmp_path / "sigma.pt"
+    second_moments(model, names, input_ids, progress=False, cache=cache)
+    monkeypatch.setattr(calibration, "device_of", lambda m: "cuda (another device)")
+    with ForwardCounter(model) as counter, pytest.warns(UserWarning, match="ignoring calibration cache"):
+        second_moments(model, names, input_ids, progress=False, cache=cache)
+    assert counter.calls == N

@@ -81,10 +81,17 @@ def test_report_end_to_end_on_a_tiny_model(tiny_dir, tmp_path, capsys):
     assert_no_absolute_path(report + (out_dir / "results.json").read_text(), tmp_path, tiny_dir)
     label = json.loads(cached[0].read_text())["row"]["label"]
     cached[0].write_text("{}")                  # valid JSON of the wrong shape: a miss, recomputed
+    surgery_out = tmp_path / "surgery-out"
     assert main(["surgery", "--model", tiny_dir, "--mode", "quick", "--cache-dir", str(tmp_path / "cache"),
-                 "--quiet", "--only", label]) == 0
+                 "--quiet", "--only", label, "--out", str(surgery_out)]) == 0
     recomputed = json.loads(cached[0].read_text())["row"]
     assert {**recomputed, "seconds": 0} == {**rows[label], "seconds": 0}
+    written = json.loads((surgery_out / "surgery.json").read_text())
+    assert [r["label"] for r in written["surgery"]["rows"]] == [label]
+    assert written["surgery"]["rows"][0]["ppl"] == recomputed["ppl"] and written["model"]["device"] == "cpu"
+    page = (surgery_out / "surgery.md").read_text()
+    assert "The model ran on cpu" in page and label in page
+    assert_no_absolute_path(page, tmp_path, tiny_dir)
 
 
 def assert_no_absolute_path(text: str, *local: str | Path) -> None:

@@ -173,6 +173,9 @@ def test_equal_factors_are_evaluated_once_whatever_produced_them(tiny_dir, tmp_p
     pipeline.evaluated(ctx, v1, 2, 0, progress=False)
     original = pipeline.evaluated(ctx, None, 1, 0, progress=False)
     assert len(calls) == 4 and original["ppl"] != first["ppl"]
+    ctx.device = "cuda (another device)"                 # the same factors measured elsewhere: evaluated anew
+    pipeline.evaluated(ctx, v1, 1, 0, progress=False)
+    assert len(calls) == 5
     ctx.cache_dir = None
     pipeline.evaluated(ctx, twin, 1, 0, progress=False)
-    assert len(calls) == 5
+    assert len(calls) == 6
