@@ -238,19 +238,14 @@ def cmd_surgery(args: argparse.Namespace) -> None:
         from experiments.cache import write_json
         from experiments.reproduce import model_info, versions
 
-        header = (f"# Surgery, {args.mode} mode: {loaded.name}\n\n    {shown_command(args.argv)}\n\n"
-                  f"The model ran on {loaded.device}, the solvers on the CPU; {elapsed_text(started)}.\n\n")
+        command, seconds = shown_command(args.argv), time.time() - started
+        header = (f"# Surgery, {args.mode} mode: {loaded.name}\n\n    {command}\n\n"
+                  f"The model ran on {loaded.device}, the solvers on the CPU; took {seconds / 60:.1f} min.\n\n")
         (args.out / "surgery.md").write_text(header + text + "\n")
-        write_json(args.out / "surgery.json", {"command": shown_command(args.argv), "mode": args.mode,
-                                               "seed": args.seed, "model": model_info(loaded),
-                                               "versions": versions(), "seconds": time.time() - started,
-                                               "surgery": part})
+        write_json(args.out / "surgery.json", {"command": command, "mode": args.mode, "seed": args.seed,
+                                               "model": model_info(loaded), "versions": versions(),
+                                               "seconds": seconds, "surgery": part})
         print(f"written to {args.out / 'surgery.md'} and {args.out / 'surgery.json'}")
-
-
-def elapsed_text(started: float) -> str:
-    """'took N min' since ``started`` (time.time())."""
-    return f"took {(time.time() - started) / 60:.1f} min"
 
 
 def surgery_text(loaded: Any, args: argparse.Namespace, part: dict[str, Any]) -> str:
