@@ -179,3 +179,15 @@ def test_equal_factors_are_evaluated_once_whatever_produced_them(tiny_dir, tmp_p
     ctx.cache_dir = None
     pipeline.evaluated(ctx, twin, 1, 0, progress=False)
     assert len(calls) == 6
+
+
+def test_ratio_sweep_answer_names_a_tie_at_the_printed_precision():
+    """Two configurations with the same PPL to the printed digits are a tie, not a win of whichever came first;
+    a clearly lower PPL is a single winner."""
+    from experiments.methods.open_report import _answer_sweep
+    rows = [{"ratio": 0.5, "label": "SVD-LLM V1", "ppl": 23.1800001}, {"ratio": 0.5, "label": "SVD-LLM V2", "ppl": 23.18},
+            {"ratio": 0.5, "label": "GBD", "ppl": 30.0},
+            {"ratio": 0.25, "label": "SVD-LLM V1", "ppl": 26.5}, {"ratio": 0.25, "label": "SVD-LLM V2", "ppl": 26.9}]
+    answer = _answer_sweep(rows)
+    assert "d/D=0.5: tie of SVD-LLM V1 and SVD-LLM V2 (PPL 23.18)" in answer
+    assert "d/D=0.25: SVD-LLM V1 (PPL 26.5)" in answer and "GBD" not in answer

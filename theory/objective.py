@@ -97,12 +97,21 @@ class TiedProblem:
             raise ValueError("lambda > 0 needs an anchor")
 
     def factor(self, U: Array, with_anchor: bool = True) -> Array:
-        """[G(U), sqrt(lambda) A] with M(P) + lambda A A^T = factor factor^T."""
-        Ws = self.stack.weights
-        cols = [W @ U for W in Ws] + [W.T @ U for W in Ws]
-        if with_anchor and self.lam:
-            cols.append(np.sqrt(self.lam) * self.anchor)
-        return np.hstack(cols)
+        """[G(U), sqrt(lambda) A] with M(P) + lambda A A^T = factor factor^T.
+
+        Built through its transpose: the blocks U^T W_l^T, U^T W_l, sqrt(lambda) A^T are written in place as row
+        blocks of one C-ordered buffer (no per-product temporaries, no copy of the n x 2Ld result), which is
+        returned transposed; F F^T is then one symmetric rank-k product of that buffer.
+        """
+        Ws, d = self.stack.weights, U.shape[1]
+        anchored = bool(with_anchor and self.lam)
+        rows = np.empty((2 * len(Ws) * d + (self.anchor.shape[1] if anchored else 0), U.shape[0]))
+        for l, W in enumerate(Ws):
+            np.matmul(U.T, W.T, out=rows[l * d:(l + 1) * d])                             # (W_l U)^T
+            np.matmul(U.T, W, out=rows[(len(Ws) + l) * d:(len(Ws) + l + 1) * d])         # (W_l^T U)^T
+        if anchored:
+            rows[2 * len(Ws) * d:] = np.sqrt(self.lam) * self.anchor.T
+        return rows.T
 
     def cost(self, U: Array) -> float:
         val = tied_energy(self.stack, U)

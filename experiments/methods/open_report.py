@@ -111,11 +111,14 @@ def _answer_per_kind(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _answer_sweep(rows: Sequence[dict[str, Any]]) -> str:
+    """The lowest PPL at each ratio; configurations whose PPL equals it at the printed precision are a tie."""
     parts = []
     for ratio in sorted({r["ratio"] for r in rows}, reverse=True):
         at = [r for r in rows if r["ratio"] == ratio]
-        best = min(at, key=lambda r: r["ppl"])
-        parts.append(f"d/D={ratio:g}: {best['label']} (PPL {fmt(best['ppl'])})")
+        lowest = fmt(min(r["ppl"] for r in at))
+        tied = [r["label"] for r in at if fmt(r["ppl"]) == lowest]
+        who = tied[0] if len(tied) == 1 else "tie of " + " and ".join(tied)
+        parts.append(f"d/D={ratio:g}: {who} (PPL {lowest})")
     return "Lowest PPL at each ratio: " + "; ".join(parts) + "."
 
 
