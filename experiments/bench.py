@@ -181,9 +181,9 @@ def gram_eigh_floor(stack: Stack, sections: Sequence[Array], d: int, repeats: in
     """Seconds of the L+1 symmetric eigendecompositions a lambda = 0 Gram sweep makes (F_i^T F_i, k x k with
     k = d at the two ends and 2d inside, from ``sections``): what an exact sweep costs with no products at all."""
     problem = UntiedProblem(stack)
-    grams = [(lambda F: F.T @ F)(problem.factor(sections, i)) for i in (0, 1)]
-    end_s, _ = best_time(lambda: np.linalg.eigh(grams[0]), repeats)
-    inner_s, _ = best_time(lambda: np.linalg.eigh(grams[1]), repeats)
+    end, inner = [F.T @ F for F in (problem.factor(sections, 0), problem.factor(sections, 1))]   # built untimed
+    end_s, _ = best_time(lambda: np.linalg.eigh(end), repeats)
+    inner_s, _ = best_time(lambda: np.linalg.eigh(inner), repeats)
     return 2 * end_s + (stack.L - 1) * inner_s
 
 
