@@ -236,10 +236,10 @@ def bench_extrapolation(loaded: LoadedModel, quick: bool) -> dict[str, Any]:
     stack = Stack.of([np.asarray(W, dtype=np.float64) for W in weights])
     d = rank_for(weights, 0.25)
     A = make_anchors(stack, d, "original")
-    out: dict[str, Any] = {"mode": budget.name, "tol": budget.tol, "max_sweeps": budget.max_sweeps, "d": d}
+    out: dict[str, Any] = {"mode": budget.name, "stopping": asdict(budget.stopping), "d": d}
     for extrapolate in (False, True):
-        seconds, run = best_time(lambda: bca_untied(stack, d, anchors=A, init=A, tol=budget.tol,
-                                                    max_sweeps=budget.max_sweeps, extrapolate=extrapolate), 1)
+        seconds, run = best_time(lambda: bca_untied(stack, d, anchors=A, init=A, rule=budget.stopping,
+                                                    extrapolate=extrapolate), 1)
         out["extrapolated" if extrapolate else "plain"] = {
             "seconds": seconds, "sweeps": run.sweeps, "stop_reason": run.stop_reason, "rel_grad": run.rel_grad,
             "energy": run.energy, "converged": run.converged}
@@ -247,8 +247,8 @@ def bench_extrapolation(loaded: LoadedModel, quick: bool) -> dict[str, Any]:
     for name, row in (("extrapolated", fast), ("plain (previous)", plain)):
         print_row(f"BCA lambda=0 attn_out, {name}", row["seconds"], f"{row['sweeps']} sweeps", None,
                   plain["sweeps"] / row["sweeps"],
-                  f"plain sweeps / these; stop {row['stop_reason']} ({budget.name} mode: tol {budget.tol:g}, limit "
-                  f"{budget.max_sweeps}), rel. grad {row['rel_grad']:.1e}, E {row['energy']:.10g}")
+                  f"plain sweeps / these; stop {row['stop_reason']} ({budget.name} mode: stall tol {budget.stopping.stall_tol:g}, "
+                  f"limit {budget.stopping.max_sweeps}), rel. grad {row['rel_grad']:.1e}, E {row['energy']:.10g}")
     return out
 
 

@@ -34,6 +34,7 @@ from theory.corners import Solution, solve
 from theory.energy import activation_error
 from theory.grassmann import Array, top_left_singular
 from theory.stack import Stack
+from theory.stopping import COMPRESSION, StoppingRule
 from theory.whitening import Whitening, whitening
 
 INSTALLATIONS = ("projection", "sandwich")
@@ -120,8 +121,7 @@ class Request:
     allocation: str
     bias_mode: str
     whitening: str
-    tol: float
-    max_sweeps: int
+    stopping: StoppingRule
     options: Mapping[str, Any] = field(default_factory=dict)   # free options of a registered method
 
 
@@ -241,19 +241,19 @@ SOLVE_MEMO_SIZE = 16
 _solutions: OrderedDict[str, Solution] = OrderedDict()
 
 
-def solve_memo(stack: Stack, d: int | Sequence[int], lam: float, tied: bool, convention: str, tol: float,
-               max_sweeps: int) -> Solution:
+def solve_memo(stack: Stack, d: int | Sequence[int], lam: float, tied: bool, convention: str,
+               stopping: StoppingRule) -> Solution:
     """theory.corners.solve, remembered in this process (the last SOLVE_MEMO_SIZE) under the exact inputs:
-    every weight's shape and float64 bytes, d, lambda, tying, convention, tol and max_sweeps. The phase diagram
+    every weight's shape and float64 bytes, d, lambda, tying, convention and the whole stopping rule (StoppingRule.key). The phase diagram
     and the surgery runs solve identical problems (GBD and its sandwich variant, the lambda = c rows, BS-core);
     each is solved once. The Solution returned is shared: callers must not modify it."""
     key = cache_key(*(f"{W.shape}" for W in stack.weights),
                     *(np.ascontiguousarray(W, dtype=np.float64).tobytes() for W in stack.weights),
-                    repr((stack.ranks(d), float(lam), bool(tied), str(convention), float(tol), int(max_sweeps))))
+                    repr((stack.ranks(d), float(lam), bool(tied), str(convention), stopping.key())))
     if key in _solutions:
         _solutions.move_to_end(key)
         return _solutions[key]
-    solution = solve(stack, d, lam, tied, convention, tol=tol, max_sweeps=max_sweeps)
+    solution = solve(stack, d, lam, tied, convention, rule=stopping)
     _solutions[key] = solution
     while len(_solutions) > SOLVE_MEMO_SIZE:
         _solutions.popitem(last=False)
@@ -298,7 +298,7 @@ def _bundle(req: Request) -> Compression:
         if whs is not None:
             stack = stack.whitened([w.S for w in whs])
         sol = solve_memo(stack, req.d, req.lam if req.bca else np.inf, req.tied, req.convention,
-                         req.tol, req.max_sweeps)
+                         req.stopping)
     except ValueError as e:
         raise GbdError(f"{req.method}: {e}") from e
     layers = [section_factors(W, Sigma, b, sol.sections[l], sol.sections[l - 1], None if whs is None else whs[l - 1],
@@ -307,7 +307,7 @@ def _bundle(req: Request) -> Compression:
     notes.append(f"lambda={req.lam}, tied={req.tied}, convention={sol.convention}, installation="
                  f"{req.installation}, whitened={req.whitened}" + ("" if req.bca else ", no BCA (initial sections)"))
     if sol.run is not None and not sol.run.converged:
-        notes.append(f"BCA stopped at the sweep limit {req.max_sweeps} before the tolerance {req.tol:g}")
+        notes.append(sol.run.stop_note)
     run = sol.run
     return Compression(req.method, layers, [req.d] * len(layers), notes, sol.sections,
                        run.sweeps if run else None, run.history if run else None)
@@ -465,14 +465,14 @@ def compress(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence
              method: str, d: int, *, lam: float = 0.0, tied: bool = False, convention: str = "original",
              installation: str = "projection", whitened: bool = False, bca: bool = True, group_size: int = 2,
              allocation: str = "loss", bias_mode: str = "project", whitening: str = "cholesky",
-             tol: float = 1e-10, max_sweeps: int = 500, options: Mapping[str, Any] | None = None) -> Compression:
+             stopping: StoppingRule = COMPRESSION, options: Mapping[str, Any] | None = None) -> Compression:
     """Compress layers W_l (n_out x n_in, depth order) with inputs Sigma_l = sum x x^T to rank d.
 
     ``lam``, ``tied``, ``convention``, ``installation``, ``whitened``, ``bca``, ``whitening`` (the factor used
     when ``whitened``) apply to the bundle family (named corners fix lam and tied themselves);
     ``allocation`` ("loss" or "uniform") to ``v2``; ``group_size`` to ``basis-sharing``; ``bias_mode``
-    ("project": b_hat = P_out b onto range(B); "keep": b_hat = b) to all; ``tol`` and ``max_sweeps``
-    stop BCA (relative energy change per sweep, sweep limit); ``options`` go to a ``register_method`` method.
+    ("project": b_hat = P_out b onto range(B); "keep": b_hat = b) to all; ``stopping`` stops BCA
+    (theory.stopping.StoppingRule: relative gradient, relative energy change per sweep, sweep limit); ``options`` go to a ``register_method`` method.
     """
     _check_option("method", method, list(METHODS))
     _check_option("installation", installation, INSTALLATIONS)
@@ -482,11 +482,13 @@ def compress(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence
     _check_option("whitening", whitening, WHITENINGS)
     if not (lam >= 0):
         raise GbdError(f"lambda must be >= 0 (np.inf allowed), got {lam}")
+    if not isinstance(stopping, StoppingRule):
+        raise GbdError(f"stopping must be a theory.stopping.StoppingRule, got {type(stopping).__name__}")
     if not isinstance(group_size, int) or group_size < 1:
         raise GbdError(f"group_size must be a positive integer, got {group_size}")
     Ws, Ss, bs = _validate(weights, sigmas, biases, d)
     req = Request(method, Ws, Ss, bs, int(d), float(lam), bool(tied), convention, installation, bool(whitened),
-                  bool(bca), group_size, allocation, bias_mode, whitening, float(tol), int(max_sweeps),
+                  bool(bca), group_size, allocation, bias_mode, whitening, stopping,
                   dict(options or {}))
     return METHODS[method](req)
 

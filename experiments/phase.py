@@ -25,6 +25,7 @@ from theory.anchors import AnchorConvention
 from theory.corners import per_layer_truncated_svd, sandwich
 from theory.objective import lambda_unit
 from theory.stack import Stack
+from theory.stopping import COMPRESSION, StoppingRule
 
 @dataclass
 class PhasePoint:
@@ -45,11 +46,11 @@ def absolute_lambda(lam_over_c: float, c: float) -> float:
 
 
 def phase_point(stack: Stack, d: int, lam_over_c: float, tied: bool, convention: AnchorConvention,
-                tol: float, max_sweeps: int) -> PhasePoint:
-    """Solve one cell and measure its two-sided Frobenius fraction."""
+                stopping: StoppingRule) -> PhasePoint:
+    """Solve one cell (BCA stopped by ``stopping``) and measure its two-sided Frobenius fraction."""
     c = lambda_unit(stack)
     start = time.perf_counter()
-    solution = solve_memo(stack, d, absolute_lambda(lam_over_c, c), tied, convention, tol, max_sweeps)  # reused by the surgery
+    solution = solve_memo(stack, d, absolute_lambda(lam_over_c, c), tied, convention, stopping)  # reused by the surgery
     seconds = time.perf_counter() - start
     frac = frobenius_error_fraction(stack.weights, sandwich(stack, solution.sections))
     run = solution.run
@@ -58,8 +59,8 @@ def phase_point(stack: Stack, d: int, lam_over_c: float, tied: bool, convention:
 
 
 def phase_diagram(weights: Sequence[np.ndarray], d: int, lambdas: Sequence[float],
-                  conventions: Sequence[AnchorConvention] = ("original",), tol: float = 1e-8,
-                  max_sweeps: int = 100, progress: bool = True) -> dict[str, Any]:
+                  conventions: Sequence[AnchorConvention] = ("original",),
+                  stopping: StoppingRule = COMPRESSION, progress: bool = True) -> dict[str, Any]:
     """All (lambda, tying) cells (untied cells once per anchor convention) plus the Eckart-Young floor."""
     try:
         stack = Stack.of(weights)
@@ -68,7 +69,7 @@ def phase_diagram(weights: Sequence[np.ndarray], d: int, lambdas: Sequence[float
     cells = [(lam, False, conv) for conv in conventions for lam in lambdas]
     if stack.square:
         cells += [(lam, True, "original") for lam in lambdas]
-    points = [asdict(phase_point(stack, d, lam, tied, conv, tol, max_sweeps))
+    points = [asdict(phase_point(stack, d, lam, tied, conv, stopping))
               for lam, tied, conv in tqdm(cells, desc="phase diagram", disable=not progress)]
     start = time.perf_counter()
     per_layer = per_layer_truncated_svd(stack, d)

@@ -234,7 +234,7 @@ def compress_config(ctx: Context, config: Config, d: int, budget: Mode) -> Compr
     def run(allocation: str) -> Compression:
         return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d, lam=lam,
                         tied=config.tied, convention=config.convention, installation=config.installation,
-                        allocation=allocation, tol=budget.tol, max_sweeps=budget.max_sweeps)
+                        allocation=allocation, stopping=budget.stopping)
     try:
         return run("loss")
     except AllocationError as e:

@@ -72,8 +72,8 @@ def phase_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, progress
     _, weights, _ = read_targets(loaded.model, kind)
     budget = mode_named(mode)
     d = rank_for(weights, ratio)
-    return phase_diagram(weights, d, budget.phase_lambdas, conventions=CONVENTIONS, tol=budget.tol,
-                         max_sweeps=budget.max_sweeps, progress=progress)
+    return phase_diagram(weights, d, budget.phase_lambdas, conventions=CONVENTIONS, stopping=budget.stopping,
+                         progress=progress)
 
 
 def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: int, cache_dir: Path,

@@ -16,15 +16,20 @@ from experiments import plots
 def _bca(bca: dict[str, Any], table: Any) -> list[str]:
     worst = sorted(bca["rows"], key=lambda r: -r["gap"])[:3]
     failures = bca["solver_failures"]
+    untied, tied = bca["rules"]["untied"], bca["rules"]["tied"]
+    gtol = tied["gtol"]
+    if untied["gtol"] != gtol or untied["stall_tol"] != tied["stall_tol"]:
+        raise ValueError(f"the BCA audit's untied and tied rules differ beyond the sweep limit: {untied}, {tied}")
     return [
         "### Block-coordinate ascent",
-        "Every solve stops for a stated reason: *gradient* (relative Riemannian gradient "
-        "||(I - P) grad|| / ||grad|| <= 1e-6, the only stop that counts as converged), *stalled* (the energy "
-        "changed by <= 1e-12 relative for 3 sweeps while the gradient stayed larger), *cycle* (the plain tied "
-        "step revisits the section of two sweeps before: with the default step this switches to the safe "
-        "minorize-maximize step instead of stopping), or the sweep limit. Each end point is classified by "
-        "its Riemannian Hessian on the tangent space: local maximum (no eigenvalue above 1e-8 sum ||W_l||^2), "
-        "saddle, or not critical (relative gradient above 1e-6).",
+        "Every solve stops by one rule (theory.stopping.StoppingRule) for a stated reason: *gradient* (relative "
+        f"Riemannian gradient ||(I - P) grad|| / ||grad|| <= {gtol:g}, the only stop that counts as converged), "
+        f"*stalled* (the energy changed by <= {tied['stall_tol']:g} relative for {bca['stall_sweeps']} sweeps while "
+        "the gradient stayed larger), *cycle* (the plain tied step revisits the section of two sweeps before: with "
+        "the default step this switches to the safe minorize-maximize step instead of stopping), or the sweep limit "
+        f"({untied['max_sweeps']} untied, {tied['max_sweeps']} tied). Each end point is classified by its Riemannian "
+        f"Hessian on the tangent space: local maximum (no eigenvalue above {bca['hessian_tol']:g} sum ||W_l||^2), "
+        f"saddle, or not critical (relative gradient above {gtol:g}, the same test).",
         f"BCA never lowered the energy: largest relative drop between sweeps {bca['max_drop']:.2e} over "
         f"{bca['runs']} runs (untied and tied).",
         table(["BCA stop reason", "runs"], list(bca["stop_reasons"].items())),
@@ -34,7 +39,8 @@ def _bca(bca: dict[str, Any], table: Any) -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in bca["plain_step"].items() if v)
         + ": a cycle of the plain step between non-critical sections is why the safe step exists.",
         f"Each solver's end point checked on its own (energy recomputed from projectors, its own relative "
-        f"gradient <= 1e-5): {len(failures)} failures"
+        f"gradient <= {bca['endpoint_margin']:g} x {gtol:g}, as trust regions stops by its own gradient norm): "
+        f"{len(failures)} failures"
         + ("." if not failures else ": " + "; ".join(f"{f['family']} {f['dims']} d={f['d']} {f['solver']} "
                                                        f"({f['kind']}, rel. gradient {f['rel_grad']:.1e})"
                                                        for f in failures[:5]) + "."),
@@ -100,7 +106,8 @@ def _theorem2(t2: dict[str, Any], table: Any) -> list[str]:
         "Then T(U_BS) = sum_{k<=d} sigma_k^2 - sum_l ||B_l||^2, so the equality certificate holds iff every "
         "B_l = 0, i.e. span(U_BS) is invariant under every W_l^T (nothing is required of W_l itself: C_l is "
         "free); and the Riemannian gradient of T at U_BS is 2 U_perp sum_l (B_l^T A_l - D_l B_l^T) "
-        "(using U_perp^T (sum_l W_l W_l^T) U_BS = 0), whose being nonzero makes the inequality strict. "
+        "(using U_perp^T (sum_l W_l W_l^T) U_BS = 0), whose being nonzero makes the inequality strict "
+        f"(nonzero: relative gradient above {sharp['gtol']:g}, the stopping rule's test of criticality). "
         "Between the two (gradient zero, some B_l != 0) local information cannot decide.",
         table(["statement", "checked", "result"], sharp["rows"]),
         "Exact examples (2 x 2 integer weights, d = 1, U_BS = e_1; decided by a certified global maximum: "

@@ -7,7 +7,7 @@ deterministic in (mode, seed): the same call gives the same numbers.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -17,8 +17,9 @@ from experiments.audit.modes import MODES
 from theory.bca import STOP_REASONS, bca_tied
 from theory.counterexamples import (HAND_COUNTEREXAMPLE, SHARP_EXAMPLES, ExactCertificate, decide_exactly,
                                     minimal_counterexample, prove_exactly)
-from theory.objective import ENDPOINT_CLASSES
+from theory.objective import ENDPOINT_CLASSES, HESSIAN_TOL
 from theory.stack import Stack
+from theory.stopping import DEFAULT, ENDPOINT_MARGIN, STALL_SWEEPS, TIED
 from theory.strategies import FAMILIES, SQUARE_FAMILIES, make_stack
 from theory.theorems import (SLOPE_WINDOWS, check_corollary3, check_theorem1, check_theorem2, compare_solvers,
                              generic_perturbation_slope)
@@ -78,7 +79,7 @@ def audit_bca(per_family: int, seed: int) -> dict[str, Any]:
     for sample in tqdm(list(sample_stacks(FAMILIES, per_family, seed)), desc="BCA", leave=False):
         stack, d = sample.stack, sample.d
         for tied in ([False, True] if stack.square else [False]):
-            comparison = compare_solvers(stack, d, tied=tied, restarts=3, seed=seed)
+            comparison = compare_solvers(stack, d, tied=tied, restarts=3, seed=seed, rule=TIED if tied else DEFAULT)
             run, own = comparison.bca_run, comparison.endpoints[0]
             drops.append(_drop(run.history))
             gaps.append(comparison.relative_gap)
@@ -99,7 +100,8 @@ def audit_bca(per_family: int, seed: int) -> dict[str, Any]:
             "median_gap": float(np.median(gaps_arr)), "rows": rows,
             "stop_reasons": _counts(reasons, STOP_REASONS), "endpoints": _counts(classes, ENDPOINT_CLASSES),
             "solver_endpoints": _counts(all_classes, ENDPOINT_CLASSES), "solver_failures": failures,
-            "plain_step": _counts(plain, STOP_REASONS)}
+            "plain_step": _counts(plain, STOP_REASONS), "rules": {"untied": asdict(DEFAULT), "tied": asdict(TIED)},
+            "stall_sweeps": STALL_SWEEPS, "endpoint_margin": ENDPOINT_MARGIN, "hessian_tol": HESSIAN_TOL}
 
 
 def audit_theorem1(per_family: int, seed: int) -> dict[str, Any]:
@@ -197,7 +199,7 @@ def audit_theorem2(per_family: int, seed: int) -> dict[str, Any]:
             "minimal": _certificate(minimal_counterexample()),
             "sharp": {"rows": rows, "examples": examples, "identity_max_error": ident,
                       "gradient_max_error": grad_err, "undecided": dict(undecided),
-                      "gradient_strict": [int(sum(strict_ok)), len(strict_ok)]}}
+                      "gradient_strict": [int(sum(strict_ok)), len(strict_ok)], "gtol": TIED.gtol}}
 
 
 def audit_corollary3(per_family: int, seed: int) -> dict[str, Any]:

@@ -22,16 +22,17 @@ is a minorize-maximize step that cannot lower the energy once c >= sum_l ||W_l||
 ``shift="auto"`` tries c = 0 first and takes the safe c only when the plain step would lower
 the energy; ``shift="none"`` is the plain fixed-point iteration (not monotone in general).
 
-Stopping (like pymanopt's stopping criteria, every solve says why it stopped, ``StopReason``):
-- "gradient": the relative Riemannian gradient ||(I - P) grad|| / ||grad|| (theory.objective) is <= gtol:
+Stopping (like pymanopt's optimizers, every solve takes one ``theory.stopping.StoppingRule`` and says why it
+stopped, ``StopReason``):
+- "gradient": the relative Riemannian gradient ||(I - P) grad|| / ||grad|| (theory.objective) is <= rule.gtol:
   the primary rule, the only one that makes ``converged`` true;
-- "stalled": the energy changed by at most tol * max(1, |E|) for ``STALL_SWEEPS`` sweeps in a row while the
-  gradient stayed above gtol (the secondary, energy-change test: the step no longer makes progress);
+- "stalled": the energy changed by at most rule.stall_tol * max(1, |E|) for ``STALL_SWEEPS`` sweeps in a row while
+  the gradient stayed above gtol (the secondary, energy-change test: the step no longer makes progress);
 - "cycle": the plain tied step (shift="none") revisits the section of two sweeps before (a period-2 cycle
   between non-critical sections, whose energy may still creep up) or stalls away from a critical point;
   a fixed point of the plain step is critical, so either means it will not converge. With shift="auto" a
   cycle (or stall) of the plain step switches to the safe shifted step for the rest of the run instead;
-- "max_sweeps": the sweep limit.
+- "max_sweeps": the sweep limit rule.max_sweeps.
 
 Extrapolation (untied, ``extrapolate=True``): after each sweep U -> U', the point
     Y_i = orth(U_i' + beta (U_i' - U_i Q_i)),   Q_i = the orthogonal polar factor of U_i^T U_i'
@@ -50,10 +51,9 @@ from theory.anchors import anchors as make_anchors
 from theory.grassmann import Array, check_section, orthonormalize, sin_theta_fro, top_left_singular, top_range
 from theory.objective import TiedProblem, UntiedProblem
 from theory.stack import Stack
+from theory.stopping import DEFAULT, STALL_SWEEPS, STOP_REASONS, TIED, StopReason, StoppingRule
 
-StopReason = Literal["gradient", "max_sweeps", "cycle", "stalled"]
-STOP_REASONS: tuple[str, ...] = ("gradient", "stalled", "cycle", "max_sweeps")
-STALL_SWEEPS = 3            # sweeps in a row with an energy change <= tol before "stalled"
+__all__ = ["BCAResult", "STOP_REASONS", "StopReason", "bca_tied", "bca_untied", "basis_sharing_core"]
 GRADIENT_GATE = 1e-4        # untied: the gradient is evaluated only once a sweep changes E by <= this (relative)
 EXTRAPOLATION_START = 1.0  # beta of the first extrapolation
 EXTRAPOLATION_GROWTH = 1.5  # beta *= this after a kept extrapolation, /= 2 after a rejected one
@@ -73,6 +73,12 @@ class BCAResult:
     rel_grad: float             # ||(I - P) grad|| / ||grad|| at the end point
     shifted_steps: int = 0
     cycles: int = 0             # tied: cycles (or stalls) of the plain step that switched to the safe step
+    rule: StoppingRule = DEFAULT    # the rule the solve stopped by
+
+    @property
+    def stop_note(self) -> str:
+        """Why it stopped, in words, with the rule's numbers (StoppingRule.explain)."""
+        return self.rule.explain(self.stop_reason, self.sweeps)
 
     @property
     def energy(self) -> float:
@@ -80,12 +86,8 @@ class BCAResult:
 
     @property
     def converged(self) -> bool:
-        """Stopped by the gradient rule: the end point is critical to the relative tolerance gtol."""
+        """Stopped by the gradient rule: the end point is critical to the relative tolerance rule.gtol."""
         return self.stop_reason == "gradient"
-
-
-def _small_change(history: Sequence[float], tol: float) -> bool:
-    return abs(history[-1] - history[-2]) <= tol * max(1.0, abs(history[-1]))
 
 
 def _grad_norm(rgrad: Array | Sequence[Array]) -> float:
@@ -137,8 +139,8 @@ def _check_lambda(lam: float, anchors: object) -> None:
 
 
 def bca_untied(stack: Stack, d: int | Sequence[int], lam: float = 0.0, anchors: Sequence[Array] | None = None,
-               init: Sequence[Array] | None = None, tol: float = 1e-12, max_sweeps: int = 500,
-               gtol: float = 1e-6, extrapolate: bool = True) -> BCAResult:
+               init: Sequence[Array] | None = None, rule: StoppingRule = DEFAULT,
+               extrapolate: bool = True) -> BCAResult:
     """Maximize E(U_0..U_L) by sweeping U_i <- top-d_i eigenspace of M_i, i = 0..L (stopping, the safeguarded
     extrapolation ``extrapolate``: module docstring).
 
@@ -155,11 +157,9 @@ def bca_untied(stack: Stack, d: int | Sequence[int], lam: float = 0.0, anchors: 
     for U, n, di in zip(sections, stack.dims, ranks):
         check_section(U, n, di)
     history = [problem.cost(sections)]
-    sweeps, stalled, stop, beta = 0, 0, None, EXTRAPOLATION_START
+    sweeps, stalled, beta = 0, 0, EXTRAPOLATION_START
+    stop = rule.reason(np.inf, 0, 0)
     while stop is None:
-        if sweeps >= max_sweeps:
-            stop = "max_sweeps"
-            break
         previous, (sections, energy) = sections, swept(problem, sections, d)
         sweeps += 1
         if extrapolate:
@@ -170,13 +170,11 @@ def bca_untied(stack: Stack, d: int | Sequence[int], lam: float = 0.0, anchors: 
             else:
                 beta /= 2.0
         history.append(energy)
-        if _small_change(history, GRADIENT_GATE) and problem.relative_grad(sections) <= gtol:
-            stop = "gradient"
-        stalled = stalled + 1 if _small_change(history, tol) else 0
-        if stop is None and stalled >= STALL_SWEEPS:
-            stop = "stalled"
+        gated = abs(energy - history[-2]) <= GRADIENT_GATE * max(1.0, abs(energy))
+        stalled = stalled + 1 if rule.small_change(history[-2], energy) else 0
+        stop = rule.reason(problem.relative_grad(sections) if gated else np.inf, stalled, sweeps)
     return BCAResult(sections, history, sweeps, stop, _grad_norm(problem.rgrad(sections)),
-                     problem.relative_grad(sections))
+                     problem.relative_grad(sections), rule=rule)
 
 
 def basis_sharing_core(stack: Stack, d: int) -> Array:
@@ -192,8 +190,7 @@ def _cycling(new: Array, previous: list[Array]) -> bool:
 
 
 def bca_tied(stack: Stack, d: int, lam: float = 0.0, anchor: Array | None = None, init: Array | None = None,
-             tol: float = 1e-12, max_sweeps: int = 2000, shift: Literal["auto", "none"] = "auto",
-             gtol: float = 1e-6) -> BCAResult:
+             rule: StoppingRule = TIED, shift: Literal["auto", "none"] = "auto") -> BCAResult:
     """Maximize T(U) + lambda ||U^T A||^2 over one shared U (square stacks); see module docstring.
 
     ``init`` defaults to the anchor when given, else U_BS. ``anchor`` defaults to U_BS
@@ -219,14 +216,9 @@ def bca_tied(stack: Stack, d: int, lam: float = 0.0, anchor: Array | None = None
         F = problem.factor(U)                       # M(P) + lambda A A^T = F F^T
         G = F @ (F.T @ U)                           # half the Euclidean gradient at U
         g_norm = float(np.linalg.norm(G))
-        if g_norm == 0.0 or float(np.linalg.norm(G - U @ (U.T @ G))) <= gtol * g_norm:
-            stop = "gradient"
-            break
-        if not plain and stalled >= STALL_SWEEPS:
-            stop = "stalled"
-            break
-        if sweeps >= max_sweeps:
-            stop = "max_sweeps"
+        rel_grad = float(np.linalg.norm(G - U @ (U.T @ G))) / g_norm if g_norm > 0 else 0.0
+        stop = rule.reason(rel_grad, 0 if plain else stalled, sweeps)   # a plain stall switches to the safe step
+        if stop is not None:
             break
         candidate = top_range(F, d) if plain else None
         if plain and (_cycling(candidate, recent) or stalled >= STALL_SWEEPS):
@@ -243,6 +235,6 @@ def bca_tied(stack: Stack, d: int, lam: float = 0.0, anchor: Array | None = None
         recent = [recent[-1], U]
         sweeps += 1
         history.append(value)
-        stalled = stalled + 1 if _small_change(history, tol) else 0
+        stalled = stalled + 1 if rule.small_change(history[-2], value) else 0
     return BCAResult([U], history, sweeps, stop, _grad_norm(problem.rgrad(U)), problem.relative_grad(U),
-                     shifted, cycles)
+                     shifted, cycles, rule)

@@ -21,6 +21,7 @@ from theory.anchors import AnchorConvention, anchors as make_anchors
 from theory.bca import BCAResult, basis_sharing_core, bca_tied, bca_untied
 from theory.grassmann import Array, projector
 from theory.stack import Stack
+from theory.stopping import COMPRESSION, StoppingRule
 
 CORNERS: dict[str, tuple[float, bool]] = {
     "svd-llm": (np.inf, False),
@@ -42,9 +43,9 @@ class Solution:
 
 
 def solve(stack: Stack, d: int | Sequence[int], lam: float, tied: bool, convention: AnchorConvention = "original",
-          tol: float = 1e-10, max_sweeps: int = 500) -> Solution:
-    """Maximize the bundle energy at anchor strength ``lam`` (np.inf: the anchors themselves); ``d`` one rank or,
-    untied, one per interface (theory.bca)."""
+          rule: StoppingRule = COMPRESSION) -> Solution:
+    """Maximize the bundle energy at anchor strength ``lam`` (np.inf: the anchors themselves) by BCA stopped by
+    ``rule``; ``d`` one rank or, untied, one per interface (theory.bca)."""
     ranks = stack.ranks(d)
     if tied:
         if len(set(ranks)) > 1:
@@ -53,12 +54,12 @@ def solve(stack: Stack, d: int | Sequence[int], lam: float, tied: bool, conventi
         A = basis_sharing_core(stack, d)
         if np.isinf(lam):
             return Solution([A] * (stack.L + 1), lam, True, "basis-sharing", None)
-        run = bca_tied(stack, d, lam=lam, anchor=A, init=A, tol=tol, max_sweeps=max_sweeps)
+        run = bca_tied(stack, d, lam=lam, anchor=A, init=A, rule=rule)
         return Solution([run.sections[0]] * (stack.L + 1), lam, True, "basis-sharing", run)
     A = make_anchors(stack, d, convention)
     if np.isinf(lam):
         return Solution(A, lam, False, convention, None)
-    run = bca_untied(stack, d, lam=lam, anchors=A, init=A, tol=tol, max_sweeps=max_sweeps)
+    run = bca_untied(stack, d, lam=lam, anchors=A, init=A, rule=rule)
     return Solution(run.sections, lam, False, convention, run)
 
 

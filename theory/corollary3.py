@@ -42,13 +42,32 @@ class PrincipalBlocks:
     Q: Array
 
 
-def principal_blocks(stack: Stack, U_star: Array, U_bs: Array) -> PrincipalBlocks:
-    """Principal angles and vectors of H = Log_{U*}(U_BS) and the blocks of every W_l in them."""
-    Q, theta, Vt = np.linalg.svd(log(U_star, U_bs), full_matrices=False)
-    X = U_star @ Vt.T
+def blocks_along(stack: Stack, U: Array, H: Array) -> PrincipalBlocks:
+    """theta, Q, X = U V of the thin SVD H = Q diag(theta) V^T of a tangent vector at U, and the blocks of every W_l."""
+    Q, theta, Vt = np.linalg.svd(H, full_matrices=False)
+    X = U @ Vt.T
     Ws = stack.weights
     return PrincipalBlocks(theta, [X.T @ W @ X for W in Ws], [X.T @ W @ Q for W in Ws],
                            [Q.T @ W @ X for W in Ws], [Q.T @ W @ Q for W in Ws], X, Q)
+
+
+def principal_blocks(stack: Stack, U_star: Array, U_bs: Array) -> PrincipalBlocks:
+    """Principal angles and vectors of H = Log_{U*}(U_BS) and the blocks of every W_l in them."""
+    return blocks_along(stack, U_star, log(U_star, U_bs))
+
+
+def energy_change(stack: Stack, U: Array, H: Array) -> float:
+    """T(Exp_U(H)) - T(U) = sum_l <K_l - a_l, K_l + a_l>, K_l = C a_l C + C b_l S + S e_l C + S f_l S (module
+    docstring at t = 1), with K_l - a_l = (C - I) a_l C + a_l (C - I) + C b_l S + S e_l C + S f_l S and
+    C - I = -2 sin^2(theta / 2): no difference of two values of T is taken, so a gain far below the rounding of
+    T itself keeps its sign."""
+    pb = blocks_along(stack, U, H)
+    c, s, cm1 = np.cos(pb.theta), np.sin(pb.theta), -2.0 * np.sin(pb.theta / 2) ** 2
+    total = 0.0
+    for a, b, e, f in zip(pb.a, pb.b, pb.e, pb.f):
+        delta = (cm1[:, None] * a * c + a * cm1 + c[:, None] * b * s + s[:, None] * e * c + s[:, None] * f * s)
+        total += float(np.sum(delta * (2.0 * a + delta)))
+    return total
 
 
 def exact_difference(stack: Stack, U_star: Array, U_bs: Array, t: float = 1.0) -> float:

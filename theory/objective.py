@@ -27,8 +27,10 @@ import numpy as np
 from theory.energy import bundle_energy, tied_energy
 from theory.grassmann import Array, projection
 from theory.stack import Stack
+from theory.stopping import DEFAULT, StoppingRule
 
 EndpointClass = Literal["local maximum", "saddle", "not critical"]
+HESSIAN_TOL = 1e-8      # a Hessian eigenvalue above HESSIAN_TOL * sum_l ||W_l||_F^2 is an ascent direction
 ENDPOINT_CLASSES: tuple[str, ...] = ("local maximum", "saddle", "not critical")
 
 
@@ -70,12 +72,13 @@ def _tangent_basis(U: Array) -> list[Array]:
     return out
 
 
-def classify(rel_grad: float, hessian_eigs: Array, gtol: float, htol: float) -> EndpointClass:
-    """Not critical when the relative gradient exceeds gtol; else a saddle when the Riemannian Hessian on the
+def classify(rel_grad: float, hessian_eigs: Array, rule: StoppingRule, htol: float) -> EndpointClass:
+    """Not critical when the relative gradient exceeds rule.gtol (``StoppingRule.critical``, the test BCA stops by);
+    else a saddle when the Riemannian Hessian on the
     tangent space has an eigenvalue > htol (an ascent direction: a minimum counts here too), else a local
     maximum (every eigenvalue <= htol: negative definite, or semidefinite with flat directions that a
     rank-deficient stack has; the second-order condition of a maximum holds)."""
-    if rel_grad > gtol:
+    if not rule.critical(rel_grad):
         return "not critical"
     return "local maximum" if (hessian_eigs.size == 0 or hessian_eigs.max() <= htol) else "saddle"
 
@@ -144,9 +147,10 @@ class TiedProblem:
         Hm = np.array([[float(np.sum(Ea * Hb)) for Hb in images] for Ea in basis])
         return np.linalg.eigvalsh(0.5 * (Hm + Hm.T)) if basis else np.zeros(0)
 
-    def classify(self, U: Array, gtol: float = 1e-6, htol: float = 1e-8) -> EndpointClass:
-        """``classify`` with htol relative to sum_l ||W_l||_F^2."""
-        return classify(self.relative_grad(U), self.hessian_eigenvalues(U), gtol,
+    def classify(self, U: Array, rule: StoppingRule = DEFAULT,
+                 htol: float = HESSIAN_TOL) -> EndpointClass:
+        """``classify`` by ``rule`` (criticality) with htol relative to sum_l ||W_l||_F^2."""
+        return classify(self.relative_grad(U), self.hessian_eigenvalues(U), rule,
                         htol * max(self.stack.total_energy(), 1e-300))
 
 
@@ -217,7 +221,8 @@ class UntiedProblem:
         Hm = np.array([[sum(float(np.sum(a * b)) for a, b in zip(Ha, Hb)) for Hb in images] for Ha in basis])
         return np.linalg.eigvalsh(0.5 * (Hm + Hm.T)) if basis else np.zeros(0)
 
-    def classify(self, sections: Sequence[Array], gtol: float = 1e-6, htol: float = 1e-8) -> EndpointClass:
-        """``classify`` with htol relative to sum_l ||W_l||_F^2."""
-        return classify(self.relative_grad(sections), self.hessian_eigenvalues(sections), gtol,
+    def classify(self, sections: Sequence[Array], rule: StoppingRule = DEFAULT,
+                 htol: float = HESSIAN_TOL) -> EndpointClass:
+        """``classify`` by ``rule`` (criticality) with htol relative to sum_l ||W_l||_F^2."""
+        return classify(self.relative_grad(sections), self.hessian_eigenvalues(sections), rule,
                         htol * max(self.stack.total_energy(), 1e-300))

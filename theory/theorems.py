@@ -12,19 +12,18 @@ import numpy as np
 
 from theory.anchors import AnchorConvention, anchors as make_anchors
 from theory.bca import BCAResult, basis_sharing_core, bca_tied, bca_untied
-from theory.corollary3 import TAYLOR_ORDER, exact_difference, taylor_coefficients, taylor_prediction
+from theory.corollary3 import TAYLOR_ORDER, energy_change, exact_difference, taylor_coefficients, taylor_prediction
 from theory.energy import e2, tied_energy
 from theory.grassmann import Array, exp, log, random_section, sin_theta_fro, top_eigenspace, top_range
 from theory.manopt_solver import trust_regions_tied, trust_regions_untied
 from theory.objective import TiedProblem, UntiedProblem, coupling_norms, lambda_unit, spectrum
 from theory.stack import Stack
+from theory.stopping import DEFAULT, ENDPOINT_MARGIN, TIED, TIGHT, StoppingRule
 from theory.theorem2 import bs_blocks, gradient_by_blocks, off_block_norm, t_bs_by_blocks
 
 __all__ = ["coupling_norms", "compare_solvers", "check_theorem1", "check_theorem2", "check_corollary3"]
 
 # --------------------------------------------------------------------------- BCA vs an independent solver
-
-ENDPOINT_GTOL = 1e-5        # relative Riemannian gradient above which an end point is not critical
 
 
 def energy_by_projectors(stack: Stack, sections: Sequence[Array]) -> float:
@@ -42,13 +41,15 @@ class EndPoint:
     recomputed: float
     rel_grad: float
     kind: str
-    stop_reason: str | None
+    stop_reason: str            # BCA's StopReason, or pymanopt's own stopping reason for trust regions
+    rule: StoppingRule = DEFAULT
 
     @property
     def ok(self) -> bool:
-        """Energy reported correctly (1e-10 relative) and a critical point (relative gradient <= ENDPOINT_GTOL)."""
+        """Energy reported correctly (1e-10 relative) and a critical point: relative gradient <= ENDPOINT_MARGIN *
+        rule.gtol (theory.stopping: trust regions stops by its own absolute gradient norm)."""
         return (abs(self.energy - self.recomputed) <= 1e-10 * max(1.0, abs(self.recomputed))
-                and self.rel_grad <= ENDPOINT_GTOL)
+                and self.rel_grad <= ENDPOINT_MARGIN * self.rule.gtol)
 
 
 @dataclass
@@ -77,33 +78,38 @@ class SolverComparison:
         return [p.solver for p in self.endpoints if not p.ok]
 
 
-def compare_solvers(stack: Stack, d: int, tied: bool, restarts: int = 5, seed: int = 0) -> SolverComparison:
-    """BCA from its default start vs trust regions (random start) vs BCA from ``restarts`` random starts.
+def compare_solvers(stack: Stack, d: int, tied: bool, restarts: int = 5, seed: int = 0,
+                    rule: StoppingRule | None = None) -> SolverComparison:
+    """BCA from its default start vs trust regions (random start) vs BCA from ``restarts`` random starts, every BCA
+    run stopped by ``rule`` (default: theory.stopping.TIED tied, DEFAULT untied).
 
-    Every end point is checked on its own: its energy recomputed by ``energy_by_projectors``, its relative
-    Riemannian gradient and its class (local maximum / saddle / not critical, theory.objective).
+    Every end point is checked on its own by the same rule: its energy recomputed by ``energy_by_projectors``, its
+    relative Riemannian gradient and its class (local maximum / saddle / not critical, theory.objective).
     """
+    rule = rule or (TIED if tied else DEFAULT)
     rng = np.random.default_rng(seed)
     n = stack.dims[0]
     if tied:
         problem = TiedProblem(stack)
-        runs = [bca_tied(stack, d)]
-        U_tr, tr = trust_regions_tied(stack, d, init=random_section(n, d, rng))
-        runs += [bca_tied(stack, d, init=random_section(n, d, rng)) for _ in range(restarts)]
-        points = [(r.sections[0], r.energy, r.stop_reason) for r in runs] + [(U_tr, tr, None)]
+        runs = [bca_tied(stack, d, rule=rule)]
+        tr = trust_regions_tied(stack, d, init=random_section(n, d, rng))
+        runs += [bca_tied(stack, d, init=random_section(n, d, rng), rule=rule) for _ in range(restarts)]
+        points = [(r.sections[0], r.energy, r.stop_reason) for r in runs] + [tr]
         endpoints = [EndPoint(name, value, energy_by_projectors(stack, [U] * (stack.L + 1)),
-                              problem.relative_grad(U), problem.classify(U), reason)
+                              problem.relative_grad(U), problem.classify(U, rule), reason, rule)
                      for name, (U, value, reason) in zip(_names(restarts), points)]
     else:
         problem = UntiedProblem(stack)
-        runs = [bca_untied(stack, d)]
-        S_tr, tr = trust_regions_untied(stack, d, init=[random_section(m, d, rng) for m in stack.dims])
-        runs += [bca_untied(stack, d, init=[random_section(m, d, rng) for m in stack.dims]) for _ in range(restarts)]
-        points = [(r.sections, r.energy, r.stop_reason) for r in runs] + [(S_tr, tr, None)]
+        runs = [bca_untied(stack, d, rule=rule)]
+        tr = trust_regions_untied(stack, d, init=[random_section(m, d, rng) for m in stack.dims])
+        runs += [bca_untied(stack, d, init=[random_section(m, d, rng) for m in stack.dims], rule=rule)
+                 for _ in range(restarts)]
+        points = [(r.sections, r.energy, r.stop_reason) for r in runs] + [tr]
         endpoints = [EndPoint(name, value, energy_by_projectors(stack, S), problem.relative_grad(S),
-                              problem.classify(S), reason)
+                              problem.classify(S, rule), reason, rule)
                      for name, (S, value, reason) in zip(_names(restarts), points)]
-    return SolverComparison(runs[0].energy, tr, [r.energy for r in runs[1:]], runs[0].sweeps, endpoints, runs[0])
+    return SolverComparison(runs[0].energy, tr.value, [r.energy for r in runs[1:]], runs[0].sweeps, endpoints,
+                            runs[0])
 
 
 def _names(restarts: int) -> list[str]:
@@ -182,8 +188,7 @@ def check_theorem1(stack: Stack, d: int, lambdas: Sequence[float] | None = None,
     dist, post, prior = [], [], []
     coupling = UntiedProblem(stack)
     for lam in lambdas:
-        sections = bca_untied(stack, d, lam=lam, anchors=A, init=init, tol=1e-15, max_sweeps=2000,
-                              gtol=1e-13).sections
+        sections = bca_untied(stack, d, lam=lam, anchors=A, init=init, rule=TIGHT).sections
         init = sections
         sin2, bnd2 = 0.0, 0.0
         for i in range(stack.L + 1):
@@ -231,20 +236,26 @@ class Theorem2Result:
     T(U_BS) = bound - sum_l ||B_l||^2, so all B_l = 0 certifies equality E2(U*) = E2(U_BS); a nonzero
     Riemannian gradient 2 U_perp sum_l (B_l^T A_l - D_l B_l^T) at U_BS certifies strictness. Otherwise
     (critical, B != 0) only the global search decides (``case`` "undecided").
+
+    "Nonzero gradient" is the one criticality test of theory.stopping: U_BS is not critical when its relative
+    Riemannian gradient exceeds rule.gtol, the test ``TiedProblem.classify`` and BCA's "gradient" stop use, so
+    the three agree on every stack, whatever the scales of its blocks.
     """
 
     hypothesis_holds: bool      # the paper's condition: all square and some W_l non-symmetric
     e2_bs: float
     e2_star: float
     grad_at_bs: float           # ||Riemannian gradient of T at U_BS|| (theory.objective)
+    rel_grad_at_bs: float       # ||(I - P) grad T|| / ||grad T|| at U_BS: the criticality quantity
     bs_certified_max: bool      # T(U_BS) reaches the upper bound
     spectral_gap: float         # sigma_d - sigma_{d+1} of [W_1..W_L]: U_BS unique when > 0
     scale: float
     off_block: float = 0.0      # sqrt(sum_l ||B_l||^2)
     identity_error: float = 0.0     # |T(U_BS) - (bound - sum ||B_l||^2)| / scale
     gradient_error: float = 0.0     # ||grad (objective) - grad (blocks)|| / scale
-    ascent_gain: float = 0.0        # T(Exp_{U_BS}(h g / ||g||)) - T(U_BS), h = 1e-4, g the gradient (0 when g = 0)
-    bs_class: str = ""              # local maximum / saddle / not critical
+    ascent_gain: float = 0.0        # T(Exp_{U_BS}(h g / ||g||)) - T(U_BS) (``ascent_step``; 0 when U_BS is critical)
+    bs_class: str = ""              # local maximum / saddle / not critical, by ``rule``
+    rule: StoppingRule = TIED
 
     @property
     def gap(self) -> float:
@@ -252,15 +263,20 @@ class Theorem2Result:
         return self.e2_bs - self.e2_star
 
     @property
+    def critical(self) -> bool:
+        """U_BS is critical by the rule (StoppingRule.critical of its relative gradient)."""
+        return self.rule.critical(self.rel_grad_at_bs)
+
+    @property
     def strict(self) -> bool:
-        return self.gap > 1e-9 * self.scale or self.grad_at_bs > 1e-7 * self.scale
+        return self.gap > 1e-9 * self.scale or not self.critical
 
     @property
     def case(self) -> str:
-        """"certified" (B = 0), "gradient" (nonzero gradient at U_BS) or "undecided" (critical, B != 0)."""
-        if self.off_block <= 1e-7 * np.sqrt(self.scale):
-            return "certified"
-        return "gradient" if self.grad_at_bs > 1e-7 * self.scale else "undecided"
+        """"gradient" (U_BS not critical), "certified" (B = 0) or "undecided" (critical, B != 0)."""
+        if not self.critical:
+            return "gradient"
+        return "certified" if self.off_block <= 1e-7 * np.sqrt(self.scale) else "undecided"
 
     @property
     def counterexample(self) -> bool:
@@ -273,8 +289,17 @@ class Theorem2Result:
         return {"certified": not self.strict, "gradient": self.strict}.get(self.case, False)
 
 
-def check_theorem2(stack: Stack, d: int, restarts: int = 3, seed: int = 0) -> Theorem2Result:
-    """Compare E2 at U_BS with the best tied optimum found by BCA, trust regions and restarts."""
+def ascent_step(stack: Stack, g: Array) -> float:
+    """h = ||g|| / K, K = 12 sum_l ||W_l||_2^2: along the unit geodesic direction g / ||g||, phi(t) = T(Exp(t g/||g||))
+    has phi'(0) = ||g|| and |phi''| <= K (each of the three terms of Hess T[H, H], theory.theorems.tied_hessian_form,
+    is <= 4 sum_l ||W_l||_2^2 for ||H||_F = 1), so phi(h) - phi(0) >= ||g||^2 / (2 K) > 0."""
+    return float(np.linalg.norm(g)) / (12.0 * float(sum(np.linalg.norm(W, 2) ** 2 for W in stack.weights)))
+
+
+def check_theorem2(stack: Stack, d: int, restarts: int = 3, seed: int = 0, rule: StoppingRule = TIED
+                   ) -> Theorem2Result:
+    """Compare E2 at U_BS with the best tied optimum found by BCA (stopped by ``rule``), trust regions and restarts;
+    U_BS is critical or not by the same rule."""
     blocks = bs_blocks(stack, d)
     U_bs = blocks.U
     s = spectrum(stack)
@@ -283,21 +308,21 @@ def check_theorem2(stack: Stack, d: int, restarts: int = 3, seed: int = 0) -> Th
     rng = np.random.default_rng(seed)
     n = stack.dims[0]
     starts = [U_bs] + [random_section(n, d, rng) for _ in range(restarts)]
-    best = max(tied_energy(stack, bca_tied(stack, d, init=U0).sections[0]) for U0 in starts)
-    best = max(best, trust_regions_tied(stack, d, init=U_bs)[1])
+    best = max(tied_energy(stack, bca_tied(stack, d, init=U0, rule=rule).sections[0]) for U0 in starts)
+    best = max(best, trust_regions_tied(stack, d, init=U_bs).value)
     nonsym = any(np.abs(W - W.T).max() > 0 for W in stack.weights)
     problem = TiedProblem(stack)
     g = problem.rgrad(U_bs)
-    g_norm = float(np.linalg.norm(g))
+    g_norm, rel_grad = float(np.linalg.norm(g)), problem.relative_grad(U_bs)
     t_bs = tied_energy(stack, U_bs)
-    gain = tied_energy(stack, exp(U_bs, 1e-4 * g / g_norm)) - t_bs if g_norm > 1e-7 * scale else 0.0
+    gain = 0.0 if rule.critical(rel_grad) else energy_change(stack, U_bs, ascent_step(stack, g) * g / g_norm)
     return Theorem2Result(
         hypothesis_holds=nonsym, e2_bs=e2(stack, U_bs), e2_star=min(e2(stack, U_bs), stack.total_energy() - best),
-        grad_at_bs=g_norm, bs_certified_max=t_bs >= bound - 1e-10 * scale,
+        grad_at_bs=g_norm, rel_grad_at_bs=rel_grad, bs_certified_max=t_bs >= bound - 1e-10 * scale,
         spectral_gap=float(s[d - 1] - (s[d] if d < len(s) else 0.0)), scale=scale,
         off_block=off_block_norm(stack, d), identity_error=abs(t_bs - t_bs_by_blocks(stack, d)) / scale,
         gradient_error=float(np.linalg.norm(g - gradient_by_blocks(stack, d))) / scale, ascent_gain=gain,
-        bs_class=problem.classify(U_bs))
+        bs_class=problem.classify(U_bs, rule), rule=rule)
 
 
 # --------------------------------------------------------------------------- Corollary 3
@@ -367,8 +392,8 @@ class Corollary3Result:
 def tied_optimum(stack: Stack, d: int) -> Array:
     """U*: tied BCA from U_BS, polished by trust regions to a tight critical point."""
     U = bca_tied(stack, d).sections[0]
-    U_tr, val = trust_regions_tied(stack, d, init=U)
-    return U_tr if val >= tied_energy(stack, U) else U
+    tr = trust_regions_tied(stack, d, init=U)
+    return tr.point if tr.value >= tied_energy(stack, U) else U
 
 
 def check_corollary3(stack: Stack, d: int, ts: Sequence[float] = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments.errors import GbdError
+from theory.stopping import StoppingRule
 
 DEFAULT_SEED = 3          # SVD-LLM's calibration seed
 
@@ -31,8 +32,7 @@ class Mode:
     calib_T: int                      # tokens per calibration sequence
     ppl_windows: int | None           # None: every window of the test set
     hellaswag_items: int | None       # None: all 10,042
-    max_sweeps: int                   # BCA sweep limit
-    tol: float                        # BCA stopping tolerance
+    stopping: StoppingRule            # BCA's gradient and stall tolerances and sweep limit (theory.stopping)
     sweep_lambdas: tuple[float, ...]  # interior lambda / c of the surgery sweep
     extended: bool                    # also tied bundle, reference Basis Sharing, anchored corner
     phase_lambdas: tuple[float, ...]  # lambda / c of the phase diagram (0 and inf: the corners)
@@ -49,10 +49,10 @@ class Mode:
 
 
 MODES: dict[str, Mode] = {
-    "quick": Mode("quick", 8, 512, 2, 40, 25, 1e-6, (1.0,), False, (0.0, 1.0, np.inf), 4, 1),
-    "standard": Mode("standard", 32, 1024, 6, 200, 60, 1e-7, (0.1, 1.0, 10.0), True,
+    "quick": Mode("quick", 8, 512, 2, 40, StoppingRule(stall_tol=1e-6, max_sweeps=25), (1.0,), False, (0.0, 1.0, np.inf), 4, 1),
+    "standard": Mode("standard", 32, 1024, 6, 200, StoppingRule(stall_tol=1e-7, max_sweeps=60), (0.1, 1.0, 10.0), True,
                      (0.0, 0.1, 1.0, 10.0, np.inf), 12, 3, open_sweep_windows=3),
-    "full": Mode("full", 256, 2048, None, None, 60, 1e-7, (1.0,), False, (0.0, 0.1, 1.0, 10.0, np.inf), 12, 3,
+    "full": Mode("full", 256, 2048, None, None, StoppingRule(stall_tol=1e-7, max_sweeps=60), (1.0,), False, (0.0, 0.1, 1.0, 10.0, np.inf), 12, 3,
                  open_sweep_windows=20, open_sweep_items=1000),
 }
 

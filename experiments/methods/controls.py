@@ -61,24 +61,24 @@ class Control:
 
     question: str
     label: str
-    run: Callable[..., Compression]       # (weights, sigmas, biases, d, c, tol, max_sweeps): BCA stops by the mode's rule
+    run: Callable[..., Compression]       # (weights, sigmas, biases, d, c, stopping): BCA stops by the mode's rule
 
 
 def _compress_with(method: str, **kw: Any) -> Callable[..., Compression]:
-    """A Control.run calling experiments.compress with the mode's BCA stopping rule (tol, max_sweeps), as the
+    """A Control.run calling experiments.compress with the mode's BCA stopping rule (a StoppingRule), as the
     surgery's rows do; ``lam_over_c`` multiplies the lambda unit c."""
     lam_over_c = kw.pop("lam_over_c", None)
 
-    def run(weights, sigmas, biases, d, c, tol, max_sweeps):
+    def run(weights, sigmas, biases, d, c, stopping):
         lam = {} if lam_over_c is None else {"lam": absolute_lambda(lam_over_c, c)}
-        return compress(weights, sigmas, biases, method, d, **lam, **kw, tol=tol, max_sweeps=max_sweeps)
+        return compress(weights, sigmas, biases, method, d, **lam, **kw, stopping=stopping)
     return run
 
 
 def unification_gap() -> list[Control]:
     """The 2 x 2 x 2 cube of the lambda -> inf untied corner (sides x whitening x convention)."""
     return [Control("unification-gap", f"{sides}, {'whitened' if w else 'unwhitened'}, {conv} anchors",
-                    lambda W, S, b, d, c, tol, max_sweeps, sides=sides, w=w, conv=conv:   # no BCA at lambda -> inf
+                    lambda W, S, b, d, c, stopping, sides=sides, w=w, conv=conv:   # no BCA at lambda -> inf
                     corner_variant(W, S, b, d, sides, w, conv))
             for conv in ("original", "v1-output") for w in (False, True) for sides in SIDES]
 

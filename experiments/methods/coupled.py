@@ -32,6 +32,7 @@ from experiments.errors import GbdError
 from theory.bca import bca_untied
 from theory.grassmann import Array, top_left_singular
 from theory.stack import Stack
+from theory.stopping import COMPRESSION
 from theory.whitening import whitening
 
 METHOD = "act-coupled"
@@ -58,7 +59,7 @@ def joint_objective(weights: Sequence[Array], sigmas: Sequence[Array], residual:
 def activation_coupled(weights: list[Array], sigmas: list[Array], biases: list[Array | None], d: int,
                        options: Mapping[str, Any]) -> Compression:
     """Maximize J (module docstring) by BCA; options: "mu" (>= 0, default 1), "residual" ([H_2..H_L]),
-    "tol", "max_sweeps"."""
+    "stopping" (a theory.stopping.StoppingRule, default COMPRESSION)."""
     mu = float(options.get("mu", DEFAULT_MU))
     if not mu >= 0 or not np.isfinite(mu):
         raise GbdError(f"{METHOD}: mu must be finite and >= 0, got {mu}")
@@ -83,11 +84,10 @@ def activation_coupled(weights: list[Array], sigmas: list[Array], biases: list[A
     c = max(float(np.linalg.norm(Kl, 2)) ** 2 for Kl in K)
     if len(weights) > 1 and mu > 0:
         stack = coupling_stack(residual, mu, c)
-        run = bca_untied(stack, d, lam=1.0, anchors=K, init=init, tol=float(options.get("tol", 1e-10)),
-                         max_sweeps=int(options.get("max_sweeps", 500)))
+        run = bca_untied(stack, d, lam=1.0, anchors=K, init=init, rule=options.get("stopping", COMPRESSION))
         sections, sweeps, history = run.sections, run.sweeps, run.history
         notes.append(f"mu={mu:g} (units of c={c:.4g}); BCA {sweeps} sweeps, J {history[0]:.6g} -> {history[-1]:.6g}"
-                     + f", stopped by {run.stop_reason}")
+                     + f"; {run.stop_note}")
     else:
         sections, sweeps, history = init, 0, None
         notes.append("mu = 0 or one layer: V1's sections")

@@ -121,12 +121,12 @@ def _sequential(damping: float) -> Build:
 def _coupled(mu: float) -> Build:
     def build(s: Setting, d: int, b: Mode) -> Compression:
         return compress(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, COUPLED, d,
-                        options={"mu": mu, "residual": s.residual(), "tol": b.tol, "max_sweeps": b.max_sweeps})
+                        options={"mu": mu, "residual": s.residual(), "stopping": b.stopping})
     return build
 
 
 def _control(run: Callable[..., Compression]) -> Build:
-    return lambda s, d, b: run(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, d, s.ctx.c, b.tol, b.max_sweeps)
+    return lambda s, d, b: run(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, d, s.ctx.c, b.stopping)
 
 
 def _original(s: Setting, d: int, b: Mode) -> None:
@@ -169,7 +169,7 @@ def _per_matrix_v1(ratio: float) -> Build:
 def _mlp_chain(whitened: bool) -> Build:
     def build(s: Setting, d: int, b: Mode) -> Compression:
         return compress(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, MLP_CHAIN, d,
-                        options={"whitened": whitened, "tol": b.tol, "max_sweeps": b.max_sweeps})
+                        options={"whitened": whitened, "stopping": b.stopping})
     return build
 
 

@@ -49,6 +49,7 @@ from experiments.errors import GbdError
 from experiments.pipeline import rank_for
 from theory.grassmann import Array
 from theory.stack import Stack
+from theory.stopping import COMPRESSION
 
 MLP_CHAIN = "mlp-chain"
 QKV_SHARED = "qkv-shared"
@@ -90,7 +91,8 @@ def _mlp_blocks(weights: Sequence[Array]) -> int:
 @register_method(MLP_CHAIN)
 def mlp_chain(weights: list[Array], sigmas: list[Array], biases: list[Array | None], d: int,
               options: Mapping[str, Any]) -> Compression:
-    """The MLP chain bundle (module docstring); options: "whitened" (default True), "tol", "max_sweeps"."""
+    """The MLP chain bundle (module docstring); options: "whitened" (default True), "stopping" (a
+    theory.stopping.StoppingRule, default COMPRESSION)."""
     L = _mlp_blocks(weights)
     whitened = bool(options.get("whitened", True))
     notes: list[str] = []
@@ -101,8 +103,7 @@ def mlp_chain(weights: list[Array], sigmas: list[Array], biases: list[Array | No
         stack = stack.whitened([whs[k].S for k in chain])
     ranks = interface_ranks(d, stack.dims)
     try:
-        sol = solve_memo(stack, ranks, 0.0, False, "original", float(options.get("tol", 1e-10)),
-                         int(options.get("max_sweeps", 500)))
+        sol = solve_memo(stack, ranks, 0.0, False, "original", options.get("stopping", COMPRESSION))
     except ValueError as e:
         raise GbdError(f"{MLP_CHAIN}: {e}") from e
     layers: list[LowRankFactors] = []
@@ -116,7 +117,7 @@ def mlp_chain(weights: list[Array], sigmas: list[Array], biases: list[Array | No
     run = sol.run
     notes.append(f"MLP chain bundle, lambda=0, {'whitened' if whitened else 'unwhitened'}, interface ranks "
                  f"{sorted(set(ranks))} (d={d} at width {min(stack.dims)}); gate_l on up_l's sections; "
-                 f"BCA {run.sweeps} sweeps, stop: {run.stop_reason}")
+                 f"{run.stop_note}")
     return Compression(MLP_CHAIN, layers, [f.rank for f in layers], notes, sol.sections, run.sweeps, run.history)
 
 
