@@ -22,6 +22,7 @@ from experiments.phase import phase_diagram
 from experiments.audit.modes import MODES as BUDGETS
 from experiments.pipeline import fit_to_context
 from experiments.surgery import read_targets
+from theory.stopping import StoppingRule
 
 VOCAB = 50304     # the GPT-NeoX-20B tokenizer of the shared data
 ATTN = "gpt_neox.layers.{}.attention.dense"
@@ -76,7 +77,8 @@ def stack_with_a_zero_layer(seed: int = 0):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_a_zero_layer_gets_defined_fractions_from_every_compressor(method):
     Ws, Ss = stack_with_a_zero_layer()
-    c = compress(Ws, Ss, None, method, 2, lam=1.0, allocation="uniform", max_sweeps=30)
+    c = compress(Ws, Ss, None, method, 2, lam=1.0, allocation="uniform",
+                 stopping=StoppingRule(stall_tol=1e-10, max_sweeps=30))
     err = errors(Ws, Ss, c)
     assert err["per_layer"][1]["frobenius_fraction"] == err["per_layer"][1]["activation_fraction"] == 0.0
     assert np.allclose(c.W_hats[1], 0.0)                  # a zero layer is approximated by zero

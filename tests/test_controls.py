@@ -11,6 +11,7 @@ from experiments.errors import GbdError
 from experiments.methods.controls import corner_variant, table4, unification_gap, whitened_corners
 from experiments.methods.coupled import joint_objective
 from theory.grassmann import projector, top_left_singular
+from theory.stopping import COMPRESSION, StoppingRule
 from theory.whitening import whitening
 
 
@@ -28,7 +29,7 @@ def group(seed: int, D: int = 6, L: int = 3, tokens: int = 30):
                          ids=lambda c: f"{c.question}: {c.label}")
 def test_every_control_at_full_rank_reproduces_the_weights(control):
     Ws, Ss, bs = group(0)
-    c = control.run(Ws, Ss, bs, 6, 10.0, 1e-10, 500)
+    c = control.run(Ws, Ss, bs, 6, 10.0, COMPRESSION)
     for W, f, b in zip(Ws, c.layers, bs):
         assert np.allclose(f.W_hat, W, atol=1e-8) and np.allclose(f.bias, b, atol=1e-8)
 
@@ -39,7 +40,7 @@ def test_every_control_solved_by_bca_stops_by_the_modes_rule(control):
     """A control's BCA obeys the sweep limit it is given (the mode's, as the surgery's rows do), not the solver's
     default of hundreds of sweeps: with a limit of 2 sweeps and an unreachable tolerance it stops at 2."""
     Ws, Ss, bs = group(1, D=12)
-    c = control.run(Ws, Ss, bs, 3, 10.0, 0.0, 2)
+    c = control.run(Ws, Ss, bs, 3, 10.0, StoppingRule(gtol=0.0, stall_tol=0.0, max_sweeps=2))
     assert c.bca_sweeps is not None and c.bca_sweeps <= 2
 
 

@@ -18,6 +18,7 @@ from experiments.audit.modes import MODES
 from experiments.methods.open_questions import QUESTIONS, run_open_questions
 from experiments.methods.open_report import SECTION_TITLE, render_section
 from experiments.pipeline import Config, Context, compress_config
+from theory.stopping import StoppingRule
 
 TOY = '''
 import numpy as np
@@ -103,7 +104,8 @@ def test_surgery_method_runs_a_plugin_end_to_end(registry, tiny_dir, tmp_path, c
 
 
 SMALL = replace(MODES["quick"], calib_n=2, calib_T=64, ppl_windows=2, hellaswag_items=2, open_sweep_windows=1,
-                open_sweep_items=0, open_lambdas=(1.0,), open_mus=(1.0,), max_sweeps=5)
+                open_sweep_items=0, open_lambdas=(1.0,), open_mus=(1.0,),
+                stopping=StoppingRule(stall_tol=1e-6, max_sweeps=5))
 
 
 def test_open_questions_end_to_end(tiny_dir, tmp_path):
@@ -147,7 +149,7 @@ def test_per_layer_methods_run_on_targets_that_do_not_chain():
         ctx.c
     for method in ("v1", "v2"):
         got = compress_config(ctx, Config(method, method, "main"), 2, MODES["quick"])
-        want = compress(Ws, Ss, [None] * 3, method, 2, tol=MODES["quick"].tol, max_sweeps=MODES["quick"].max_sweeps)
+        want = compress(Ws, Ss, [None] * 3, method, 2, stopping=MODES["quick"].stopping)
         assert all(np.allclose(a, b) for a, b in zip(got.W_hats, want.W_hats))
 
 

@@ -19,6 +19,7 @@ from experiments.methods.other_weights import (MLP_CHAIN, QKV_SHARED, interface_
                                                per_matrix_v1)
 from experiments.pipeline import Context, evaluate, measure
 from experiments.surgery import installed, module_parameters, read_targets
+from theory.stopping import StoppingRule
 
 D, I, KV = 16, 40, 8          # hidden, MLP width, K/V width (2 of 4 heads of 4)
 CASES = [("mlp_chain", MLP_CHAIN, {}), ("mlp_chain", MLP_CHAIN, {"whitened": False}), ("q_k_v", QKV_SHARED, {})]
@@ -150,7 +151,8 @@ def test_the_other_weights_question_runs_them_on_a_llama_and_renders_their_targe
                                          num_attention_heads=4, num_key_value_heads=2, vocab_size=50304,
                                          max_position_embeddings=256))
     loaded = load_model(save_tiny(model, tmp_path / "llama", True))
-    small = replace(MODES["quick"], calib_n=2, calib_T=64, open_sweep_windows=1, open_sweep_items=0, max_sweeps=5)
+    small = replace(MODES["quick"], calib_n=2, calib_T=64, open_sweep_windows=1, open_sweep_items=0,
+                    stopping=StoppingRule(stall_tol=1e-6, max_sweeps=5))
     data = run_open_questions(loaded, small, 0.25, 3, tmp_path / "cache", ["other-weights"], progress=False)
     by = {(r["kind"], r["label"]): r for r in data["rows"]}
     for kind in ("mlp_chain", "q_k_v"):
