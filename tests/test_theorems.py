@@ -2,16 +2,18 @@
 (the second-order form refuted as exact; the exact principal-angle form) as executable properties."""
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from tests.theory_checks import tied_energy_by_traces
-from theory.bca import basis_sharing_core
+from theory.bca import basis_sharing_core, bca_tied
 from theory.corollary3 import exact_difference, taylor_coefficients, taylor_prediction
 from theory.counterexamples import (HAND_COUNTEREXAMPLE, SHARP_EXAMPLES, decide_exactly, minimal_counterexample,
                                     prove_exactly)
 from theory.grassmann import exp, log, random_section
+from theory.objective import TiedProblem
 from theory.stack import Stack
+from theory.stopping import TIED
 from theory.strategies import SQUARE_FAMILIES, make_stack, stacks
 from theory.theorem2 import bs_blocks, gradient_by_blocks
 from theory.theorems import (check_corollary3, check_theorem1, check_theorem2, generic_perturbation_slope,
@@ -96,6 +98,27 @@ def test_blocks_b_zero_certify_equality_with_c_nonzero(n, L, seed):
     assert max(np.abs(ws[0] - ws[0].T).max(), np.abs(C[0]).max()) > 0
 
 
+# The stack of issue 26 (failed under OpenBLAS's Haswell kernel: two definitions of "critical" at two scales disagreed
+# on U_BS, whose interesting block is 1e-2 of the rest), and its one-layer version.
+ISSUE26 = [np.array([[2.44617716, 0, 0], [0, 0.01799707, 0.01144166], [0, 0.00773807, 0.00281211]]),
+           np.array([[2.10772596, 0, 0], [0, 0.00454958, -0.00099198], [0, -0.00607186, 0.00126828]])]
+
+
+def assert_every_caller_agrees_on_u_bs(stack: Stack, d: int) -> None:
+    """classify, check_theorem2 (case, strict) and BCA started at U_BS call U_BS critical or not the same way."""
+    U_bs = basis_sharing_core(stack, d)
+    critical = TIED.critical(TiedProblem(stack).relative_grad(U_bs))
+    r = check_theorem2(stack, d)
+    assert r.critical == critical and (r.case == "gradient") == (not critical)
+    assert (TiedProblem(stack).classify(U_bs, TIED) == "not critical") == (not critical) == (r.bs_class == "not critical")
+    run = bca_tied(stack, d, init=U_bs)
+    assert (run.sweeps == 0 and run.converged) == critical
+    if not critical:
+        assert r.strict and r.ascent_gain > 0
+
+
+@example((Stack.of(ISSUE26), 2))
+@example((Stack.of(ISSUE26[:1]), 2))
 @given(stacks(families=SQUARE_FAMILIES, max_n=5, max_L=3))
 def test_theorem2_sharp_statement_decides_every_certified_case(stack_d):
     stack, d = stack_d
@@ -105,6 +128,23 @@ def test_theorem2_sharp_statement_decides_every_certified_case(stack_d):
         assert not r.strict
     if r.case == "gradient":
         assert r.strict and r.ascent_gain > 0 and r.bs_class == "not critical"
+    assert (r.case == "gradient") == (r.bs_class == "not critical")   # one criticality test, whatever the rounding
+
+
+@pytest.mark.parametrize("weights", [ISSUE26, ISSUE26[:1]], ids=["issue 26", "issue 26, one layer"])
+def test_the_issue_stack_is_not_critical_at_u_bs_for_every_caller(weights):
+    stack = Stack.of(weights)
+    r = check_theorem2(stack, 2)
+    assert r.case == "gradient" and r.rel_grad_at_bs > 2 * TIED.gtol        # far from the threshold either way
+    assert_every_caller_agrees_on_u_bs(stack, 2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([1e-3, 1e-6]), st.integers(3, 5), st.integers(1, 3), st.integers(0, 2**32 - 1), st.data())
+def test_blocks_that_differ_by_1e3_and_1e6_are_classified_the_same_by_every_caller(eps, n, L, seed, data):
+    """Block stacks blockdiag(3 I + N, eps N'): U_BS straddles the two blocks when d > n // 2."""
+    d = data.draw(st.integers(1, n - 1))
+    assert_every_caller_agrees_on_u_bs(make_stack("block", [n] * (L + 1), seed, eps=eps), d)
 
 
 @pytest.mark.parametrize("name", list(SHARP_EXAMPLES))
