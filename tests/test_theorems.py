@@ -5,7 +5,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from tests.theory_checks import tied_energy_by_traces
+from tests.theory_checks import ISSUE26, tied_energy_by_traces
 from theory.bca import basis_sharing_core, bca_tied
 from theory.corollary3 import exact_difference, taylor_coefficients, taylor_prediction
 from theory.counterexamples import (HAND_COUNTEREXAMPLE, SHARP_EXAMPLES, decide_exactly, minimal_counterexample,
@@ -96,12 +96,6 @@ def test_blocks_b_zero_certify_equality_with_c_nonzero(n, L, seed):
     assert r.case == "certified" and r.bs_certified_max and r.hypothesis_holds
     assert r.gap <= 1e-9 * r.scale and not r.strict
     assert max(np.abs(ws[0] - ws[0].T).max(), np.abs(C[0]).max()) > 0
-
-
-# The stack of issue 26 (failed under OpenBLAS's Haswell kernel: two definitions of "critical" at two scales disagreed
-# on U_BS, whose interesting block is 1e-2 of the rest), and its one-layer version.
-ISSUE26 = [np.array([[2.44617716, 0, 0], [0, 0.01799707, 0.01144166], [0, 0.00773807, 0.00281211]]),
-           np.array([[2.10772596, 0, 0], [0, 0.00454958, -0.00099198], [0, -0.00607186, 0.00126828]])]
 
 
 def assert_every_caller_agrees_on_u_bs(stack: Stack, d: int) -> None:

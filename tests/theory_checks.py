@@ -52,3 +52,9 @@ def fd_second_derivatives(f: Callable[[np.ndarray], float], U: np.ndarray, h: fl
     """d^2/dt^2 f(Exp_U(t E)) at 0 for every basis direction E."""
     f0 = f(U)
     return [(f(exp(U, h * E)) - 2 * f0 + f(exp(U, -h * E))) / h ** 2 for E in tangent_basis(U)]
+
+
+# The stack of issue 26 (failed under OpenBLAS's Haswell kernel: two definitions of "critical" at two scales disagreed
+# on U_BS, whose interesting block is 1e-2 of the rest), and its one-layer version.
+ISSUE26 = [np.array([[2.44617716, 0, 0], [0, 0.01799707, 0.01144166], [0, 0.00773807, 0.00281211]]),
+           np.array([[2.10772596, 0, 0], [0, 0.00454958, -0.00099198], [0, -0.00607186, 0.00126828]])]
