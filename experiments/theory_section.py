@@ -119,9 +119,15 @@ def _theorem2(t2: dict[str, Any], table: Any) -> list[str]:
         "The paper's non-symmetry hypothesis is irrelevant in both directions: an all-symmetric stack with "
         "L = 2 is strict, and a non-symmetric stack that is not block-diagonal has equality.",
         table(["family", "stacks", "paper's hypothesis holds", "strict", "certified counterexamples",
-               "B = 0 (certified)", "gradient != 0", "undecided locally", "sharp statement agrees"],
+               "B = 0 (certified)", "gradient != 0", "decided by a certified global max", "undecided",
+               f"undecided with n <= {sharp['small_n']}", "sharp statement agrees"],
               [(f, r["stacks"], r["hypothesis"], r["strict"], r["counterexamples"], r["certified"], r["gradient"],
-                r["undecided"], r["real_condition_agrees"]) for f, r in t2["by_family"].items()])]
+                r["global"], r["undecided"], r["undecided_small"], r["real_condition_agrees"])
+               for f, r in t2["by_family"].items()]),
+        "A certified global maximum decides the critical, B != 0 class for 2 x 2 stacks at d = 1: every float is "
+        "read as the rational it is, every critical point of T on Gr(2, 1) is a real root of one polynomial "
+        "(isolated exactly by sympy), and U_BS's criticality is exact (its slope's minimal polynomial divides it). "
+        "Larger stacks (n = 3, 4 or d > 1) in this class stay undecided."]
 
 
 def _corollary3(c3: dict[str, Any], table: Any, out_dir: Path | None) -> list[str]:

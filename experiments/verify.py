@@ -154,8 +154,9 @@ SHARP_STATEMENTS = (
     ("all B_l = 0 (span U_BS invariant under every W_l^T) => equality", "certified"),
     ("grad T(U_BS) = 2 U_perp sum_l (B_l^T A_l - D_l B_l^T)", "gradient formula"),
     ("grad T(U_BS) != 0 => strict (an ascent step from U_BS)", "gradient"),
-    ("grad = 0, some B_l != 0: local information cannot decide", "undecided"),
+    ("grad = 0, some B_l != 0: local information cannot decide; a certified global maximum of T can", "undecided"),
 )
+SMALL_N = 4             # stacks with n <= SMALL_N are the ones a certified global maximum should decide
 
 
 def audit_theorem2(per_family: int, seed: int) -> dict[str, Any]:
@@ -166,20 +167,21 @@ def audit_theorem2(per_family: int, seed: int) -> dict[str, Any]:
         r = check_theorem2(sample.stack, sample.d)
         row = by_family.setdefault(sample.family, {"stacks": 0, "hypothesis": 0, "strict": 0, "counterexamples": 0,
                                                    "real_condition_agrees": 0, "certified": 0, "gradient": 0,
-                                                   "undecided": 0})
+                                                   "global": 0, "undecided": 0, "undecided_small": 0})
         row["stacks"] += 1
         row["hypothesis"] += r.hypothesis_holds
         row["strict"] += r.strict
         row["counterexamples"] += r.counterexample
         row["real_condition_agrees"] += r.real_condition_agrees
         row[r.case] += 1
+        row["undecided_small"] += r.case == "undecided" and sample.stack.dims[0] <= SMALL_N
         ident = max(ident, r.identity_error)
         grad_err = max(grad_err, r.gradient_error)
         if r.case == "certified":
             certified_gap = max(certified_gap, r.gap / r.scale)
         elif r.case == "gradient":
             strict_ok.append(r.ascent_gain > 0 and r.strict)
-        else:
+        elif r.case == "undecided":
             undecided[("equality" if not r.strict else "strict") + f", U_BS {r.bs_class}"] += 1
     examples = {name: decide_exactly(w).describe() for name, w in SHARP_EXAMPLES.items()}
     n_cert = sum(r["certified"] for r in by_family.values())
@@ -192,14 +194,18 @@ def audit_theorem2(per_family: int, seed: int) -> dict[str, Any]:
         [SHARP_STATEMENTS[3][0], f"{sum(strict_ok)} of {len(strict_ok)} stacks with a nonzero gradient: ascent step "
                                  "gains and the solvers find a lower E2; exact: 'all symmetric, strict'",
          "holds" if all(strict_ok) else "FAILS"],
-        [SHARP_STATEMENTS[4][0], f"sample: {dict(undecided) or 'none'}; exact: 'equality without the certificate' "
-                                 "(global max) and 'strict local maximum, not global'", "both outcomes occur"],
+        [SHARP_STATEMENTS[4][0], f"sample: {dict(undecided) or 'none'} undecided "
+                                 f"({sum(r['undecided_small'] for r in by_family.values())} with n <= {SMALL_N}), "
+                                 f"{sum(r['global'] for r in by_family.values())} decided by a certified global "
+                                 "maximum; exact: 'equality without the certificate' (global max) and 'strict local "
+                                 "maximum, not global', both also decided by check_theorem2's certificate",
+         "both outcomes occur"],
     ]
     return {"by_family": by_family, "hand": _certificate(prove_exactly(*HAND_COUNTEREXAMPLE)),
             "minimal": _certificate(minimal_counterexample()),
             "sharp": {"rows": rows, "examples": examples, "identity_max_error": ident,
                       "gradient_max_error": grad_err, "undecided": dict(undecided),
-                      "gradient_strict": [int(sum(strict_ok)), len(strict_ok)], "gtol": TIED.gtol}}
+                      "gradient_strict": [int(sum(strict_ok)), len(strict_ok)], "gtol": TIED.gtol, "small_n": SMALL_N}}
 
 
 def audit_corollary3(per_family: int, seed: int) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from tests.theory_checks import ISSUE26, tied_energy_by_traces
 from theory.bca import basis_sharing_core, bca_tied
 from theory.corollary3 import exact_difference, taylor_coefficients, taylor_prediction
-from theory.counterexamples import (HAND_COUNTEREXAMPLE, SHARP_EXAMPLES, decide_exactly, minimal_counterexample,
-                                    prove_exactly)
+from theory.counterexamples import (HAND_COUNTEREXAMPLE, SHARP_EXAMPLES, decide_exactly, decide_on_circle,
+                                    minimal_counterexample, prove_exactly)
 from theory.grassmann import exp, log, random_section
 from theory.objective import TiedProblem
 from theory.stack import Stack
@@ -122,6 +122,8 @@ def test_theorem2_sharp_statement_decides_every_certified_case(stack_d):
         assert not r.strict
     if r.case == "gradient":
         assert r.strict and r.ascent_gain > 0 and r.bs_class == "not critical"
+    if r.case == "global":                                              # the certified global maximum and the solvers
+        assert r.real_condition_agrees
     assert (r.case == "gradient") == (r.bs_class == "not critical")   # one criticality test, whatever the rounding
 
 
@@ -159,6 +161,42 @@ def test_exact_sharp_examples_are_what_they_are_named(name):
         assert e.symmetric and len(weights) >= 2 and e.verdict == "strict" and e.gradient != 0
     if name == "non-symmetric, not block-diagonal, equality":
         assert not e.symmetric and not e.block_diagonal and e.off_block == 0 and e.verdict == "equality"
+
+
+ROTATIONS = [np.array([[3, -4], [4, 3]]), np.array([[1, -2], [2, 1]])]    # integer similarity: exact in floats
+
+
+@pytest.mark.parametrize("name", list(SHARP_EXAMPLES))
+@pytest.mark.parametrize("rotation", [None, *ROTATIONS], ids=["as is", "3-4-5", "1-2"])
+def test_the_circle_certificate_agrees_with_the_exact_decision_in_any_basis(name, rotation):
+    """decide_on_circle (every critical point of T on Gr(2, 1), from the floats read exactly) against decide_exactly
+    (the Sturm certificate in the basis (U_BS, U_perp)); O W O^T with O = c x a rotation keeps the verdict."""
+    weights = SHARP_EXAMPLES[name]
+    moved = [rotation @ np.array(W) @ rotation.T for W in weights] if rotation is not None else weights
+    circle = decide_on_circle(moved)
+    assert circle.verdict == decide_exactly(weights).verdict
+    assert circle.critical == (decide_exactly(weights).gradient == 0)
+    if circle.witness is not None:
+        assert max(v for _, v in circle.critical_values) > circle.t_bs_value
+
+
+@pytest.mark.parametrize("rotation", [None, *ROTATIONS], ids=["as is", "3-4-5", "1-2"])
+def test_u_bs_critical_not_invariant_below_the_bound_and_yet_the_global_maximum(rotation):
+    """The undecided class decided: U_BS is critical, some B_l != 0, T(U_BS) < sum sigma_k^2, and the certified
+    global maximum of T says equality; check_theorem2 returns it instead of 'undecided'."""
+    weights = SHARP_EXAMPLES["equality without the certificate"]
+    moved = [rotation @ np.array(W) @ rotation.T for W in weights] if rotation is not None else weights
+    r = check_theorem2(Stack.of(np.array(moved, dtype=float)), 1)
+    assert r.critical and r.off_block > 0.1 and not r.bs_certified_max
+    assert r.case == "global" and r.exact.verdict == "equality" and not r.strict and r.real_condition_agrees
+    strict = check_theorem2(Stack.of(np.array(SHARP_EXAMPLES["strict local maximum, not global"], dtype=float)), 1)
+    assert strict.case == "global" and strict.exact.witness is not None and strict.strict
+
+
+def test_the_circle_certificate_refuses_what_it_cannot_decide():
+    assert decide_on_circle([np.eye(2)]) is None                          # U_BS not unique
+    with pytest.raises(ValueError):
+        decide_on_circle([np.eye(3)])
 
 
 def test_exact_decision_refuses_what_it_cannot_decide():

@@ -40,3 +40,14 @@ def test_audit_refuses_an_unknown_mode():
     with pytest.raises(ValueError, match="unknown mode"):
         audit_theory("huge")
     assert set(MODES) == {"quick", "standard", "full"}
+
+
+def test_the_report_reads_the_tolerances_from_the_stopping_rule_and_counts_the_undecided(theory):
+    """No literal tolerance in the text: change the recorded rule and the text follows it."""
+    changed = json.loads(json.dumps(theory))
+    for rule in changed["bca"]["rules"].values():
+        rule.update(gtol=3e-7, stall_tol=4e-11)
+    text = render_theory(changed)
+    assert "<= 3e-07" in text and "<= 4e-11 relative" in text and "1e-06" not in text
+    assert "undecided with n <= 4" in text
+    assert all({"global", "undecided", "undecided_small"} <= set(r) for r in theory["theorem2"]["by_family"].values())

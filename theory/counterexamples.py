@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, find, settings
 from hypothesis import strategies as st
 
 from theory.bca import basis_sharing_core
+from theory.grassmann import Array
 from theory.energy import tied_energy
 from theory.objective import spectrum
 from theory.stack import Stack
@@ -226,3 +227,80 @@ def _witness(Ws: list[sp.Matrix], v: sp.Matrix, w: sp.Matrix, t_bs: sp.Expr) -> 
         if T(u) > t_bs:
             return list(u), T(u)
     raise ValueError("no rational witness found (T(U_BS) may be the maximum)")
+
+
+# ----------------------------------------------------------------- any real 2 x 2 stack at d = 1: a certified global max
+
+DIGITS = 60             # working precision of the critical values (sympy's real roots are isolated exactly)
+TIE = 1e-40             # critical values closer than TIE * sum_l ||W_l||^2 count as a tie: not decided
+
+
+@dataclass
+class CircleDecision:
+    """T(U_BS) against every critical value of T on Gr(2, 1), for real (float) 2 x 2 weights read exactly.
+
+    Each float is a rational (sympy.Rational), so the stack is exact. Directions u(t) = (1, t) / sqrt(1 + t^2) and
+    u(inf) = e_2 cover Gr(2, 1); g(t) = T(u(t)) = N(t) / (1 + t^2)^2, N(t) = sum_l ((1, t) W_l (1, t)^T)^2, so
+    g'(t) = 0 iff q(t) = N'(t) (1 + t^2) - 4 t N(t) = 0 (rational coefficients). The slopes of the eigenvectors of
+    G = sum_l W_l W_l^T are the roots of m(t) = g_12 t^2 + (g_11 - g_22) t - g_12 (t = inf when g_12 = 0 and
+    e_2 is the top one). Then, exactly:
+    - ``critical``: U_BS is a critical point of T iff the minimal polynomial of its slope divides q (U_BS = e_2 is
+      first moved to slope 0 by swapping the basis);
+    - the global maximum of T is the largest of g at the real roots of q and of T(e_2), every real root isolated
+      exactly by sympy and g evaluated to DIGITS digits;
+    - ``verdict``: "strict" when U_BS is not critical (exactly) or another critical point has a larger T (its slope
+      is the ``witness``), "equality" when no critical value exceeds T(U_BS). A tie with another critical point
+      (closer than TIE) is not decided (``decide_on_circle`` returns None).
+    """
+
+    t_bs: sp.Expr | None                # slope of U_BS (None: U_BS = e_2)
+    critical: bool
+    t_bs_value: sp.Float
+    critical_values: list[tuple[sp.Expr, sp.Float]]  # (slope, T there) at every root of q, and (oo, T(e_2))
+    witness: sp.Expr | None
+
+    @property
+    def verdict(self) -> str:
+        return "strict" if (not self.critical or self.witness is not None) else "equality"
+
+
+def _reversed_slope(Ws: list[sp.Matrix]) -> list[sp.Matrix]:
+    """The same stack in the basis (e_2, e_1): slope t of the swapped basis is 1 / t of the original."""
+    S = sp.Matrix([[0, 1], [1, 0]])
+    return [S * W * S for W in Ws]
+
+
+def decide_on_circle(weights: list[Array] | list[list[list[float]]]) -> CircleDecision | None:
+    """Decide E2(U*) = E2(U_BS) or < for real 2 x 2 weights at d = 1 (CircleDecision); None when U_BS is not unique
+    or a tie between critical values is too close to call."""
+    Ws = [sp.Matrix([[sp.Rational(float(x)) for x in row] for row in np.asarray(W, dtype=float)]) for W in weights]
+    if any(W.shape != (2, 2) for W in Ws):
+        raise ValueError("the circle decision handles 2 x 2 weights at d = 1")
+    G = sum((W * W.T for W in Ws), sp.zeros(2, 2))
+    (top, _, vecs), *rest = sorted(G.eigenvects(), key=lambda p: float(p[0]), reverse=True)
+    if len(vecs) != 1:
+        return None                                                   # U_BS not unique
+    if sp.simplify(vecs[0][0]) == 0:                                  # U_BS = e_2: swap the basis
+        Ws = _reversed_slope(Ws)
+        vecs = [sp.Matrix([vecs[0][1], vecs[0][0]])]
+    t = sp.symbols("t", real=True)
+    y = sp.Matrix([1, t])
+    N = sp.Poly(sp.expand(sum(((y.T * W * y)[0]) ** 2 for W in Ws)), t)
+    q = sp.Poly(N.diff(t) * sp.Poly(1 + t ** 2, t) - sp.Poly(4 * t, t) * N, t)
+    t_bs = sp.nsimplify(sp.simplify(vecs[0][1] / vecs[0][0]))
+    scale = sum(float(sum(x ** 2 for x in W)) for W in Ws)
+
+    def g(s: sp.Expr) -> sp.Float:
+        return sp.N(N.as_expr().subs(t, s) / (1 + s ** 2) ** 2, DIGITS)
+
+    if q.is_zero:                                                     # T constant on the circle
+        return CircleDecision(t_bs, True, g(t_bs), [], None)
+    critical = q.rem(sp.Poly(sp.minimal_polynomial(t_bs, t), t)).is_zero     # exact: m(t_bs) = 0, m irreducible
+    value_bs = g(t_bs)
+    values: list[tuple[sp.Expr, sp.Float]] = [(r, g(r)) for r in sp.real_roots(q)]
+    values.append((sp.oo, sp.N(N.coeff_monomial(t ** 4), DIGITS)))           # T(e_2): the t^4 coefficient of N
+    others = [(s, v) for s, v in values if s == sp.oo or abs(sp.N(s - t_bs, DIGITS)) > 1e-30]
+    if any(abs(v - value_bs) <= TIE * scale for _, v in others):
+        return None                                                   # a tie too close to call
+    better = [s for s, v in others if v > value_bs]
+    return CircleDecision(t_bs, critical, value_bs, values, better[0] if better else None)

@@ -12,6 +12,7 @@ import numpy as np
 
 from theory.anchors import AnchorConvention, anchors as make_anchors
 from theory.bca import BCAResult, basis_sharing_core, bca_tied, bca_untied
+from theory.counterexamples import CircleDecision, decide_on_circle
 from theory.corollary3 import TAYLOR_ORDER, energy_change, exact_difference, taylor_coefficients, taylor_prediction
 from theory.energy import e2, tied_energy
 from theory.grassmann import Array, exp, log, random_section, sin_theta_fro, top_eigenspace, top_range
@@ -235,7 +236,8 @@ class Theorem2Result:
     T(U) <= ||U^T [W_1..W_L]||_F^2 <= sum_{k<=d} sigma_k^2 =: bound for every U, and (theory.theorem2)
     T(U_BS) = bound - sum_l ||B_l||^2, so all B_l = 0 certifies equality E2(U*) = E2(U_BS); a nonzero
     Riemannian gradient 2 U_perp sum_l (B_l^T A_l - D_l B_l^T) at U_BS certifies strictness. Otherwise
-    (critical, B != 0) only the global search decides (``case`` "undecided").
+    (critical, B != 0) only a global maximum decides: certified for 2 x 2 stacks at d = 1 by every critical point
+    of T on the circle (theory.counterexamples.decide_on_circle, exact; ``case`` "global"), else "undecided".
 
     "Nonzero gradient" is the one criticality test of theory.stopping: U_BS is not critical when its relative
     Riemannian gradient exceeds rule.gtol, the test ``TiedProblem.classify`` and BCA's "gradient" stop use, so
@@ -256,6 +258,7 @@ class Theorem2Result:
     ascent_gain: float = 0.0        # T(Exp_{U_BS}(h g / ||g||)) - T(U_BS) (``ascent_step``; 0 when U_BS is critical)
     bs_class: str = ""              # local maximum / saddle / not critical, by ``rule``
     rule: StoppingRule = TIED
+    exact: CircleDecision | None = None     # the certified global maximum where U_BS is critical and B != 0 (n = 2)
 
     @property
     def gap(self) -> float:
@@ -269,14 +272,18 @@ class Theorem2Result:
 
     @property
     def strict(self) -> bool:
-        return self.gap > 1e-9 * self.scale or not self.critical
+        return (self.gap > 1e-9 * self.scale or not self.critical
+                or (self.exact is not None and self.exact.verdict == "strict"))
 
     @property
     def case(self) -> str:
-        """"gradient" (U_BS not critical), "certified" (B = 0) or "undecided" (critical, B != 0)."""
+        """"gradient" (U_BS not critical), "certified" (B = 0), "global" (critical, B != 0, decided by a certified
+        global maximum: ``exact``) or "undecided"."""
         if not self.critical:
             return "gradient"
-        return "certified" if self.off_block <= 1e-7 * np.sqrt(self.scale) else "undecided"
+        if self.off_block <= 1e-7 * np.sqrt(self.scale):
+            return "certified"
+        return "global" if self.exact is not None else "undecided"
 
     @property
     def counterexample(self) -> bool:
@@ -285,7 +292,10 @@ class Theorem2Result:
 
     @property
     def real_condition_agrees(self) -> bool:
-        """Certified either way: B = 0 gives equality, a nonzero gradient gives strict (else not counted)."""
+        """Certified either way: B = 0 gives equality, a nonzero gradient gives strict, the global maximum its verdict
+        (else not counted)."""
+        if self.case == "global":
+            return self.strict == (self.exact.verdict == "strict")
         return {"certified": not self.strict, "gradient": self.strict}.get(self.case, False)
 
 
@@ -316,13 +326,16 @@ def check_theorem2(stack: Stack, d: int, restarts: int = 3, seed: int = 0, rule:
     g_norm, rel_grad = float(np.linalg.norm(g)), problem.relative_grad(U_bs)
     t_bs = tied_energy(stack, U_bs)
     gain = 0.0 if rule.critical(rel_grad) else energy_change(stack, U_bs, ascent_step(stack, g) * g / g_norm)
+    off_block = off_block_norm(stack, d)
+    undecided = rule.critical(rel_grad) and off_block > 1e-7 * np.sqrt(scale)
+    exact = decide_on_circle(stack.weights) if undecided and (n, d) == (2, 1) else None
     return Theorem2Result(
         hypothesis_holds=nonsym, e2_bs=e2(stack, U_bs), e2_star=min(e2(stack, U_bs), stack.total_energy() - best),
         grad_at_bs=g_norm, rel_grad_at_bs=rel_grad, bs_certified_max=t_bs >= bound - 1e-10 * scale,
         spectral_gap=float(s[d - 1] - (s[d] if d < len(s) else 0.0)), scale=scale,
-        off_block=off_block_norm(stack, d), identity_error=abs(t_bs - t_bs_by_blocks(stack, d)) / scale,
+        off_block=off_block, identity_error=abs(t_bs - t_bs_by_blocks(stack, d)) / scale,
         gradient_error=float(np.linalg.norm(g - gradient_by_blocks(stack, d))) / scale, ascent_gain=gain,
-        bs_class=problem.classify(U_bs, rule), rule=rule)
+        bs_class=problem.classify(U_bs, rule), rule=rule, exact=exact)
 
 
 # --------------------------------------------------------------------------- Corollary 3
