@@ -247,8 +247,8 @@ def bench_extrapolation(loaded: LoadedModel, quick: bool) -> dict[str, Any]:
     for name, row in (("extrapolated", fast), ("plain (previous)", plain)):
         print_row(f"BCA lambda=0 attn_out, {name}", row["seconds"], f"{row['sweeps']} sweeps", None,
                   plain["sweeps"] / row["sweeps"],
-                  f"plain sweeps / these; stop {row['stop_reason']} ({budget.name} mode: stall tol {budget.stopping.stall_tol:g}, "
-                  f"limit {budget.stopping.max_sweeps}), rel. grad {row['rel_grad']:.1e}, E {row['energy']:.10g}")
+                  f"plain sweeps / these; stop {row['stop_reason']} ({budget.name} mode: stall tol "
+                  f"{budget.stopping.stall_tol:g}, limit {budget.stopping.max_sweeps}), rel. grad {row['rel_grad']:.1e}, E {row['energy']:.10g}")
     return out
 
 

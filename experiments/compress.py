@@ -244,8 +244,8 @@ _solutions: OrderedDict[str, Solution] = OrderedDict()
 def solve_memo(stack: Stack, d: int | Sequence[int], lam: float, tied: bool, convention: str,
                stopping: StoppingRule) -> Solution:
     """theory.corners.solve, remembered in this process (the last SOLVE_MEMO_SIZE) under the exact inputs:
-    every weight's shape and float64 bytes, d, lambda, tying, convention and the whole stopping rule (StoppingRule.key). The phase diagram
-    and the surgery runs solve identical problems (GBD and its sandwich variant, the lambda = c rows, BS-core);
+    every weight's shape and float64 bytes, d, lambda, tying, convention and the whole stopping rule
+    (StoppingRule.key). The phase diagram and the surgery runs solve identical problems (GBD and its sandwich variant, the lambda = c rows, BS-core);
     each is solved once. The Solution returned is shared: callers must not modify it."""
     key = cache_key(*(f"{W.shape}" for W in stack.weights),
                     *(np.ascontiguousarray(W, dtype=np.float64).tobytes() for W in stack.weights),
@@ -472,7 +472,8 @@ def compress(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence
     when ``whitened``) apply to the bundle family (named corners fix lam and tied themselves);
     ``allocation`` ("loss" or "uniform") to ``v2``; ``group_size`` to ``basis-sharing``; ``bias_mode``
     ("project": b_hat = P_out b onto range(B); "keep": b_hat = b) to all; ``stopping`` stops BCA
-    (theory.stopping.StoppingRule: relative gradient, relative energy change per sweep, sweep limit); ``options`` go to a ``register_method`` method.
+    (theory.stopping.StoppingRule: relative gradient, relative energy change per sweep, sweep limit); ``options``
+    go to a ``register_method`` method.
     """
     _check_option("method", method, list(METHODS))
     _check_option("installation", installation, INSTALLATIONS)

@@ -104,7 +104,8 @@ def assert_every_caller_agrees_on_u_bs(stack: Stack, d: int) -> None:
     critical = TIED.critical(TiedProblem(stack).relative_grad(U_bs))
     r = check_theorem2(stack, d)
     assert r.critical == critical and (r.case == "gradient") == (not critical)
-    assert (TiedProblem(stack).classify(U_bs, TIED) == "not critical") == (not critical) == (r.bs_class == "not critical")
+    classified = TiedProblem(stack).classify(U_bs, TIED)
+    assert (classified == "not critical") == (not critical) == (r.bs_class == "not critical")
     run = bca_tied(stack, d, init=U_bs)
     assert (run.sweeps == 0 and run.converged) == critical
     if not critical:

@@ -47,7 +47,9 @@ def test_the_report_reads_the_tolerances_from_the_stopping_rule_and_counts_the_u
     changed = json.loads(json.dumps(theory))
     for rule in changed["bca"]["rules"].values():
         rule.update(gtol=3e-7, stall_tol=4e-11)
+    changed["theorem2"]["sharp"]["gtol"] = 3e-7
     text = render_theory(changed)
-    assert "<= 3e-07" in text and "<= 4e-11 relative" in text and "1e-06" not in text
+    assert "<= 3e-07" in text and "<= 4e-11 relative" in text and "above 3e-07" in text
+    assert "1e-06" in render_theory(theory) and "<= 1e-06" not in text and "above 1e-06" not in text
     assert "undecided with n <= 4" in text
     assert all({"global", "undecided", "undecided_small"} <= set(r) for r in theory["theorem2"]["by_family"].values())

@@ -229,7 +229,7 @@ def _witness(Ws: list[sp.Matrix], v: sp.Matrix, w: sp.Matrix, t_bs: sp.Expr) -> 
     raise ValueError("no rational witness found (T(U_BS) may be the maximum)")
 
 
-# ----------------------------------------------------------------- any real 2 x 2 stack at d = 1: a certified global max
+# ---------------------------------------------------------------- any real 2 x 2 stack at d = 1: a certified global max
 
 DIGITS = 60             # working precision of the critical values (sympy's real roots are isolated exactly)
 TIE = 1e-40             # critical values closer than TIE * sum_l ||W_l||^2 count as a tie: not decided

@@ -49,11 +49,12 @@ class Mode:
 
 
 MODES: dict[str, Mode] = {
-    "quick": Mode("quick", 8, 512, 2, 40, StoppingRule(stall_tol=1e-6, max_sweeps=25), (1.0,), False, (0.0, 1.0, np.inf), 4, 1),
-    "standard": Mode("standard", 32, 1024, 6, 200, StoppingRule(stall_tol=1e-7, max_sweeps=60), (0.1, 1.0, 10.0), True,
-                     (0.0, 0.1, 1.0, 10.0, np.inf), 12, 3, open_sweep_windows=3),
-    "full": Mode("full", 256, 2048, None, None, StoppingRule(stall_tol=1e-7, max_sweeps=60), (1.0,), False, (0.0, 0.1, 1.0, 10.0, np.inf), 12, 3,
-                 open_sweep_windows=20, open_sweep_items=1000),
+    "quick": Mode("quick", 8, 512, 2, 40, StoppingRule(stall_tol=1e-6, max_sweeps=25), (1.0,), False,
+                  (0.0, 1.0, np.inf), 4, 1),
+    "standard": Mode("standard", 32, 1024, 6, 200, StoppingRule(stall_tol=1e-7, max_sweeps=60), (0.1, 1.0, 10.0),
+                     True, (0.0, 0.1, 1.0, 10.0, np.inf), 12, 3, open_sweep_windows=3),
+    "full": Mode("full", 256, 2048, None, None, StoppingRule(stall_tol=1e-7, max_sweeps=60), (1.0,), False,
+                 (0.0, 0.1, 1.0, 10.0, np.inf), 12, 3, open_sweep_windows=20, open_sweep_items=1000),
 }
 
 
