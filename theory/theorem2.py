@@ -16,7 +16,9 @@ Write W_l in the orthonormal basis (U, U_perp), U = U_BS the top-d left singular
    B = 0 gives a zero gradient; a nonzero gradient certifies strictness (U_BS is not even critical).
 4. Between them (B != 0, gradient 0) local information cannot decide: U_BS may be the global maximum of T
    (equality) or a strict local maximum that is not global (strict); theory.counterexamples keeps exact
-   examples of both, decided by a certified global maximum.
+   examples of both, decided by a certified global maximum, and decides any real 2 x 2 stack at d = 1 so
+   (``decide_on_circle``: every critical point of T on Gr(2, 1), exactly; used by theorems.check_theorem2).
+   "Gradient 0" is the stopping rule's test (theory.stopping): relative gradient <= gtol.
 """
 from __future__ import annotations
 
