@@ -187,6 +187,9 @@ def cmd_verify(args: argparse.Namespace) -> None:
     print("Theorem 2, the sharp statement:")
     for statement, checked, result in theory["theorem2"]["sharp"]["rows"]:
         print(f"  [{result}] {statement}\n      {checked}")
+    families = theory["theorem2"]["by_family"].items()
+    print("  undecided per family (n <= 4 among them; decided by a certified global maximum): "
+          + ", ".join(f"{f} {r['undecided']} ({r['undecided_small']}; {r['global']})" for f, r in families))
     for name, e in theory["theorem2"]["sharp"]["examples"].items():
         print(f"  exact: {name}: W = {e['weights']}, sum B^2 = {e['sum_B2']}, gradient {e['gradient']}, "
               f"U_BS {e['u_bs']}, verdict {e['verdict']}")
