@@ -31,6 +31,7 @@ from experiments.evaluation import (DTYPES, hellaswag_direct, hellaswag_lm_eval,
 from experiments.loading import LoadedModel
 from experiments.phase import absolute_lambda
 from experiments.surgery import installed, module_parameters, read_targets
+from experiments.unigram import unigram_baseline
 from theory.corners import sandwich
 from theory.objective import lambda_unit
 from theory.stack import Stack
@@ -321,6 +322,18 @@ def run_surgery(ctx: Context, budget: Mode, d: int, cache_dir: Path, only: Seque
             print(f"[surgery {i}/{len(chosen)}] {config.label}", flush=True)
         rows.append(run_config(ctx, config, d, budget, cache_dir, progress))
     return rows
+
+
+def unigram_of(ctx: Context, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """A unigram model fitted on the calibration text's tokens, evaluated on the windows of the uncompressed
+    model's row (``experiments.unigram``); None without that row."""
+    original = next((r for r in rows if r["method"] is None and r.get("ppl_window_tokens")), None)
+    if original is None:
+        return None
+    calib = calibration_text()
+    vocab = max(int(ctx.loaded.model.config.vocab_size), len(ctx.loaded.tokenizer))
+    return unigram_baseline(tokenize_corpus(ctx.loaded.tokenizer, calib.text), vocab, ctx.test_ids,
+                            original["ppl_window_tokens"][0] + 1, len(original["ppl_window_tokens"]), calib.name)
 
 
 def check_ratio(ratio: float) -> None:

@@ -32,7 +32,7 @@ from experiments.data import sha256
 from experiments.loading import LoadedModel, load_model
 from experiments.methods.open_questions import run_open_questions
 from experiments.phase import phase_diagram
-from experiments.pipeline import (check_dtype, check_ratio, choose_configs, configs, dtype_check, hellaswag_cross_check,
+from experiments.pipeline import (check_dtype, unigram_of, check_ratio, choose_configs, configs, dtype_check, hellaswag_cross_check,
                                   prepare, rank_for, run_surgery)
 from experiments.surgery import read_targets
 from experiments.threads import part_threads
@@ -101,7 +101,7 @@ def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: 
             "budget": asdict(budget),
             "lambda_unit_c": ctx.c, "sources": ctx.sources, "fingerprint": ctx.fingerprint, "rows": rows,
             "hellaswag_cross_check": cross, "seed_rows": seed_rows,
-            "adjustments": ctx.adjustments}
+            "adjustments": ctx.adjustments, "unigram": unigram_of(ctx, rows)}
 
 
 def seed_runs(loaded: LoadedModel, budget: Mode, seeds: Sequence[int], d: int, cache_dir: Path, kind: str,
