@@ -1,7 +1,8 @@
 """The ledger: the paper's checkable statements, as data, and the only place their numbers are written.
 
-It holds every checkable statement of the paper that this project found (the outside audit of 2026-12 listed
-the missing ones; they are here) except the compute time and seeds of Appendix C, which nothing can check.
+It holds the checkable statements of the paper that this project and the outside audit of 2026-12 found. Left
+out: the compute time and seeds of Appendix C (nothing to check) and the attenuation of the Table 1 tied gap
+with scale (it needs two model sizes, like frob-attenuation). So it is not "every checkable statement".
 
 Each claim names the paper's section (SPEC.md summarizes the paper; the ids are ours), the statement, the
 paper's value (or ``LOST`` where the text we have lost it), the quantity this project measures for it, the
