@@ -32,8 +32,9 @@ from experiments.data import sha256
 from experiments.loading import LoadedModel, load_model
 from experiments.methods.open_questions import run_open_questions
 from experiments.phase import phase_diagram
-from experiments.pipeline import (check_dtype, unigram_of, check_ratio, choose_configs, configs, dtype_check, hellaswag_cross_check,
-                                  prepare, rank_for, run_surgery)
+from experiments.pipeline import (check_dtype, check_ratio, choose_configs, configs, dtype_check, hellaswag_cross_check,
+                                  prepare, rank_for, run_surgery, unigram_of)
+from experiments.quantization import rounding_noise_fraction
 from experiments.surgery import read_targets
 from experiments.threads import part_threads
 from experiments.verify import audit_theory
@@ -134,6 +135,8 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
     threads: dict[str, Any] = {}
     loaded = load_model(model, device=device)  # first: a missing model fails before minutes of work
     results["model"] = model_info(loaded)
+    if loaded.file is not None:
+        results["model"]["quantization_noise_fraction"] = rounding_noise_fraction(loaded.file, kind)
     _say(progress, f"model: {loaded.name} from {loaded.source}")
     parts = 4 if beyond else 3
     _say(progress, f"[1/{parts}] theory audit ({mode})")
