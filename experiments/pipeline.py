@@ -291,6 +291,7 @@ def measure(ctx: Context, compression: Compression, windows: int | None, items: 
     measured = evaluated(ctx, compression, windows, items, progress)
     return {**measured, "frobenius_fraction": err["frobenius_fraction"],
             "activation_fraction": err["activation_fraction"], "params_kept": params,
+            "layer_activation": [layer["activation_fraction"] for layer in err["per_layer"]],
             "params_original": params_original, "ranks": compression.ranks, "notes": compression.notes,
             "bca_sweeps": compression.bca_sweeps}
 

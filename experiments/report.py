@@ -130,6 +130,17 @@ def frobenius_baselines_section(results: dict[str, Any]) -> str:
         + ", to compare with the fractions above."])
 
 
+def per_layer_section(rows: Sequence[dict[str, Any]]) -> str:
+    """Every layer's activation error fraction, V1 beside the pure bundle (section 7.4: 'strictly worse per
+    layer'); empty when the rows do not record it."""
+    by = {r["method"]: r.get("layer_activation") for r in rows if r["table"] == "main"}
+    v1, gbd = by.get("v1"), by.get("gbd")
+    if not v1 or not gbd:
+        return ""
+    body = [(i, fmt(a, 3), fmt(b, 3), f"{b / a:.3g}x" if a > 0 else "-") for i, (a, b) in enumerate(zip(v1, gbd))]
+    return "### Activation error per layer\n\n" + table(["layer", "V1", "GBD", "GBD / V1"], body)
+
+
 def _hs_cell(row: dict[str, Any], norm: bool) -> str:
     """'acc ± se' from the per-item data (lm-eval's stderr for acc when the row has none)."""
     measured = hs_accuracy(row, norm)
@@ -181,6 +192,7 @@ def surgery_section(results: dict[str, Any], out_dir: Path) -> str:
              "layers. Bundle-family layers are installed with the generalized projection C = U_out^T W Sigma "
              "U_in (U_in^T Sigma U_in)^-1 unless the row says otherwise.",
              "### Main table", table(SURGERY_HEADER, surgery_rows(by_table["main"], original)),
+             *filter(None, [per_layer_section(rows)]),
              f"SVD-LLM V2's rank allocation is {V2_RULE} (SVD-LLM V2 publishes no code): ranks "
              f"{next((r['ranks'] for r in by_table['main'] if r['method'] == 'v2'), '-')}."]
     parts += ["### Anchor strength sweep (untied, original anchors)",

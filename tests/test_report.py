@@ -49,7 +49,8 @@ def row(label: str, method: str | None, table: str, ppl: float, lam: float = 0.0
          "hellaswag_pred_norm": predictions(acc), "hellaswag_logliks": []}
     if method is not None:
         r.update({"frobenius_fraction": 1 / ppl, "activation_fraction": ppl / 1000, "two_sided_fraction": 1 / ppl,
-                  "params_kept": 32, "params_original": 64, "ranks": [4, 4], "notes": ["a note"], "bca_sweeps": 3})
+                  "params_kept": 32, "params_original": 64, "ranks": [4, 4], "notes": ["a note"], "bca_sweeps": 3,
+                  "layer_activation": [ppl / 2000, ppl / 1000]})
     return r
 
 
@@ -233,6 +234,7 @@ def test_results_schema_refuses_other_versions_and_unknown_row_fields(results):
 def test_results_of_schemas_2_and_3_load_without_acc_norm_stderr_which_schema_4_requires(results):
     for r in results["surgery"]["rows"]:
         del r["hellaswag_acc_norm_stderr"]
+        r.pop("layer_activation", None)
     for version in (2, 3):
         old = Results.from_dict({**results, "version": version})
         assert typed(Row, old.surgery["rows"][0], "row").hellaswag_acc_norm_stderr is None      # not measured
@@ -253,6 +255,7 @@ def test_report_has_every_claim_intervals_tables_and_figures_and_changes_nothing
                     "## Calibration seeds", "## Mechanism", "## Re-running this report"):
         assert section in text
     assert "met when all lie above 1 with estimates in [2.8, 23]" in text    # a rule, from the ledger
+    assert "### Activation error per layer" in text and "| 0 | 0.02 | 0.2 | 10x |" in text
     assert "## Frobenius baselines" in text and "| per-layer rank-d SVD (Eckart-Young) | 0.1 | 0.1 |" in text
     assert "are true by construction or this audit's own results" in text and "measured on tiny" in text
     assert results["command"] in text and "ab" * 32 in text
