@@ -494,11 +494,13 @@ def judge_activation_ratio(claim: Claim, results: Results) -> Finding:
     tests = [(ratio, by[gbd]["activation_fraction"] / by[v1]["activation_fraction"], ppl_ratio(by[gbd], by[v1]))
              for ratio, by in sweep.items()]
     measured = "; ".join(f"d/D = {ratio:g}: act {act:.3g}x vs " + ratio_text("PPL", iv) for ratio, act, iv in tests)
-    off = [ratio for ratio, act, iv in tests if not (iv.low / factor <= act <= iv.high * factor)]
+    bounds = [(ratio, act, (iv.low, iv.high) if iv.defined else (iv.estimate, iv.estimate)) for ratio, act, iv in tests]
+    off = [ratio for ratio, act, (low, high) in bounds if not (low / factor <= act <= high * factor)]
     if not off:
         return Finding(claim, measured, Outcome.MET, f"within a factor {factor:g} of the PPL interval at every d/D")
     return Finding(claim, measured, Outcome.MISSED, f"a coincidence: the two ratios diverge across d/D (more than a "
-                   f"factor {factor:g} apart at d/D = {', '.join(f'{r:g}' for r in off)})")
+                   f"factor {factor:g} apart at d/D = {', '.join(f'{r:g}' for r in off)}; the point estimates where "
+                   "an interval rests on fewer than five windows)")
 
 
 def judge_lambda_flat(claim: Claim, results: Results) -> Finding:
