@@ -279,6 +279,18 @@ def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Pa
     return row
 
 
+def one_sided_fraction(weights: Sequence[np.ndarray], approximations: Sequence[np.ndarray]) -> float:
+    """sum_l ||W_l - P_l W_l||^2 / sum_l ||W_l||^2, P_l the orthogonal projector onto the range of W_hat_l (the
+    method's output space): the best any weight with that output space can do. Rank-d SVD of W_l (Eckart-Young)
+    gives the per-layer floor."""
+    projected = []
+    for W, Wh in zip(weights, approximations, strict=True):
+        U, s, _ = np.linalg.svd(np.asarray(Wh, dtype=np.float64), full_matrices=False)
+        U = U[:, s > s[0] * max(Wh.shape) * np.finfo(np.float64).eps] if s.size and s[0] > 0 else U[:, :0]
+        projected.append(U @ (U.T @ np.asarray(W, dtype=np.float64)))
+    return frobenius_error_fraction([np.asarray(W, dtype=np.float64) for W in weights], projected)
+
+
 def measure(ctx: Context, compression: Compression, windows: int | None, items: int | None,
             progress: bool = True) -> dict[str, Any]:
     """Frobenius and activation error on the calibration moments, parameters kept, and ``evaluate`` with
@@ -292,6 +304,7 @@ def measure(ctx: Context, compression: Compression, windows: int | None, items: 
     return {**measured, "frobenius_fraction": err["frobenius_fraction"],
             "activation_fraction": err["activation_fraction"], "params_kept": params,
             "layer_activation": [layer["activation_fraction"] for layer in err["per_layer"]],
+            "one_sided_fraction": one_sided_fraction(ctx.weights, compression.W_hats),
             "params_original": params_original, "ranks": compression.ranks, "notes": compression.notes,
             "bca_sweeps": compression.bca_sweeps}
 

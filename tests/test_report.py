@@ -256,7 +256,7 @@ def test_report_has_every_claim_intervals_tables_and_figures_and_changes_nothing
         assert section in text
     assert "met when all lie above 1 with estimates in [2.8, 23]" in text    # a rule, from the ledger
     assert "### Activation error per layer" in text and "| 0 | 0.02 | 0.2 | 10x |" in text
-    assert "## Frobenius baselines" in text and "| per-layer rank-d SVD (Eckart-Young) | 0.1 | 0.1 |" in text
+    assert "## Frobenius baselines" in text and "| per-layer rank-d SVD (Eckart-Young) | 0.1 | 0.1 | 0.1 |" in text
     assert "are true by construction or this audit's own results" in text and "measured on tiny" in text
     assert results["command"] in text and "ab" * 32 in text
     for figure in ("theorem1.png", "corollary3.png", "phase.png", "scatter_activation.png", "scatter_frobenius.png"):
