@@ -31,6 +31,7 @@ from experiments.evaluation import (DTYPES, hellaswag_direct, hellaswag_lm_eval,
 from experiments.loading import LoadedModel
 from experiments.phase import absolute_lambda
 from experiments.surgery import installed, module_parameters, read_targets
+from experiments.unigram import unigram_baseline
 from theory.corners import sandwich
 from theory.objective import lambda_unit
 from theory.stack import Stack
@@ -278,6 +279,18 @@ def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Pa
     return row
 
 
+def one_sided_fraction(weights: Sequence[np.ndarray], approximations: Sequence[np.ndarray]) -> float:
+    """sum_l ||W_l - P_l W_l||^2 / sum_l ||W_l||^2, P_l the orthogonal projector onto the range of W_hat_l (the
+    method's output space): the best any weight with that output space can do. Rank-d SVD of W_l (Eckart-Young)
+    gives the per-layer floor."""
+    projected = []
+    for W, Wh in zip(weights, approximations, strict=True):
+        U, s, _ = np.linalg.svd(np.asarray(Wh, dtype=np.float64), full_matrices=False)
+        U = U[:, s > s[0] * max(Wh.shape) * np.finfo(np.float64).eps] if s.size and s[0] > 0 else U[:, :0]
+        projected.append(U @ (U.T @ np.asarray(W, dtype=np.float64)))
+    return frobenius_error_fraction([np.asarray(W, dtype=np.float64) for W in weights], projected)
+
+
 def measure(ctx: Context, compression: Compression, windows: int | None, items: int | None,
             progress: bool = True) -> dict[str, Any]:
     """Frobenius and activation error on the calibration moments, parameters kept, and ``evaluate`` with
@@ -290,6 +303,8 @@ def measure(ctx: Context, compression: Compression, windows: int | None, items: 
     measured = evaluated(ctx, compression, windows, items, progress)
     return {**measured, "frobenius_fraction": err["frobenius_fraction"],
             "activation_fraction": err["activation_fraction"], "params_kept": params,
+            "layer_activation": [layer["activation_fraction"] for layer in err["per_layer"]],
+            "one_sided_fraction": one_sided_fraction(ctx.weights, compression.W_hats),
             "params_original": params_original, "ranks": compression.ranks, "notes": compression.notes,
             "bca_sweeps": compression.bca_sweeps}
 
@@ -321,6 +336,18 @@ def run_surgery(ctx: Context, budget: Mode, d: int, cache_dir: Path, only: Seque
             print(f"[surgery {i}/{len(chosen)}] {config.label}", flush=True)
         rows.append(run_config(ctx, config, d, budget, cache_dir, progress))
     return rows
+
+
+def unigram_of(ctx: Context, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """A unigram model fitted on the calibration text's tokens, evaluated on the windows of the uncompressed
+    model's row (``experiments.unigram``); None without that row."""
+    original = next((r for r in rows if r["method"] is None and r.get("ppl_window_tokens")), None)
+    if original is None:
+        return None
+    calib = calibration_text()
+    vocab = max(int(ctx.loaded.model.config.vocab_size), len(ctx.loaded.tokenizer))
+    return unigram_baseline(tokenize_corpus(ctx.loaded.tokenizer, calib.text), vocab, ctx.test_ids,
+                            original["ppl_window_tokens"][0] + 1, len(original["ppl_window_tokens"]), calib.name)
 
 
 def check_ratio(ratio: float) -> None:

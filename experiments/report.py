@@ -56,12 +56,18 @@ def lam_label(x: float) -> str:
 def claims_section(judgements: Sequence[Judgement]) -> str:
     counts = {v: sum(j.verdict == v for j in judgements) for v in Verdict}
     summary = ", ".join(f"{n} {v.value}" for v, n in counts.items() if n)
+    not_evidence = counts[Verdict.BY_CONSTRUCTION] + counts[Verdict.OWN_RESULT]
+    models = sorted({j.why.split(" (the paper measured")[0].removeprefix("on ") for j in judgements
+                     if j.verdict in TRANSFER_CLASSES})
     rows = [(j.claim.id, j.claim.section, j.claim.statement, j.claim.paper_value, j.measured,
              f"**{j.verdict.value}**", j.why, j.detect or "-") for j in judgements]
     rules = [(j.claim.id, j.claim.quantity, rule_text(j.claim)) for j in judgements]
     classes = VERDICT_CLASSES.split("Verdict classes:", 1)[1].split("\n\n", 1)[0].strip()
     return "\n\n".join([
-        "## Claims and verdicts", f"Verdicts on {len(judgements)} claims: {summary}. Intervals are 95 %: "
+        "## Claims and verdicts", f"Verdicts on {len(judgements)} claims: {summary}. Of these, {not_evidence} are "
+        "true by construction or this audit's own results, not evidence about the paper"
+        + (f"; every 'transfers' / 'does not transfer' verdict was measured on {', '.join(models)}, not on the "
+           "paper's model" if models else "") + ". Intervals are 95 %: "
         f"perplexity by a paired percentile bootstrap over evaluation windows ({statistics.RESAMPLES} resamples, "
         f"seed {statistics.BOOTSTRAP_SEED}), HellaSwag differences paired over items with an exact McNemar test, "
         "Spearman rho by a bootstrap over configurations.",
@@ -69,6 +75,9 @@ def claims_section(judgements: Sequence[Judgement]) -> str:
                "sample size that would detect the paper's effect"], rows),
         "<details><summary>How each verdict is decided</summary>\n\n" + classes + "\n\n"
         + table(["id", "quantity measured", "rule (numbers from the ledger)"], rules) + "\n\n</details>"])
+
+
+TRANSFER_CLASSES = (Verdict.TRANSFERS, Verdict.TRANSFERS_DIRECTION, Verdict.DOES_NOT_TRANSFER)
 
 
 def theory_section(theory: dict[str, Any], out_dir: Path) -> str:
@@ -94,6 +103,45 @@ def phase_section(phase: dict[str, Any], out_dir: Path) -> str:
         f"{phase['eckart_young_fraction']:.4f}.",
         table(PHASE_HEADER, phase_rows(phase)),
         f"![phase diagram]({name})"])
+
+
+def frobenius_baselines_section(results: dict[str, Any]) -> str:
+    """Every method's two-sided (sections) and installed Frobenius fractions beside per-layer rank-d SVD
+    (Eckart-Young: the best any per-layer rank-d factorization can do, one- and two-sided alike), and the
+    quantization noise of the model file where the run measured it."""
+    phase = results["phase"]
+    main = [r for r in results["surgery"]["rows"] if r["table"] == "main" and r["method"] is not None]
+    ey = phase["eckart_young_fraction"]
+    body = [("per-layer rank-d SVD (Eckart-Young)", fmt(ey), fmt(ey), fmt(ey), "the floor of every per-layer method")]
+    body += [(r["label"], fmt(r.get("one_sided_fraction")), fmt(r.get("two_sided_fraction")),
+              fmt(r.get("frobenius_fraction")),
+              "-" if r.get("two_sided_fraction") is None else f"{r['two_sided_fraction'] / ey:.3g}x the floor")
+             for r in main]
+    noise = results["model"].get("quantization_noise_fraction")
+    return "\n\n".join([
+        "## Frobenius baselines",
+        f"Fractions sum_l ||W_l - W_hat_l||^2 / sum_l ||W_l||^2 on the {phase['L']} real targets at d = {phase['d']}. "
+        "One-sided: ||W - P W||^2 with P the projector onto the installed weight's output space; two-sided: the "
+        "sandwich P_l W_l P_(l-1) of the method's sections (bundle family only); installed: the weight the model "
+        "runs with. A one-sided projection U U^T W of rank d cannot beat the Eckart-Young row; "
+        "the paper's Frobenius gain is measured against the two-sided lambda -> inf corner, not against it.",
+        table(["method", "one-sided (output space)", "two-sided (sections)", "installed", "two-sided vs per-layer SVD"],
+              body),
+        "Quantization noise of the model file: " + ("not measured in this run" if noise is None else
+                                                    f"{100 * noise:.2f} % of sum ||W||^2 over the targets (uniform "
+                                                    "rounding, step^2 / 12 per weight from the GGUF block scales)")
+        + ", to compare with the fractions above."])
+
+
+def per_layer_section(rows: Sequence[dict[str, Any]]) -> str:
+    """Every layer's activation error fraction, V1 beside the pure bundle (section 7.4: 'strictly worse per
+    layer'); empty when the rows do not record it."""
+    by = {r["method"]: r.get("layer_activation") for r in rows if r["table"] == "main"}
+    v1, gbd = by.get("v1"), by.get("gbd")
+    if not v1 or not gbd:
+        return ""
+    body = [(i, fmt(a, 3), fmt(b, 3), f"{b / a:.3g}x" if a > 0 else "-") for i, (a, b) in enumerate(zip(v1, gbd))]
+    return "### Activation error per layer\n\n" + table(["layer", "V1", "GBD", "GBD / V1"], body)
 
 
 def _hs_cell(row: dict[str, Any], norm: bool) -> str:
@@ -147,6 +195,7 @@ def surgery_section(results: dict[str, Any], out_dir: Path) -> str:
              "layers. Bundle-family layers are installed with the generalized projection C = U_out^T W Sigma "
              "U_in (U_in^T Sigma U_in)^-1 unless the row says otherwise.",
              "### Main table", table(SURGERY_HEADER, surgery_rows(by_table["main"], original)),
+             *filter(None, [per_layer_section(rows)]),
              f"SVD-LLM V2's rank allocation is {V2_RULE} (SVD-LLM V2 publishes no code): ranks "
              f"{next((r['ranks'] for r in by_table['main'] if r['method'] == 'v2'), '-')}."]
     parts += ["### Anchor strength sweep (untied, original anchors)",
@@ -274,7 +323,8 @@ def render(results: dict[str, Any], judgements: Sequence[Judgement], out_dir: Pa
         f"{SCHEMA_VERSION}). Model: **{m['name']}** ({m['source']}). Data: local WikiText-2 and HellaSwag files "
         "(hashes at the end). Every number below was measured by this run.", *data_warnings(results)])
     sections = [head, claims_section(judgements), theory_section(results["theory"], out_dir),
-                phase_section(results["phase"], out_dir), surgery_section(results, out_dir),
+                phase_section(results["phase"], out_dir), frobenius_baselines_section(results),
+                surgery_section(results, out_dir),
                 seeds_section(results), mechanism_section(results, out_dir)]
     if results.get("beyond"):
         from experiments.methods.open_report import render_section   # it imports this module's table helpers

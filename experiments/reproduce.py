@@ -33,7 +33,8 @@ from experiments.loading import LoadedModel, load_model
 from experiments.methods.open_questions import run_open_questions
 from experiments.phase import phase_diagram
 from experiments.pipeline import (check_dtype, check_ratio, choose_configs, configs, dtype_check, hellaswag_cross_check,
-                                  prepare, rank_for, run_surgery)
+                                  prepare, rank_for, run_surgery, unigram_of)
+from experiments.quantization import rounding_noise_fraction
 from experiments.surgery import read_targets
 from experiments.threads import part_threads
 from experiments.verify import audit_theory
@@ -101,7 +102,7 @@ def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: 
             "budget": asdict(budget),
             "lambda_unit_c": ctx.c, "sources": ctx.sources, "fingerprint": ctx.fingerprint, "rows": rows,
             "hellaswag_cross_check": cross, "seed_rows": seed_rows,
-            "adjustments": ctx.adjustments}
+            "adjustments": ctx.adjustments, "unigram": unigram_of(ctx, rows)}
 
 
 def seed_runs(loaded: LoadedModel, budget: Mode, seeds: Sequence[int], d: int, cache_dir: Path, kind: str,
@@ -134,6 +135,8 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
     threads: dict[str, Any] = {}
     loaded = load_model(model, device=device)  # first: a missing model fails before minutes of work
     results["model"] = model_info(loaded)
+    if loaded.file is not None:
+        results["model"]["quantization_noise_fraction"] = rounding_noise_fraction(loaded.file, kind)
     _say(progress, f"model: {loaded.name} from {loaded.source}")
     parts = 4 if beyond else 3
     _say(progress, f"[1/{parts}] theory audit ({mode})")

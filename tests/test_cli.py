@@ -130,6 +130,8 @@ def test_bfloat16_rows_and_measured_nll_change(tiny_dir, tmp_path):
     default = surgery_part(loaded, "attn_out", 0.25, "quick", 3, tmp_path, only=["original"], progress=False)
     assert default["dtype_check"] is None and default["rows"][0]["ppl_dtype"] == "float32"
     assert default["rows"][0]["ppl"] == pytest.approx(part["rows"][0]["ppl"], rel=1e-2)
+    unigram = default["unigram"]         # fitted on the calibration text, on the rows' windows
+    assert len(unigram["window_nll"]) == len(default["rows"][0]["ppl_window_nll"]) and unigram["ppl"] > 1
 
 
 def test_seed_runs_recalibrate_v1_v2_and_gbd_with_each_further_seed(tiny_dir, tmp_path):

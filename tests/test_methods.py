@@ -193,3 +193,14 @@ def test_ratio_sweep_answer_names_a_tie_at_the_printed_precision():
     answer = _answer_sweep(rows)
     assert "d/D=0.5: tie of SVD-LLM V1 and SVD-LLM V2 (PPL 23.18)" in answer
     assert "d/D=0.25: SVD-LLM V1 (PPL 26.5)" in answer and "GBD" not in answer
+
+
+def test_per_kind_answer_calls_v1_best_when_it_has_the_lowest_ppl_and_three_windows_undecided():
+    """'best' means lowest PPL: V2 at 1.28x V1 is not the best of mlp_out; a ratio over three windows cannot be
+    decided (fewer than five), so it reads 'undecided', never 'not distinguishable'."""
+    from experiments.audit.statistics import Interval
+    from experiments.methods.open_report import _answer_per_kind
+    v2 = {"kind": "mlp_out", "label": "SVD-LLM V2", "windows": 3,
+          "vs_v1": Interval(1.28, 0.9, 1.6, 3, "test", decisive=False)}
+    answer = _answer_per_kind([v2])
+    assert "best: SVD-LLM V1 (lowest PPL); next: SVD-LLM V2" in answer and "undecided (fewer than 5 windows)" in answer

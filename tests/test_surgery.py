@@ -173,3 +173,14 @@ def test_installed_parameters_count_a_shared_factor_once():
     assert installed_parameters(model, names) == compression.n_params
     assert installed_parameters(model, names) < sum(p.numel() for n in names
                                                     for p in model.get_submodule(n).parameters())
+
+
+def test_one_sided_fraction_is_eckart_young_for_rank_d_svd_and_zero_for_the_weight_itself():
+    import numpy as np
+
+    from experiments.pipeline import one_sided_fraction
+    W = np.random.default_rng(0).normal(size=(6, 5))
+    U, s, Vt = np.linalg.svd(W, full_matrices=False)
+    rank2 = U[:, :2] * s[:2] @ Vt[:2]
+    assert one_sided_fraction([W], [rank2]) == pytest.approx(np.sum(s[2:] ** 2) / np.sum(s ** 2), rel=1e-12)
+    assert one_sided_fraction([W], [3.0 * W]) == pytest.approx(0.0, abs=1e-24)   # a scaled W has W's output space

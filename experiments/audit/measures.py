@@ -10,6 +10,7 @@ import math
 from typing import Any, Mapping
 
 import numpy as np
+from scipy import stats
 
 from experiments.audit.statistics import (Interval, PairedAccuracy, accuracy, paired_accuracy, perplexity_interval,
                                           perplexity_ratio, spearman_interval, spread)
@@ -70,6 +71,19 @@ def correlations(results: Results) -> dict[str, Any]:
 
     return {"activation": rho(compressed, "activation_fraction"), "frobenius": rho(compressed, "frobenius_fraction"),
             "frobenius_interior": rho(interior_rows(results), "frobenius_fraction"), "n": len(compressed)}
+
+
+def spearman_exact(x: list[float], y: list[float]) -> tuple[float, float, float]:
+    """Spearman rho of (x, y) and its exact one-sided permutation p-values (over all n! pairings, for the small
+    n of designed configurations): P(rho* <= rho) and P(rho* >= rho) under exchangeability."""
+    def rho(a: np.ndarray) -> float:
+        return float(stats.spearmanr(a, y).statistic)
+
+    less = stats.permutation_test((np.asarray(x, float),), rho, permutation_type="pairings", n_resamples=np.inf,
+                                  alternative="less")
+    greater = stats.permutation_test((np.asarray(x, float),), rho, permutation_type="pairings", n_resamples=np.inf,
+                                     alternative="greater")
+    return rho(np.asarray(x, float)), float(less.pvalue), float(greater.pvalue)
 
 
 def ratio_text(name: str, iv: Interval) -> str:

@@ -4,8 +4,8 @@
 the whole run. ``SCHEMA_VERSION`` changes whenever a field is added, removed or changes meaning; reading a
 file of a version before ``OLDEST_READABLE`` or after ``SCHEMA_VERSION``, or a row with missing or unknown fields,
 is one clear error. An older version stays readable only while every difference is a field added with the
-default None ("not run", "not measured"): ``Results.beyond`` (schema 3) and the row fields that
-``ROW_FIELDS_SINCE`` names by the version that added them, which a file of that version or later must have.
+default None ("not run", "not measured"): ``Results.beyond`` (schema 3), ``Row.layer_activation`` and ``one_sided_fraction`` (schema 5) and
+the row fields that ``ROW_FIELDS_SINCE`` names by the version that added them, which a file of that version or later must have.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Mapping, TypeVar
 
 from experiments.errors import GbdError
 
-SCHEMA_VERSION = 4                 # 3: Results.beyond; 4: Row.hellaswag_acc_norm_stderr
+SCHEMA_VERSION = 5                 # 3: Results.beyond; 4: Row.hellaswag_acc_norm_stderr; 5: Row.layer_activation, one_sided_fraction
 OLDEST_READABLE = 2
 ROW_FIELDS_SINCE = {4: ("hellaswag_acc_norm_stderr",)}
 T = TypeVar("T")
@@ -60,6 +60,9 @@ class Row:
     notes: list[str] = field(default_factory=list)
     bca_sweeps: int | None = None
     hellaswag_acc_norm_stderr: float | None = None     # schema 4 (ROW_FIELDS_SINCE); None: an older row
+    layer_activation: list[float] | None = None        # schema 5: each layer's activation error fraction (None:
+                                                       # uncompressed, or a row of an older version)
+    one_sided_fraction: float | None = None            # schema 5: pipeline.one_sided_fraction
 
 
 def typed(cls: type[T], data: Mapping[str, Any], what: str) -> T:

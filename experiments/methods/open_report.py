@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from experiments.audit.measures import ppl_interval, ppl_ratio
+from experiments.audit.statistics import MIN_BOOTSTRAP_UNITS
 from experiments.methods.open_questions import ORIGINAL_LABEL, V1_LABEL
 from experiments.report import fmt, table
 
@@ -56,6 +57,8 @@ def _versus(r: dict[str, Any]) -> str:
         return text + ": beats V1"
     if v.above(1):
         return text + ": worse than V1"
+    if not v.decisive:
+        return text + f": undecided (fewer than {MIN_BOOTSTRAP_UNITS} windows)"
     return text + ": not distinguishable from V1 at this sample size"
 
 
@@ -95,9 +98,16 @@ def _answer_whitened(rows: Sequence[dict[str, Any]]) -> str:
         f"Best activation-aware bundle corner: {best['label']}, {_versus(best)}."
 
 
+def _best_text(best: dict[str, Any]) -> str:
+    """"best" means lowest PPL: V1 itself when every other configuration's PPL is higher."""
+    if best["vs_v1"].estimate > 1:
+        return f"{V1_LABEL} (lowest PPL); next: {best['label']}, {_versus(best)}"
+    return f"{best['label']}, {_versus(best)}"
+
+
 def _answer_best(rows: Sequence[dict[str, Any]]) -> str:
     best = _best(rows)
-    return "no configuration beside V1" if best is None else f"Best configuration: {best['label']}, {_versus(best)}."
+    return "no configuration beside V1" if best is None else f"Best configuration: {_best_text(best)}."
 
 
 def _answer_per_kind(rows: Sequence[dict[str, Any]]) -> str:
@@ -106,7 +116,7 @@ def _answer_per_kind(rows: Sequence[dict[str, Any]]) -> str:
     for kind in dict.fromkeys(r["kind"] for r in rows):
         best = _best([r for r in rows if r["kind"] == kind])
         parts.append(f"[{kind}] " + ("no configuration beside V1" if best is None
-                                     else f"best: {best['label']}, {_versus(best)}"))
+                                     else f"best: {_best_text(best)}"))
     return "; ".join(parts) + "."
 
 
