@@ -1,4 +1,4 @@
-"""Offline evaluation and calibration data (see ../shared/data/PROVENANCE.md).
+"""Offline evaluation and calibration data, shipped in the package (experiments/data_files/PROVENANCE.md).
 
 - WikiText-2 raw test: Hugging Face ``wikitext-2-raw-v1`` rows rebuilt from ``wiki.test.raw`` exactly as the
   dataset script read the file (one row per line, line ending kept, blank lines -> ''), then joined with
@@ -25,6 +25,8 @@ HELLASWAG_VAL_ITEMS = 10_042
 LINES_PER_ITEM = 6
 CHECKSUMS = "SHA256SUMS"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGED_DATA = Path(__file__).resolve().parent / "data_files"     # the three files above, their SHA256SUMS
+CHECKOUT_DATA = PACKAGE_ROOT.parent / "shared" / "data"              # beside a source checkout: also the test data
 
 
 @dataclass
@@ -48,13 +50,16 @@ class HellaSwagItem:
 
 
 def data_dir() -> Path:
-    """``$GBD_DATA_DIR``, else ``<repo root>/../shared/data``."""
+    """``$GBD_DATA_DIR``; else ``shared/data`` beside a source checkout when it exists (the same three files, with
+    the test data such as the Pythia tokenizer); else the data shipped in the package (``PACKAGED_DATA``), so an
+    installed package finds its data from any working directory."""
     env = os.environ.get("GBD_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not env:
+        return CHECKOUT_DATA if CHECKOUT_DATA.is_dir() else PACKAGED_DATA
+    path = Path(env)
     if not path.is_dir():
-        origin = "GBD_DATA_DIR" if env else "the default data directory"
-        raise GbdError(f"{origin} {path} does not exist: set GBD_DATA_DIR to the folder holding "
-                       "wikitext-2-raw/, wikitext-2-tokens-pytorch-examples/ and hellaswag/")
+        raise GbdError(f"GBD_DATA_DIR {path} does not exist: set it to the folder holding wikitext-2-raw/, "
+                       "wikitext-2-tokens-pytorch-examples/ and hellaswag/, or unset it to use the packaged data")
     return path
 
 
