@@ -8,9 +8,10 @@
     gbd-audit surgery  --method NAME [--plugin MODULE]            any registered method through the diagnostic
     gbd-audit beyond   [--model M] [--question Q ...]             what the paper left open -> beyond.md, beyond.json
     gbd-audit bench    [--quick]                                  timings and ratios beside lm-eval
+    gbd-audit compress --method NAME --out DIR [--dense]          calibrate, compress and write the model
 
 Models come from --model or $GBD_MODEL (default: the offline SmolLM2-135M-Instruct GGUF); data from
-$GBD_DATA_DIR (default ../shared/data). Failures the user can fix print one line and exit with status 2.
+$GBD_DATA_DIR (default: the data shipped in the package). Failures the user can fix print one line and exit with status 2.
 """
 from __future__ import annotations
 
@@ -100,6 +101,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller sizes (seconds) instead of Pythia-1.4B size")
     p.add_argument("--model", default=None, help="model for the throughput part [$GBD_MODEL or smollm2]")
     p.set_defaults(run=cmd_bench)
+    p = sub.add_parser("compress", help="calibrate, compress and write the model: two factors per layer, or "
+                                        "--dense a standard checkpoint any harness loads")
+    _common(p, mode_default="quick")
+    p.add_argument("--method", required=True, metavar="NAME",
+                   help="a method of the registry: v1, v2, gbd, gbd-tied, bs-core, anchored, basis-sharing, ...")
+    p.add_argument("--out", type=Path, required=True, help="folder to write the model into")
+    p.add_argument("--dense", action="store_true",
+                   help="write W_hat = B A as a standard checkpoint (config, tokenizer, safetensors) that "
+                        "transformers and lm-eval's hf model load without this project; default: the factored "
+                        "model (fewer parameters), read by experiments.surgery.load_compressed")
+    p.set_defaults(run=cmd_compress)
     return top
 
 
@@ -292,6 +304,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from experiments.bench import run_bench
 
     run_bench(quick=args.quick, model=args.model)
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    from experiments.export import check_export, compress_and_save
+    from experiments.loading import load_model
+
+    check_export(args.method, args.ratio, args.out)      # before the model is read
+    loaded = load_model(args.model, device=args.device)
+    record = compress_and_save(loaded, args.method, args.ratio, args.mode, args.seed, args.cache_dir, args.out,
+                               args.kind, args.dense, progress=not args.quiet)
+    print(f"{record['model']}: {args.kind} compressed by {args.method} at d = {record['d']}; target parameters "
+          f"{record['target_parameters_original']:,} -> {record['target_parameters_kept']:,}; "
+          f"{record['format']} model written to {args.out}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
