@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from experiments.audit.modes import DEFAULT_SEED, MODES
+from experiments.data import CALIBRATION_SOURCES, HELLASWAG_SOURCES
 from experiments.errors import GbdError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +52,13 @@ def _common(p: argparse.ArgumentParser, model: bool = True, mode_default: str = 
                        help=f"calibration and per-configuration cache [$GBD_CACHE_DIR or {DEFAULT_CACHE}]")
         p.add_argument("--device", default=None,
                        help="where the model runs: cpu or cuda[:N]; the solvers stay on the CPU [$GBD_DEVICE or cpu]")
+        p.add_argument("--calibration", choices=CALIBRATION_SOURCES, default=None,
+                       help="calibration text: local (the packaged tokenized WikiText-2 valid) or wikitext2-train "
+                            "(the paper's: the wikitext-2-raw-v1 train split through datasets, online) "
+                            "[$GBD_CALIBRATION or local]")
+        p.add_argument("--hellaswag", choices=HELLASWAG_SOURCES, default=None,
+                       help="HellaSwag: local (the packaged validation file) or lm-eval (lm-eval's own hellaswag "
+                            "task and its dataset, online) [$GBD_HELLASWAG or local]")
 
 
 def _dtype_option(p: argparse.ArgumentParser) -> None:
@@ -138,6 +146,34 @@ def shown_command(argv: Sequence[str]) -> str:
     shown = [display_path(a) if os.path.isabs(os.path.expanduser(a)) and os.path.exists(os.path.expanduser(a))
              else a for a in argv]
     return "gbd-audit " + " ".join(shlex.quote(a) for a in shown)
+
+
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+ONLINE_SOURCES = {"calibration": ("GBD_CALIBRATION", "wikitext2-train", "local"),
+                  "hellaswag": ("GBD_HELLASWAG", "lm-eval", "local")}
+
+
+@contextmanager
+def chosen_sources(args: argparse.Namespace) -> Iterator[None]:
+    """--calibration and --hellaswag as $GBD_CALIBRATION and $GBD_HELLASWAG for the duration (restored after).
+    An online source while HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set fails here, before any work, naming
+    the offline alternative."""
+    saved = {variable: os.environ.get(variable) for variable, _, _ in ONLINE_SOURCES.values()}
+    try:
+        for option, (variable, online, offline) in ONLINE_SOURCES.items():
+            if getattr(args, option, None) is not None:
+                os.environ[variable] = getattr(args, option)
+            offline_set = [v for v in OFFLINE_VARIABLES if os.environ.get(v, "0").lower() not in ("", "0", "false")]
+            if os.environ.get(variable) == online and offline_set:
+                raise GbdError(f"--{option} {online} needs the internet but {offline_set[0]} is set; offline, use "
+                               f"--{option} {offline}")
+        yield
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
 
 
 @contextmanager
@@ -329,11 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "seed"):
             check_options(args)
-        if getattr(args, "quiet", False):
-            with no_progress_bars():
+        with chosen_sources(args):
+            if getattr(args, "quiet", False):
+                with no_progress_bars():
+                    run(args)
+            else:
                 run(args)
-        else:
-            run(args)
     except GbdError as e:
         print(f"gbd-audit: error: {e}", file=sys.stderr)
         return 2
