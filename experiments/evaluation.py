@@ -385,7 +385,7 @@ def hellaswag_lm_eval(
     if lm_model not in LM_EVAL_MODELS:
         raise GbdError(f"unknown lm-eval model class {lm_model!r}; choose one of {', '.join(LM_EVAL_MODELS)}")
     if items_path is None and source_choice("GBD_HELLASWAG", HELLASWAG_SOURCES) == "lm-eval":
-        task, manager, _ = lm_eval_hellaswag()
+        task, manager = lm_eval_hellaswag()[:2]
         with quiet_lm_eval():
             out = _run_lm_eval(model, tokenizer, task, manager, limit, batch_size, lm_model)
         return _result_from_lm_eval(out, task, f"lm-eval {task} (its own dataset)", LM_EVAL_NOTE)
@@ -403,10 +403,10 @@ LM_EVAL_NOTE = ("lm-eval's own hellaswag task and dataset (Rowan/hellaswag valid
                 "ctx_a + ' ' + ctx_b.capitalize() preprocessing")
 
 
-def lm_eval_hellaswag() -> tuple[str, object, str]:
-    """lm-eval's own hellaswag task (``LM_EVAL_HELLASWAG``): its name, the TaskManager that knows it and the sha256
-    of its validation docs (for cache keys). Its data come through ``datasets``: offline, a GbdError naming the
-    packaged file."""
+def lm_eval_hellaswag() -> tuple[str, object, list[dict]]:
+    """lm-eval's own hellaswag task (``LM_EVAL_HELLASWAG``): its name, the TaskManager that knows it and its
+    validation docs (hub fields, process_docs applied). Its data come through ``datasets``: offline, a GbdError
+    naming the packaged file."""
     from lm_eval.tasks import TaskManager
 
     task, include = LM_EVAL_HELLASWAG
@@ -418,8 +418,19 @@ def lm_eval_hellaswag() -> tuple[str, object, str]:
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise GbdError(f"--hellaswag lm-eval could not load lm-eval's {task} task ({type(exc).__name__}: {reason}); "
                        "offline, use --hellaswag local (the packaged HellaSwag validation file)") from exc
-    digest = hashlib.sha256(json.dumps(docs, sort_keys=True, default=str).encode()).hexdigest()
-    return task, manager, digest
+    return task, manager, docs
+
+
+def docs_sha256(docs: Sequence[dict]) -> str:
+    """sha256 of the docs as sorted-key JSON: the data part of the cache keys under ``--hellaswag lm-eval``."""
+    return hashlib.sha256(json.dumps(list(docs), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def hub_items(docs: Sequence[dict], limit: int | None = None) -> list[HellaSwagItem]:
+    """The first ``limit`` hub docs as items of the six-line format, ctx = ctx_a + " " + ctx_b.capitalize() (what
+    lm-eval's process_docs joins), for the independent scorer ``hellaswag_direct``."""
+    return [HellaSwagItem(d["activity_label"], d["ctx_a"] + " " + d["ctx_b"].capitalize(), list(d["endings"]),
+                          int(d["label"])) for d in list(docs)[:limit]]
 
 
 def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:

@@ -26,8 +26,9 @@ from experiments.compress import AllocationError, Compression, compress, errors,
 from experiments.data import (HELLASWAG_SOURCES, calibration_text, checksum_status, display_path, hellaswag_items,
                               hellaswag_source, source_choice, wikitext2_test)
 from experiments.errors import GbdError
-from experiments.evaluation import (DTYPES, LM_EVAL_NOTE, hellaswag_direct, hellaswag_lm_eval, lm_eval_hellaswag,
-                                    model_context, perplexity, prediction_disagreements, tokenize_corpus)
+from experiments.evaluation import (DTYPES, LM_EVAL_NOTE, docs_sha256, hellaswag_direct, hellaswag_lm_eval, hub_items,
+                                    lm_eval_hellaswag, model_context, perplexity, prediction_disagreements,
+                                    tokenize_corpus)
 from experiments.loading import LoadedModel
 from experiments.phase import absolute_lambda
 from experiments.surgery import installed, module_parameters, read_targets
@@ -119,8 +120,8 @@ def hellaswag_data_source(path: Path, digest: str) -> dict[str, Any]:
     """The HellaSwag source as the report names it: the local file, or (``--hellaswag lm-eval``) lm-eval's own
     task with the sha256 of its validation docs (loaded here, so that being offline fails before calibration)."""
     if source_choice("GBD_HELLASWAG", HELLASWAG_SOURCES) == "lm-eval":
-        task, _, docs_digest = lm_eval_hellaswag()
-        return data_source(f"lm-eval task {task}", docs_digest, name=LM_EVAL_NOTE)
+        task, _, docs = lm_eval_hellaswag()
+        return data_source(f"lm-eval task {task}", docs_sha256(docs), name=LM_EVAL_NOTE)
     return data_source(str(path), digest, name="HellaSwag validation, six lines per item")
 
 
@@ -230,7 +231,10 @@ def hellaswag_cross_check(ctx: Context, budget: Mode) -> dict[str, Any]:
     """lm-eval vs the independent direct scorer on the same items of the uncompressed model."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
     harness = hellaswag_lm_eval(model, tok, limit=budget.hellaswag_items)
-    direct = hellaswag_direct(model, tok, hellaswag_items(limit=budget.hellaswag_items))
+    items = (hub_items(lm_eval_hellaswag()[2], budget.hellaswag_items)
+             if source_choice("GBD_HELLASWAG", HELLASWAG_SOURCES) == "lm-eval" else
+             hellaswag_items(limit=budget.hellaswag_items))     # the items lm-eval scored, as six-line items
+    direct = hellaswag_direct(model, tok, items)
     acc_diff, norm_diff = prediction_disagreements(harness, direct)
     return {"n": harness.n, "lm_eval_acc": harness.acc, "direct_acc": direct.acc, "lm_eval_acc_norm":
             harness.acc_norm, "direct_acc_norm": direct.acc_norm, "disagreements_acc": acc_diff,

@@ -19,7 +19,7 @@ from experiments.cli import main
 from experiments.data import HellaSwagItem
 from experiments.errors import GbdError
 from experiments.loading import load_model
-from experiments.pipeline import prepare
+from experiments.pipeline import hellaswag_data_source, prepare
 
 HUB_README = """---
 configs:
@@ -131,9 +131,12 @@ def test_lm_eval_hellaswag_applies_its_own_ctx_b_preprocessing(local_hellaswag, 
     assert result.n == 3 and "its own dataset" in result.source
     capitalized = [HellaSwagItem(it["activity_label"], it["ctx_a"] + " " + it["ctx_b"].capitalize(), it["endings"],
                                  int(it["label"])) for it in HUB_ITEMS]
+    assert evaluation.hub_items(evaluation.lm_eval_hellaswag()[2]) == capitalized
     direct = evaluation.hellaswag_direct(loaded.model, loaded.tokenizer, capitalized)
     torch.testing.assert_close(torch.tensor(result.logliks), torch.tensor(direct.logliks), atol=1e-4, rtol=0)
     assert result.gold == (0, 1, 0)
+    source = hellaswag_data_source(Path("unused"), "unused")
+    assert source["path"] == "lm-eval task hellaswag_hub_local" and source["sha256"] != "unused"
 
 
 @pytest.mark.parametrize("option, message", [
