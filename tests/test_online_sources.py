@@ -20,6 +20,7 @@ from experiments.data import HellaSwagItem
 from experiments.errors import GbdError
 from experiments.loading import load_model
 from experiments.pipeline import hellaswag_data_source, prepare
+from test_calibration import CharTokenizer
 
 HUB_README = """---
 configs:
@@ -29,13 +30,6 @@ configs:
     path: wikitext-2-raw-v1/train-*
 ---
 """
-
-
-class CharTokenizer:
-    """One token per character (code point mod 128)."""
-
-    def __call__(self, text: str) -> dict[str, list[int]]:
-        return {"input_ids": [ord(c) % 128 for c in text]}
 
 
 @pytest.fixture
