@@ -231,9 +231,10 @@ def hellaswag_cross_check(ctx: Context, budget: Mode) -> dict[str, Any]:
     """lm-eval vs the independent direct scorer on the same items of the uncompressed model."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
     harness = hellaswag_lm_eval(model, tok, limit=budget.hellaswag_items)
-    items = (hub_items(lm_eval_hellaswag()[2], budget.hellaswag_items)
-             if source_choice("GBD_HELLASWAG", HELLASWAG_SOURCES) == "lm-eval" else
-             hellaswag_items(limit=budget.hellaswag_items))     # the items lm-eval scored, as six-line items
+    if source_choice("GBD_HELLASWAG", HELLASWAG_SOURCES) == "lm-eval":    # the items lm-eval scored, six-line form
+        items = hub_items(lm_eval_hellaswag()[2], budget.hellaswag_items)
+    else:
+        items = hellaswag_items(limit=budget.hellaswag_items)
     direct = hellaswag_direct(model, tok, items)
     acc_diff, norm_diff = prediction_disagreements(harness, direct)
     return {"n": harness.n, "lm_eval_acc": harness.acc, "direct_acc": direct.acc, "lm_eval_acc_norm":
