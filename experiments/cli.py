@@ -11,7 +11,8 @@
     gbd-audit compress --method NAME --out DIR [--dense]          calibrate, compress and write the model
 
 Models come from --model or $GBD_MODEL (default: the offline SmolLM2-135M-Instruct GGUF); data from
-$GBD_DATA_DIR (default: the data shipped in the package). Failures the user can fix print one line and exit with status 2.
+$GBD_DATA_DIR (default: the data shipped in the package). Failures the user can fix print one line and exit with
+status 2.
 """
 from __future__ import annotations
 

@@ -146,9 +146,9 @@ def prepare(loaded: LoadedModel, budget: Mode, seed: int, cache_dir: Path, kind:
         print(f"gbd-audit: note: {note}", file=sys.stderr)
     fingerprint = model_fingerprint(model).hex()
     batch = calibration_windows(tok, calib, budget.calib_n, budget.calib_T, seed)
+    key = cache_key(fingerprint, kind, str(seed), calib.sha256)      # the calibration source keys its cache file
     sigma = second_moments(model, names, batch, progress=progress,
-                           cache=cache_dir / f"calibration-{cache_key(fingerprint, kind, str(seed), calib.sha256)[:16]}-"
-                                             f"{budget.calib_n}x{budget.calib_T}.pt")
+                           cache=cache_dir / f"calibration-{key[:16]}-{budget.calib_n}x{budget.calib_T}.pt")
     return Context(loaded, kind, names, weights, biases, [sigma[n] for n in names], tokenize_corpus(tok, test.text),
                    fingerprint, budget, sources, adjustments, cache_dir=cache_dir, device=loaded.device)
 
