@@ -51,7 +51,7 @@ def test_factored_dense_and_in_memory_models_give_the_same_logits(build, tmp_pat
     export.save_dense(dense_model, None, tmp_path / "dense")
     dense = AutoModelForCausalLM.from_pretrained(tmp_path / "dense").eval()
     assert sum(p.numel() for p in dense.parameters()) == n_original
-    assert not torch.allclose(logits(with_random_biases(build())), in_memory, atol=1e-3)      # the compression changed them
+    assert not torch.allclose(logits(with_random_biases(build())), in_memory, atol=1e-3)   # compression changed them
     torch.testing.assert_close(logits(factored), in_memory, atol=ATOL, rtol=0)
     torch.testing.assert_close(logits(dense), in_memory, atol=ATOL, rtol=0)
 
