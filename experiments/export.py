@@ -73,6 +73,21 @@ def densify(model: nn.Module, names: list[str], compression: Compression) -> Non
                 module.bias.copy_(torch.as_tensor(factors.bias))
 
 
+def without_gguf_quantizer(model: nn.Module) -> None:
+    """A model read from a GGUF file holds float weights (dequantized on load) but keeps transformers' GGUF
+    quantizer, which refuses ``save_pretrained``; the quantizer and its config are removed here with transformers'
+    own ``remove_quantization_config``, so the model saves as an ordinary float checkpoint. Another quantization
+    method, or weights that are not floating point: a GbdError."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    method = getattr(quantizer.quantization_config, "quant_method", None)
+    if getattr(method, "value", method) != "gguf" or not all(p.is_floating_point() for p in model.parameters()):
+        raise GbdError(f"the model is quantized ({getattr(method, 'value', method)}) and cannot be written as "
+                       "float weights: load an unquantized model")
+    quantizer.remove_quantization_config(model)
+
+
 def save_dense(model: nn.Module, tokenizer: Any | None, path: Path) -> None:
     """``save_pretrained`` of the model (safetensors, config, generation config) and of its tokenizer if given."""
     model.save_pretrained(path)
@@ -92,6 +107,7 @@ def compress_and_save(loaded: LoadedModel, method: str, ratio: float, mode: str,
     d = rank_for(ctx.weights, ratio)
     compression = compress_config(ctx, config, d, ctx.budget)
     model = loaded.model
+    without_gguf_quantizer(model)
     before = module_parameters(model, ctx.names)
     if dense:
         densify(model, ctx.names, compression)

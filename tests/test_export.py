@@ -93,6 +93,19 @@ def test_compress_writes_a_factored_model_with_fewer_parameters(tiny_dir, tmp_pa
     assert tokenizer is not None
 
 
+def test_a_model_read_from_gguf_saves_once_its_quantizer_is_removed(tmp_path):
+    from transformers.quantizers.quantizer_gguf import GgufHfQuantizer
+    from transformers.utils.quantization_config import GgufConfig
+
+    model = llama().eval()
+    model.hf_quantizer = GgufHfQuantizer(GgufConfig(dequantize=True))     # as from_pretrained(gguf_file=...) leaves it
+    with pytest.raises(ValueError, match="not serializable"):
+        model.save_pretrained(tmp_path / "refused")
+    export.without_gguf_quantizer(model)
+    export.save_dense(model, None, tmp_path / "dense")
+    torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "dense").eval()), logits(model))
+
+
 def test_a_bias_the_architecture_lacks_cannot_be_written_dense():
     model = llama().eval()
     compression, names = compress_model(llama().eval(), "attn_out", second_moments(model), "v1", D_RANK)
