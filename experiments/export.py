@@ -103,11 +103,11 @@ def compress_and_save(loaded: LoadedModel, method: str, ratio: float, mode: str,
     changed (compressed) in place."""
     config = check_export(method, ratio, out)
     ensure_writable(cache_dir, "cache folder")
+    without_gguf_quantizer(loaded.model)              # a quantized model is refused before calibration
     ctx = prepare(loaded, mode_named(mode), seed, cache_dir, kind, progress)
     d = rank_for(ctx.weights, ratio)
     compression = compress_config(ctx, config, d, ctx.budget)
     model = loaded.model
-    without_gguf_quantizer(model)
     before = module_parameters(model, ctx.names)
     if dense:
         densify(model, ctx.names, compression)
