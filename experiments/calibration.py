@@ -7,6 +7,7 @@ resumable: partial sums are checkpointed atomically to a cache file keyed by the
 from __future__ import annotations
 
 import hashlib
+import random
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -24,17 +25,47 @@ CALIBRATION_LIBRARIES = ("torch", "transformers")   # the model's forward pass; 
 STATE_TYPES = {"key": str, "rows_done": int, "complete": bool, "sums": dict}
 
 
-def calibration_batch(tokenizer: Any, text: str, n: int, T: int, seed: int) -> torch.LongTensor:
-    """(n, T) windows ids[s_j : s_j + T] of the tokenized text, s_j ~ U{0..len-T} from default_rng(seed)."""
+def check_windows(n: int, T: int, seed: int) -> None:
+    """n >= 1 windows of T >= 1 tokens and a seed >= 0, else a GbdError."""
     if n < 1 or T < 1:
         raise GbdError(f"calibration needs n >= 1 sequences of T >= 1 tokens, got n={n}, T={T}")
     if seed < 0:
         raise GbdError(f"the calibration seed must be >= 0, got {seed}")
+
+
+def calibration_batch(tokenizer: Any, text: str, n: int, T: int, seed: int) -> torch.LongTensor:
+    """(n, T) windows ids[s_j : s_j + T] of the tokenized text, s_j ~ U{0..len-T} from default_rng(seed)."""
+    check_windows(n, T, seed)
     ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
     if len(ids) < T:
         raise GbdError(f"calibration text has {len(ids)} tokens, fewer than the window length T={T}")
     starts = np.random.default_rng(seed).integers(0, len(ids) - T + 1, size=n)
     return torch.stack([ids[s:s + T] for s in starts])
+
+
+def svd_llm_batch(tokenizer: Any, text: str, n: int, T: int, seed: int) -> torch.LongTensor:
+    """(n, T) windows as SVD-LLM's get_calib_train_data draws them: with Python's ``random.seed(seed)``, for each
+    window a character offset i ~ U{0..len(text) - T - 1} (``random.randint``), then the first T tokens of
+    ``tokenizer(text[i : i + 10 T])``. A window shorter than T tokens is an error (SVD-LLM skips it)."""
+    check_windows(n, T, seed)
+    if len(text) <= T + 1:
+        raise GbdError(f"calibration text has {len(text)} characters, too few for windows of T={T} tokens")
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        i = rng.randint(0, len(text) - T - 1)
+        ids = tokenizer(text[i:i + 10 * T])["input_ids"][:T]
+        if len(ids) < T:
+            raise GbdError(f"a calibration window at character {i} has {len(ids)} tokens, fewer than T={T}")
+        rows.append(torch.tensor(ids, dtype=torch.long))
+    return torch.stack(rows)
+
+
+def calibration_windows(tokenizer: Any, source: Any, n: int, T: int, seed: int) -> torch.LongTensor:
+    """The (n, T) calibration batch of an ``experiments.data.TextSource``, drawn as its ``windows`` says:
+    "svd-llm" (``svd_llm_batch``) or token offsets (``calibration_batch``)."""
+    draw = svd_llm_batch if source.windows == "svd-llm" else calibration_batch
+    return draw(tokenizer, source.text, n, T, seed)
 
 
 def model_fingerprint(model: nn.Module) -> bytes:

@@ -8,9 +8,11 @@
     gbd-audit surgery  --method NAME [--plugin MODULE]            any registered method through the diagnostic
     gbd-audit beyond   [--model M] [--question Q ...]             what the paper left open -> beyond.md, beyond.json
     gbd-audit bench    [--quick]                                  timings and ratios beside lm-eval
+    gbd-audit compress --method NAME --out DIR [--dense]          calibrate, compress and write the model
 
 Models come from --model or $GBD_MODEL (default: the offline SmolLM2-135M-Instruct GGUF); data from
-$GBD_DATA_DIR (default ../shared/data). Failures the user can fix print one line and exit with status 2.
+$GBD_DATA_DIR (default: the data shipped in the package). Failures the user can fix print one line and exit with
+status 2.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from experiments.audit.modes import DEFAULT_SEED, MODES
+from experiments.data import CALIBRATION_SOURCES, HELLASWAG_SOURCES
 from experiments.errors import GbdError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +53,13 @@ def _common(p: argparse.ArgumentParser, model: bool = True, mode_default: str = 
                        help=f"calibration and per-configuration cache [$GBD_CACHE_DIR or {DEFAULT_CACHE}]")
         p.add_argument("--device", default=None,
                        help="where the model runs: cpu or cuda[:N]; the solvers stay on the CPU [$GBD_DEVICE or cpu]")
+        p.add_argument("--calibration", choices=CALIBRATION_SOURCES, default=None,
+                       help="calibration text: local (the packaged tokenized WikiText-2 valid) or wikitext2-train "
+                            "(the paper's: the wikitext-2-raw-v1 train split through datasets, online) "
+                            "[$GBD_CALIBRATION or local]")
+        p.add_argument("--hellaswag", choices=HELLASWAG_SOURCES, default=None,
+                       help="HellaSwag: local (the packaged validation file) or lm-eval (lm-eval's own hellaswag "
+                            "task and its dataset, online) [$GBD_HELLASWAG or local]")
 
 
 def _dtype_option(p: argparse.ArgumentParser) -> None:
@@ -100,6 +110,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller sizes (seconds) instead of Pythia-1.4B size")
     p.add_argument("--model", default=None, help="model for the throughput part [$GBD_MODEL or smollm2]")
     p.set_defaults(run=cmd_bench)
+    p = sub.add_parser("compress", help="calibrate, compress and write the model: two factors per layer, or "
+                                        "--dense a standard checkpoint any harness loads")
+    _common(p, mode_default="quick")
+    p.add_argument("--method", required=True, metavar="NAME",
+                   help="a method of the registry: v1, v2, gbd, gbd-tied, bs-core, anchored, basis-sharing, ...")
+    p.add_argument("--out", type=Path, required=True, help="folder to write the model into")
+    p.add_argument("--dense", action="store_true",
+                   help="write W_hat = B A as a standard checkpoint (config, tokenizer, safetensors) that "
+                        "transformers and lm-eval's hf model load without this project; default: the factored "
+                        "model (fewer parameters), read by experiments.surgery.load_compressed")
+    p.set_defaults(run=cmd_compress)
     return top
 
 
@@ -126,6 +147,34 @@ def shown_command(argv: Sequence[str]) -> str:
     shown = [display_path(a) if os.path.isabs(os.path.expanduser(a)) and os.path.exists(os.path.expanduser(a))
              else a for a in argv]
     return "gbd-audit " + " ".join(shlex.quote(a) for a in shown)
+
+
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+ONLINE_SOURCES = {"calibration": ("GBD_CALIBRATION", "wikitext2-train", "local"),
+                  "hellaswag": ("GBD_HELLASWAG", "lm-eval", "local")}
+
+
+@contextmanager
+def chosen_sources(args: argparse.Namespace) -> Iterator[None]:
+    """--calibration and --hellaswag as $GBD_CALIBRATION and $GBD_HELLASWAG for the duration (restored after).
+    An online source while HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set fails here, before any work, naming
+    the offline alternative."""
+    saved = {variable: os.environ.get(variable) for variable, _, _ in ONLINE_SOURCES.values()}
+    try:
+        for option, (variable, online, offline) in ONLINE_SOURCES.items():
+            if getattr(args, option, None) is not None:
+                os.environ[variable] = getattr(args, option)
+            offline_set = [v for v in OFFLINE_VARIABLES if os.environ.get(v, "0").lower() not in ("", "0", "false")]
+            if os.environ.get(variable) == online and offline_set:
+                raise GbdError(f"--{option} {online} needs the internet but {offline_set[0]} is set; offline, use "
+                               f"--{option} {offline}")
+        yield
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
 
 
 @contextmanager
@@ -297,6 +346,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
     run_bench(quick=args.quick, model=args.model)
 
 
+def cmd_compress(args: argparse.Namespace) -> None:
+    from experiments.export import check_export, compress_and_save
+    from experiments.loading import load_model
+
+    check_export(args.method, args.ratio, args.out)      # before the model is read
+    loaded = load_model(args.model, device=args.device)
+    record = compress_and_save(loaded, args.method, args.ratio, args.mode, args.seed, args.cache_dir, args.out,
+                               args.kind, args.dense, progress=not args.quiet)
+    print(f"{record['model']}: {args.kind} compressed by {args.method} at d = {record['d']}; target parameters "
+          f"{record['target_parameters_original']:,} -> {record['target_parameters_kept']:,}; "
+          f"{record['format']} model written to {args.out}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
@@ -307,11 +369,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "seed"):
             check_options(args)
-        if getattr(args, "quiet", False):
-            with no_progress_bars():
+        with chosen_sources(args):
+            if getattr(args, "quiet", False):
+                with no_progress_bars():
+                    run(args)
+            else:
                 run(args)
-        else:
-            run(args)
     except GbdError as e:
         print(f"gbd-audit: error: {e}", file=sys.stderr)
         return 2

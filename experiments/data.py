@@ -1,10 +1,12 @@
-"""Offline evaluation and calibration data (see ../shared/data/PROVENANCE.md).
+"""Offline evaluation and calibration data, shipped in the package (experiments/data_files/PROVENANCE.md).
 
 - WikiText-2 raw test: Hugging Face ``wikitext-2-raw-v1`` rows rebuilt from ``wiki.test.raw`` exactly as the
   dataset script read the file (one row per line, line ending kept, blank lines -> ''), then joined with
   "\\n\\n" (the SVD-LLM perplexity protocol).
 - Calibration: a text file (``$GBD_CALIB_TEXT``), else the local *tokenized* WikiText-2 valid split
-  (``<unk>`` tokens; the train split is not available offline), never the test split.
+  (``<unk>`` tokens; the train split is not shipped), never the test split. Online, ``--calibration
+  wikitext2-train`` (``$GBD_CALIBRATION``) is the paper's: the wikitext-2-raw-v1 train split through ``datasets``,
+  rows joined with "\\n\\n", windows drawn as SVD-LLM draws them (``experiments.calibration.svd_llm_batch``).
 - HellaSwag validation: 6 lines per item (activity_label + ": " + ctx, gold label, 4 endings).
 """
 from __future__ import annotations
@@ -24,7 +26,12 @@ HELLASWAG_VAL = "hellaswag/hellaswag_val_full.txt.bz2"
 HELLASWAG_VAL_ITEMS = 10_042
 LINES_PER_ITEM = 6
 CHECKSUMS = "SHA256SUMS"
+CALIBRATION_SOURCES = ("local", "wikitext2-train")     # $GBD_CALIBRATION, set by --calibration
+HELLASWAG_SOURCES = ("local", "lm-eval")               # $GBD_HELLASWAG, set by --hellaswag
+WIKITEXT_REPO, WIKITEXT_CONFIG = "Salesforce/wikitext", "wikitext-2-raw-v1"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGED_DATA = Path(__file__).resolve().parent / "data_files"     # the three files above, their SHA256SUMS
+CHECKOUT_DATA = PACKAGE_ROOT.parent / "shared" / "data"              # beside a source checkout: also the test data
 
 
 @dataclass
@@ -35,6 +42,7 @@ class TextSource:
     name: str
     path: str
     sha256: str
+    windows: str = "token-offsets"   # how calibration draws its windows (experiments.calibration.calibration_windows)
 
 
 @dataclass
@@ -48,13 +56,16 @@ class HellaSwagItem:
 
 
 def data_dir() -> Path:
-    """``$GBD_DATA_DIR``, else ``<repo root>/../shared/data``."""
+    """``$GBD_DATA_DIR``; else ``shared/data`` beside a source checkout when it exists (the same three files, with
+    the test data such as the Pythia tokenizer); else the data shipped in the package (``PACKAGED_DATA``), so an
+    installed package finds its data from any working directory."""
     env = os.environ.get("GBD_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not env:
+        return CHECKOUT_DATA if CHECKOUT_DATA.is_dir() else PACKAGED_DATA
+    path = Path(env)
     if not path.is_dir():
-        origin = "GBD_DATA_DIR" if env else "the default data directory"
-        raise GbdError(f"{origin} {path} does not exist: set GBD_DATA_DIR to the folder holding "
-                       "wikitext-2-raw/, wikitext-2-tokens-pytorch-examples/ and hellaswag/")
+        raise GbdError(f"GBD_DATA_DIR {path} does not exist: set it to the folder holding wikitext-2-raw/, "
+                       "wikitext-2-tokens-pytorch-examples/ and hellaswag/, or unset it to use the packaged data")
     return path
 
 
@@ -130,9 +141,39 @@ def wikitext2_test(source: str | None = None) -> TextSource:
     return _file_text(path, f"wikitext-2-raw-v1 test rows from {path.name}, joined with \\n\\n")
 
 
+def source_choice(variable: str, choices: tuple[str, ...]) -> str:
+    """The data source named by the environment ``variable`` (the first of ``choices`` when unset), checked."""
+    choice = os.environ.get(variable) or choices[0]
+    if choice not in choices:
+        raise GbdError(f"{variable}={choice!r}: choose one of {', '.join(choices)}")
+    return choice
+
+
+def wikitext2_train() -> TextSource:
+    """The paper's calibration text: the ``WIKITEXT_CONFIG`` train split of ``WIKITEXT_REPO`` through ``datasets``
+    (needs the internet or the datasets cache), rows joined with "\\n\\n"; sha256 of the joined text."""
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(WIKITEXT_REPO, WIKITEXT_CONFIG, split="train")["text"]
+    except Exception as exc:   # offline, hub errors, a missing config: one line naming the offline source
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise GbdError(f"--calibration wikitext2-train could not load the {WIKITEXT_CONFIG} train split of "
+                       f"{WIKITEXT_REPO} through datasets ({type(exc).__name__}: {reason}); offline, use "
+                       "--calibration local (the packaged tokenized WikiText-2 valid)") from exc
+    text = join_rows(rows)
+    return TextSource(text, f"{WIKITEXT_CONFIG} train split ({WIKITEXT_REPO} through datasets), rows joined with "
+                            "\\n\\n, windows at SVD-LLM's random character offsets",
+                      f"datasets:{WIKITEXT_REPO}/{WIKITEXT_CONFIG}/train", hashlib.sha256(text.encode()).hexdigest(),
+                      windows="svd-llm")
+
+
 def calibration_text(source: str | None = None) -> TextSource:
-    """Calibration text: a file path, ``$GBD_CALIB_TEXT``, else the local tokenized valid."""
+    """Calibration text: a file path, ``$GBD_CALIB_TEXT``, the online train split when ``$GBD_CALIBRATION`` is
+    wikitext2-train, else the local tokenized valid."""
     source = source or os.environ.get("GBD_CALIB_TEXT")
+    if not source and source_choice("GBD_CALIBRATION", CALIBRATION_SOURCES) == "wikitext2-train":
+        return wikitext2_train()
     if source:
         return _file_text(Path(source), f"calibration rows from {Path(source).name}, joined with \\n\\n")
     return _file_text(data_dir() / WIKITEXT_VALID_TOKENIZED,

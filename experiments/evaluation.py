@@ -14,6 +14,7 @@ HellaSwag follows lm-evaluation-harness's own ``hellaswag`` task:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -31,7 +32,7 @@ from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
-from experiments.data import HellaSwagItem, hellaswag_items
+from experiments.data import HELLASWAG_SOURCES, HellaSwagItem, hellaswag_items, source_choice
 from experiments.errors import GbdError
 
 DEFAULT_SEQ_LEN = 2048  # SVD-LLM's evaluation window
@@ -373,8 +374,9 @@ def hellaswag_lm_eval(
     ``lm_model``: "packed" (default; experiments.lm_eval_packed.PackedHFLM, each item's context and its four
     endings in one row: the same log-likelihoods as HFLM at about half the tokens) or "hflm" (lm-eval's HFLM).
 
-    ``items_path`` None: the local six-line file (experiments.data default); a path: that file.
-    ``limit`` keeps the first items only.
+    ``items_path`` None: the local six-line file (experiments.data default), or lm-eval's own hellaswag task
+    where ``$GBD_HELLASWAG`` is lm-eval (``--hellaswag lm-eval``); a path: that file. ``limit`` keeps the first
+    items only.
     """
     from lm_eval.tasks import TaskManager
 
@@ -382,6 +384,11 @@ def hellaswag_lm_eval(
         raise GbdError("HellaSwag needs the model's tokenizer; none was given")
     if lm_model not in LM_EVAL_MODELS:
         raise GbdError(f"unknown lm-eval model class {lm_model!r}; choose one of {', '.join(LM_EVAL_MODELS)}")
+    if items_path is None and source_choice("GBD_HELLASWAG", HELLASWAG_SOURCES) == "lm-eval":
+        task, manager = lm_eval_hellaswag()[:2]
+        with quiet_lm_eval():
+            out = _run_lm_eval(model, tokenizer, task, manager, limit, batch_size, lm_model)
+        return _result_from_lm_eval(out, task, f"lm-eval {task} (its own dataset)", LM_EVAL_NOTE)
     with quiet_lm_eval():
         items = hellaswag_items(items_path, limit=limit)
         with tempfile.TemporaryDirectory(prefix="gbd_hellaswag_") as tmp:
@@ -389,6 +396,41 @@ def hellaswag_lm_eval(
             manager = TaskManager(include_path=tmp, include_defaults=False)
             out = _run_lm_eval(model, tokenizer, LOCAL_TASK, manager, None, batch_size, lm_model)
     return _result_from_lm_eval(out, LOCAL_TASK, f"lm-eval {LOCAL_TASK} (local file)", LOCAL_NOTE)
+
+
+LM_EVAL_HELLASWAG = ("hellaswag", None)   # lm-eval's own task: (name, include_path of extra task yamls or None)
+LM_EVAL_NOTE = ("lm-eval's own hellaswag task and dataset (Rowan/hellaswag validation through datasets), with its "
+                "ctx_a + ' ' + ctx_b.capitalize() preprocessing")
+
+
+def lm_eval_hellaswag() -> tuple[str, object, list[dict]]:
+    """lm-eval's own hellaswag task (``LM_EVAL_HELLASWAG``): its name, the TaskManager that knows it and its
+    validation docs (hub fields, process_docs applied). Its data come through ``datasets``: offline, a GbdError
+    naming the packaged file."""
+    from lm_eval.tasks import TaskManager
+
+    task, include = LM_EVAL_HELLASWAG
+    try:
+        with quiet_lm_eval():
+            manager = TaskManager(include_path=include)
+            docs = list(manager.load([task])["tasks"][task].validation_docs())
+    except Exception as exc:   # offline, hub errors: one line naming the offline source
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise GbdError(f"--hellaswag lm-eval could not load lm-eval's {task} task ({type(exc).__name__}: {reason}); "
+                       "offline, use --hellaswag local (the packaged HellaSwag validation file)") from exc
+    return task, manager, docs
+
+
+def docs_sha256(docs: Sequence[dict]) -> str:
+    """sha256 of the docs as sorted-key JSON: the data part of the cache keys under ``--hellaswag lm-eval``."""
+    return hashlib.sha256(json.dumps(list(docs), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def hub_items(docs: Sequence[dict], limit: int | None = None) -> list[HellaSwagItem]:
+    """The first ``limit`` hub docs as items of the six-line format, ctx = ctx_a + " " + ctx_b.capitalize() (what
+    lm-eval's process_docs joins), for the independent scorer ``hellaswag_direct``."""
+    return [HellaSwagItem(d["activity_label"], d["ctx_a"] + " " + d["ctx_b"].capitalize(), list(d["endings"]),
+                          int(d["label"])) for d in list(docs)[:limit]]
 
 
 def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:

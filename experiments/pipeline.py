@@ -21,13 +21,14 @@ import torch
 
 from experiments.audit.modes import Mode
 from experiments.cache import cache_key, code_version, read_entry, write_entry
-from experiments.calibration import calibration_batch, model_fingerprint, second_moments
+from experiments.calibration import calibration_windows, model_fingerprint, second_moments
 from experiments.compress import AllocationError, Compression, compress, errors, frobenius_error_fraction
-from experiments.data import (calibration_text, checksum_status, display_path, hellaswag_items, hellaswag_source,
-                              wikitext2_test)
+from experiments.data import (HELLASWAG_SOURCES, calibration_text, checksum_status, display_path, hellaswag_items,
+                              hellaswag_source, source_choice, wikitext2_test)
 from experiments.errors import GbdError
-from experiments.evaluation import (DTYPES, hellaswag_direct, hellaswag_lm_eval, model_context, perplexity,
-                                    prediction_disagreements, tokenize_corpus)
+from experiments.evaluation import (DTYPES, LM_EVAL_NOTE, docs_sha256, hellaswag_direct, hellaswag_lm_eval, hub_items,
+                                    lm_eval_hellaswag, model_context, perplexity, prediction_disagreements,
+                                    tokenize_corpus)
 from experiments.loading import LoadedModel
 from experiments.phase import absolute_lambda
 from experiments.surgery import installed, module_parameters, read_targets
@@ -109,8 +110,20 @@ def fit_to_context(budget: Mode, model: torch.nn.Module) -> tuple[Mode, list[str
 
 
 def data_source(path: str, digest: str, **fields: Any) -> dict[str, Any]:
-    """A data file as the report names it: path relative to the data folder, sha256, SHA256SUMS status."""
+    """A data file as the report names it: path relative to the data folder, sha256, SHA256SUMS status (a source
+    downloaded by ``datasets``, no local file: its name as given)."""
+    if not Path(path).is_file():
+        return {**fields, "path": path, "sha256": digest, "checksum": "downloaded through datasets (no SHA256SUMS)"}
     return {**fields, "path": display_path(path), "sha256": digest, "checksum": checksum_status(path, digest)}
+
+
+def hellaswag_data_source(path: Path, digest: str) -> dict[str, Any]:
+    """The HellaSwag source as the report names it: the local file, or (``--hellaswag lm-eval``) lm-eval's own
+    task with the sha256 of its validation docs (loaded here, so that being offline fails before calibration)."""
+    if source_choice("GBD_HELLASWAG", HELLASWAG_SOURCES) == "lm-eval":
+        task, _, docs = lm_eval_hellaswag()
+        return data_source(f"lm-eval task {task}", docs_sha256(docs), name=LM_EVAL_NOTE)
+    return data_source(str(path), digest, name="HellaSwag validation, six lines per item")
 
 
 def prepare(loaded: LoadedModel, budget: Mode, seed: int, cache_dir: Path, kind: str = "attn_out",
@@ -126,17 +139,17 @@ def prepare(loaded: LoadedModel, budget: Mode, seed: int, cache_dir: Path, kind:
     sources = {"calibration": data_source(calib.path, calib.sha256, name=calib.name, sequences=budget.calib_n,
                                           tokens_each=budget.calib_T, seed=seed),
                "wikitext2_test": data_source(test.path, test.sha256, name=test.name),
-               "hellaswag": data_source(str(hs_path), hs_sha, name="HellaSwag validation, six lines per item")}
+               "hellaswag": hellaswag_data_source(hs_path, hs_sha)}
     for what, source in sources.items():
         if source["checksum"].startswith("MISMATCH"):
             print(f"gbd-audit: warning: {what} file {source['path']}: {source['checksum']}", file=sys.stderr)
     for note in adjustments:
         print(f"gbd-audit: note: {note}", file=sys.stderr)
     fingerprint = model_fingerprint(model).hex()
-    batch = calibration_batch(tok, calib.text, budget.calib_n, budget.calib_T, seed)
+    batch = calibration_windows(tok, calib, budget.calib_n, budget.calib_T, seed)
+    key = cache_key(fingerprint, kind, str(seed), calib.sha256)      # the calibration source keys its cache file
     sigma = second_moments(model, names, batch, progress=progress,
-                           cache=cache_dir / f"calibration-{cache_key(fingerprint, kind, str(seed))[:16]}-"
-                                             f"{budget.calib_n}x{budget.calib_T}.pt")
+                           cache=cache_dir / f"calibration-{key[:16]}-{budget.calib_n}x{budget.calib_T}.pt")
     return Context(loaded, kind, names, weights, biases, [sigma[n] for n in names], tokenize_corpus(tok, test.text),
                    fingerprint, budget, sources, adjustments, cache_dir=cache_dir, device=loaded.device)
 
@@ -219,7 +232,11 @@ def hellaswag_cross_check(ctx: Context, budget: Mode) -> dict[str, Any]:
     """lm-eval vs the independent direct scorer on the same items of the uncompressed model."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
     harness = hellaswag_lm_eval(model, tok, limit=budget.hellaswag_items)
-    direct = hellaswag_direct(model, tok, hellaswag_items(limit=budget.hellaswag_items))
+    if source_choice("GBD_HELLASWAG", HELLASWAG_SOURCES) == "lm-eval":    # the items lm-eval scored, six-line form
+        items = hub_items(lm_eval_hellaswag()[2], budget.hellaswag_items)
+    else:
+        items = hellaswag_items(limit=budget.hellaswag_items)
+    direct = hellaswag_direct(model, tok, items)
     acc_diff, norm_diff = prediction_disagreements(harness, direct)
     return {"n": harness.n, "lm_eval_acc": harness.acc, "direct_acc": direct.acc, "lm_eval_acc_norm":
             harness.acc_norm, "direct_acc_norm": direct.acc_norm, "disagreements_acc": acc_diff,

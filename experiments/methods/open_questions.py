@@ -40,7 +40,7 @@ import torch
 from experiments.adapters import adapter_for
 from experiments.audit.modes import Mode
 from experiments.cache import read_entry, write_entry
-from experiments.calibration import calibration_batch
+from experiments.calibration import calibration_windows
 from experiments.compress import Compression, compress
 from experiments.data import calibration_text
 from experiments.errors import GbdError
@@ -87,7 +87,7 @@ def prepare_setting(loaded: LoadedModel, kind: str, mode: Mode, seed: int, cache
     """The pipeline's context of ``kind`` (calibrated, cached) and the calibration batch it was calibrated on."""
     ctx = prepare(loaded, mode, seed, cache_dir, kind, progress)
     fitted = ctx.budget                    # the calibration window clipped to the model's context, if it had to be
-    ids = calibration_batch(loaded.tokenizer, calibration_text().text, fitted.calib_n, fitted.calib_T, seed)
+    ids = calibration_windows(loaded.tokenizer, calibration_text(), fitted.calib_n, fitted.calib_T, seed)
     return Setting(ctx, ids)
 
 
