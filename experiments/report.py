@@ -118,7 +118,7 @@ def surgery_rows(rows: Sequence[dict[str, Any]], original: dict[str, Any]) -> li
     out = []
     for r in rows:
         compressed = r["method"] is not None
-        out.append((r["label"], ppl_interval(r).text(4), _hs_cell(r, False), _hs_cell(r, True),
+        out.append((r["label"] + (f" (bias: {r['bias_rule']})" if r.get("bias_rule") else ""), ppl_interval(r).text(4), _hs_cell(r, False), _hs_cell(r, True),
                     fmt(r.get("frobenius_fraction")), fmt(r.get("two_sided_fraction")),
                     fmt(r.get("activation_fraction")),
                     f"{r['params_kept'] / r['params_original']:.3f}" if compressed else "1",

@@ -22,7 +22,7 @@ Questions (``QUESTIONS``):
 - ``unification-gap``: the lambda -> inf untied corner over sides x whitening x anchor convention;
 - ``whitened-bundle``: every corner of the bundle on W_l S_l (generalized projection) beside its unwhitened self;
 - ``table4``: the paper's Table 4 anchor variants;
-- ``ratio-sweep``: V1, V2, GBD, BS-core at d/D in RATIOS (fewer windows, said in each row);
+- ``ratio-sweep``: V1, V2, GBD, BS-core (section 7.1 and two-sided) at d/D in RATIOS (fewer windows, said in each row);
 - ``other-weights``: MLP down projections (mlp_out) by V1, V2 and sequential (plain and shrunk); the MLP up/gate/down chain
   (composite kind ``mlp_chain``) by the per-interface-rank bundle against V1 per matrix; Q/K/V (``q_k_v``) on one
   shared whitened input basis against V1 per matrix (all with fewer windows; experiments.methods.other_weights).
@@ -148,7 +148,8 @@ def plan(mode: Mode, ratio: float, kind: str = "attn_out") -> list[Entry]:
     for r in RATIOS:
         rows += [E("ratio-sweep", label, kind, r, _method(m), sweep=True) for label, m in
                  ((V1_LABEL, "v1"), ("SVD-LLM V2", "v2"), ("pure bundle (GBD)", "gbd"),
-                  ("Basis-Sharing-core", "bs-core"))]
+                  ("Basis-Sharing-core", "bs-core"),
+                  ("Basis-Sharing-core, two-sided (tied corner)", "bs-core-two-sided"))]
     rows += [E("other-weights", label, "mlp_out", ratio, build, sweep=True) for label, build in
              ((ORIGINAL_LABEL, _original), (V1_LABEL, _method("v1")), ("SVD-LLM V2", _method("v2")),
               *((label, _sequential(damping)) for damping, label in SEQUENTIAL_LABELS.items()))]

@@ -111,8 +111,7 @@ def mlp_chain(weights: list[Array], sigmas: list[Array], biases: list[Array | No
         wh_in, wh_mid = (None, None) if whs is None else (whs[3 * l], whs[3 * l + 2])
         for k, (U_o, U_i, wh) in zip(range(3 * l, 3 * l + 3), ((U_mid, U_in, wh_in), (U_mid, U_in, wh_in),
                                                               (U_out, U_mid, wh_mid))):
-            layers.append(section_factors(weights[k], sigmas[k], biases[k], U_o, U_i, wh, "projection", "project",
-                                          f"matrix {k + 1}", notes))
+            layers.append(section_factors(weights[k], sigmas[k], U_o, U_i, wh, "projection", f"matrix {k + 1}", notes))
     run = sol.run
     notes.append(f"MLP chain bundle, lambda=0, {'whitened' if whitened else 'unwhitened'}, interface ranks "
                  f"{sorted(set(ranks))} (d={d} at width {min(stack.dims)}); gate_l on up_l's sections; "
@@ -120,7 +119,7 @@ def mlp_chain(weights: list[Array], sigmas: list[Array], biases: list[Array | No
     return Compression(MLP_CHAIN, layers, [f.rank for f in layers], notes, sol.sections, run.sweeps, run.history)
 
 
-@register_method(QKV_SHARED)
+@register_method(QKV_SHARED, keeps_bias=True)
 def qkv_shared(weights: list[Array], sigmas: list[Array], biases: list[Array | None], d: int,
                options: Mapping[str, Any]) -> Compression:
     """One whitened input basis per block for [q, k, v] (module docstring); option "ranks": per-matrix V1 ranks."""
@@ -132,13 +131,13 @@ def qkv_shared(weights: list[Array], sigmas: list[Array], biases: list[Array | N
     layers: list[LowRankFactors] = []
     notes: list[str] = []
     for g in range(0, len(weights), 3):
-        Ws, Ss, bs = weights[g:g + 3], sigmas[g:g + 3], biases[g:g + 3]
+        Ws, Ss = weights[g:g + 3], sigmas[g:g + 3]
         D = Ws[0].shape[1]
         if any(W.shape[1] != D for W in Ws):
             raise GbdError(f"{QKV_SHARED}: block {g // 3 + 1} mixes input widths {[W.shape[1] for W in Ws]}")
         budget = sum(r * (D + W.shape[0]) for r, W in zip(ranks[g:g + 3], Ws))
         k = min(budget // (D + sum(W.shape[0] for W in Ws)), D)
-        layers += shared_basis(Ws, sum(Ss) / 3, bs, k, "project", f"block {g // 3 + 1}", notes)
+        layers += shared_basis(Ws, sum(Ss) / 3, k, f"block {g // 3 + 1}", notes)
         notes.append(f"block {g // 3 + 1}: shared rank k={k} for per-matrix ranks {ranks[g:g + 3]}")
     return Compression(QKV_SHARED, layers, [f.rank for f in layers], notes,
                        shared=[[g, g + 1, g + 2] for g in range(0, len(weights), 3)])
