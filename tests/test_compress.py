@@ -250,3 +250,38 @@ def test_bad_input_is_refused_clearly():
     lossless = [np.zeros_like(Ws[0])] + Ws[1:]       # a zero layer loses nothing: fraction 0, log(1/0) = inf
     with pytest.raises(GbdError, match="relative truncation losses"):
         compress(lossless, Ss, None, "v2", 2)
+
+
+def test_bs_core_is_tied_output_per_layer_input_and_differs_from_the_two_sided_corner():
+    """Section 7.1: sandwich W_hat_l = P_BS W_l P_{V_l}, U_BS the top-d left singular subspace of [W_1 ... W_L]
+    (theory's basis_sharing_core), V_l the top-d right singular subspace of W_l; d (n_in + n_out) + n_out
+    parameters per layer; not the two-sided P_BS W_l P_BS."""
+    Ws, Ss, bs = group(13, D=8, L=3)
+    d = 3
+    P = projector(basis_sharing_core(Stack.of(Ws), d))
+    c = compress(Ws, Ss, bs, "bs-core", d, installation="sandwich")
+    two_sided = compress(Ws, Ss, bs, "bs-core-two-sided", d, installation="sandwich")
+    for W, f, g in zip(Ws, c.layers, two_sided.layers):
+        V = np.linalg.svd(W)[2][:d].T
+        assert np.allclose(f.W_hat, P @ W @ V @ V.T, atol=1e-10)
+        assert not np.allclose(f.W_hat, g.W_hat, atol=1e-3)
+    assert c.n_params == len(Ws) * (d * (8 + 8) + 8)
+    projected = compress(Ws, Ss, bs, "bs-core", d)                 # generalized projection: same output section
+    for f in projected.layers:
+        assert np.allclose(P @ f.W_hat, f.W_hat, atol=1e-10)
+    assert errors(Ws, Ss, projected)["activation_error"] <= errors(Ws, Ss, c)["activation_error"] * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("method,rule", [("v1", "keep"), ("v2", "keep"), ("basis-sharing", "keep"), ("gbd", "project"),
+                                         ("gbd-tied", "project"), ("bs-core", "project"),
+                                         ("bs-core-two-sided", "project"), ("anchored", "project")])
+def test_bias_rule_by_method_family_and_the_option_overrides_it(method, rule):
+    Ws, Ss, bs = group(14)
+    for mode, expected in (("method-default", rule), ("keep", "keep"), ("project", "project")):
+        c = compress(Ws, Ss, bs, method, 2, bias_mode=mode, allocation="uniform")
+        assert c.bias_rule == expected
+        for f, b in zip(c.layers, bs):
+            Q = np.linalg.qr(f.B)[0]
+            assert np.allclose(f.bias, b if expected == "keep" else Q @ (Q.T @ b), atol=1e-12)
+    with pytest.raises(GbdError, match="unknown bias mode"):
+        compress(Ws, Ss, bs, method, 2, bias_mode="drop")
