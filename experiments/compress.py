@@ -50,7 +50,7 @@ BIAS_MODES = ("method-default", "keep", "project")
 WHITENINGS = ("cholesky", "sqrt")
 V2_RULE = ("our scale-free reading of SVD-LLM V2's loss-based allocation (removal ratio proportional to "
            "log(tr(W Sigma W^T) / L), L the truncation loss at the uniform rank)")
-BIAS_KEEPING = {"v1", "v2", "basis-sharing"}   # the methods whose authors' code leaves the bias as it is
+BIAS_KEEPING = ("v1", "v2", "basis-sharing")   # the built-in methods whose authors' code leaves the bias as it is
 
 
 class AllocationError(GbdError):
@@ -153,19 +153,24 @@ def output_bias(B: Array, b: Array | None, mode: str) -> Array | None:
     return Q @ (Q.T @ b)
 
 
-def bias_rule(method: str, bias_mode: str) -> str:
+def bias_rule(method: str, bias_mode: str) -> str | None:
     """The bias rule of ``method``: ``bias_mode`` itself ("keep" or "project"), or for "method-default" the
-    method's own: "keep" for V1, V2 and the reference Basis Sharing (``BIAS_KEEPING``: their authors' code leaves
-    the bias unchanged), "project" (b_hat = P_out b, the paper's rule for its bundle) for every other method."""
+    method's default (``BIAS_DEFAULTS``): "keep" for V1, V2 and the reference Basis Sharing (their authors' code
+    leaves the bias unchanged), "project" (b_hat = P_out b, the paper's rule for its bundle) for the other built-in
+    methods, and for a registered method the rule it was registered with, or None: the bias it returns."""
     _check_option("bias mode", bias_mode, BIAS_MODES)
     if bias_mode != "method-default":
         return bias_mode
-    return "keep" if method in BIAS_KEEPING else "project"
+    return BIAS_DEFAULTS.get(method)
 
 
-def with_bias(compression: Compression, biases: Sequence[Array | None], rule: str) -> Compression:
+def with_bias(compression: Compression, biases: Sequence[Array | None], rule: str | None) -> Compression:
     """``compression`` with every layer's bias set by ``rule`` (``output_bias`` on its B) and ``bias_rule``
-    recorded; the factors A and B (a shared A object included) are kept as they are."""
+    recorded; the factors A and B (a shared A object included) are kept as they are. ``rule`` None leaves the
+    biases as the method made them (``bias_rule`` "method's own" unless the method named it)."""
+    if rule is None:
+        compression.bias_rule = compression.bias_rule or "method's own"
+        return compression
     compression.layers = [replace(f, bias=output_bias(f.B, b, rule))
                           for f, b in zip(compression.layers, biases, strict=True)]
     compression.bias_rule = rule
@@ -434,12 +439,13 @@ METHODS: dict[str, Callable[[Request], Compression]] = {
     "anchored": _corner(np.inf, False),
     "basis-sharing": _basis_sharing,
 }
+BIAS_DEFAULTS: dict[str, str] = {m: "keep" if m in BIAS_KEEPING else "project" for m in METHODS}
 
 UserMethod = Callable[[list[Array], list[Array], list["Array | None"], int, Mapping[str, Any]],
                       "Compression | Sequence[LowRankFactors]"]
 
 
-def register_method(name: str, *, overwrite: bool = False, keeps_bias: bool = False
+def register_method(name: str, *, overwrite: bool = False, bias: str | None = None
                     ) -> Callable[[UserMethod], UserMethod]:
     """Decorator adding ``fn(weights, sigmas, biases, d, options)`` to ``METHODS``, the one registry of methods.
 
@@ -447,9 +453,11 @@ def register_method(name: str, *, overwrite: bool = False, keeps_bias: bool = Fa
     ``options`` mapping given to ``compress``; it returns a Compression or one LowRankFactors per layer (W_hat_l
     = B_l A_l). The built-in methods live in the same dict, so ``compress``, ``gbd-audit surgery --method NAME``
     and the report treat a registered method exactly like ``v1``. Re-registering a name needs ``overwrite``.
-    The bias the method returns is replaced by ``bias_rule``'s: "keep" by default when ``keeps_bias``, else
-    "project".
+    ``bias`` ("keep" or "project") makes that the method's default bias rule, applied by ``compress`` over the
+    biases it returns; None (default) keeps the biases it returns unless ``compress`` is given a ``bias_mode``.
     """
+    if bias is not None:
+        _check_option("bias rule", bias, BIAS_MODES[1:])
     if not isinstance(name, str) or not name.strip():
         raise GbdError(f"a method name must be a non-empty string, got {name!r}")
 
@@ -460,7 +468,9 @@ def register_method(name: str, *, overwrite: bool = False, keeps_bias: bool = Fa
         def run(req: Request) -> Compression:
             return _as_compression(name, fn(req.weights, req.sigmas, req.biases, req.d, dict(req.options)), req.weights)
         METHODS[name] = run
-        (BIAS_KEEPING.add if keeps_bias else BIAS_KEEPING.discard)(name)
+        BIAS_DEFAULTS.pop(name, None)
+        if bias is not None:
+            BIAS_DEFAULTS[name] = bias
         return fn
     return decorate
 
