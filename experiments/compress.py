@@ -7,13 +7,21 @@ A: d x n_in), so the model surgery (``experiments.surgery``) is method-agnostic.
 Methods (``METHODS``, the registry; ``register_method`` adds a user's function to it):
 - ``v1``  SVD-LLM V1: S = chol(Sigma), U_d = top-d left singular vectors of W S, W_hat = U_d U_d^T W.
 - ``v2``  SVD-LLM V2: Sigma = U_s S_s U_s^T, W S = U_ws S_ws V_ws^T with S = U_s S_s^{1/2},
-          W_hat = U_ws Trunc_d(S_ws) V_ws^T S^+, ranks allocated within the group from the truncation
-          losses (``v2_allocation``; ``allocation="uniform"`` keeps rank d everywhere).
-- ``bundle`` and its corners ``gbd`` (lam 0, untied), ``gbd-tied`` (lam 0, tied), ``bs-core``
-          (lam inf, tied), ``anchored`` (lam inf, untied): sections U_0..U_L from ``theory.corners.solve``
-          on the (optionally whitened) stack, installed by the generalized projection or the sandwich.
+          W_hat = U_ws Trunc_d(S_ws) V_ws^T S^+, ranks allocated within the group from the relative
+          truncation losses (``v2_allocation``, ours; ``allocation="uniform"`` keeps rank d everywhere).
+- ``bundle`` and its corners ``gbd`` (lam 0, untied), ``gbd-tied`` (lam 0, tied), ``bs-core-two-sided``
+          (lam inf, tied: U_BS on both sides), ``anchored`` (lam inf, untied): sections U_0..U_L from
+          ``theory.corners.solve`` on the (optionally whitened) stack, installed by the generalized projection
+          or the sandwich.
+- ``bs-core`` Basis-Sharing-core as the paper's section 7.1 describes it: the tied OUTPUT section U_BS (top-d
+          left singular subspace of [W_1 ... W_L]) shared by every layer, per-layer INPUT sections V_l (top-d
+          right singular subspace of W_l), installed like the bundle family.
 - ``basis-sharing`` the reference Basis Sharing: one whitened SVD per group of consecutive layers,
           a shared input factor A and per-layer output factors B_l.
+
+Bias (``bias_rule``): V1, V2 and the reference Basis Sharing keep the layer's bias b unchanged, as their
+authors' code does; every other method installs b_hat = P_out b (SPEC section 2), P_out the orthogonal
+projector onto range(B). ``compress(..., bias_mode="keep" | "project")`` imposes either rule on any method.
 
 All solver and whitening mathematics lives in ``theory``; this module only assembles factors.
 """
@@ -39,13 +47,15 @@ from theory.whitening import Whitening, whitening
 
 INSTALLATIONS = ("projection", "sandwich")
 ALLOCATIONS = ("loss", "uniform")
-BIAS_MODES = ("project", "keep")
+BIAS_MODES = ("method-default", "keep", "project")
 WHITENINGS = ("cholesky", "sqrt")
-V2_RULE = "our reading of SVD-LLM V2's loss-based allocation"
+V2_RULE = ("our scale-free reading of SVD-LLM V2's loss-based allocation (removal ratio proportional to "
+           "log(tr(W Sigma W^T) / L), L the truncation loss at the uniform rank)")
+BIAS_KEEPING = ("v1", "v2", "basis-sharing")   # the built-in methods whose authors' code leaves the bias as it is
 
 
 class AllocationError(GbdError):
-    """SVD-LLM V2's loss-based rank rule is undefined for these inputs (a loss <= 1, or R < 0)."""
+    """Our V2 rank rule is undefined for these inputs (a relative loss <= 0, all losses total, or R < 0)."""
 
 
 @dataclass
@@ -77,7 +87,7 @@ class Compression:
 
     ``sections`` (bundle family) are U_0..U_L; with ``whitened`` solves the input sides live in whitened
     coordinates. ``shared`` lists groups of layer indices whose factors share one A object (Basis Sharing):
-    the shared A is counted once in ``n_params``.
+    the shared A is counted once in ``n_params``. ``bias_rule`` is the bias rule applied ("keep" or "project").
     """
 
     method: str
@@ -88,6 +98,7 @@ class Compression:
     bca_sweeps: int | None = None
     energy_history: list[float] | None = None
     shared: list[list[int]] | None = None
+    bias_rule: str | None = None
 
     @property
     def W_hats(self) -> list[Array]:
@@ -119,7 +130,6 @@ class Request:
     bca: bool
     group_size: int
     allocation: str
-    bias_mode: str
     whitening: str
     stopping: StoppingRule
     options: Mapping[str, Any] = field(default_factory=dict)   # free options of a registered method
@@ -143,6 +153,30 @@ def output_bias(B: Array, b: Array | None, mode: str) -> Array | None:
     return Q @ (Q.T @ b)
 
 
+def bias_rule(method: str, bias_mode: str) -> str | None:
+    """The bias rule of ``method``: ``bias_mode`` itself ("keep" or "project"), or for "method-default" the
+    method's default (``BIAS_DEFAULTS``): "keep" for V1, V2 and the reference Basis Sharing (their authors' code
+    leaves the bias unchanged), "project" (b_hat = P_out b, the paper's rule for its bundle) for the other built-in
+    methods, and for a registered method the rule it was registered with, or None: the bias it returns."""
+    _check_option("bias mode", bias_mode, BIAS_MODES)
+    if bias_mode != "method-default":
+        return bias_mode
+    return BIAS_DEFAULTS.get(method)
+
+
+def with_bias(compression: Compression, biases: Sequence[Array | None], rule: str | None) -> Compression:
+    """``compression`` with every layer's bias set by ``rule`` (``output_bias`` on its B) and ``bias_rule``
+    recorded; the factors A and B (a shared A object included) are kept as they are. ``rule`` None leaves the
+    biases as the method made them (``bias_rule`` "method's own" unless the method named it)."""
+    if rule is None:
+        compression.bias_rule = compression.bias_rule or "method's own"
+        return compression
+    compression.layers = [replace(f, bias=output_bias(f.B, b, rule))
+                          for f, b in zip(compression.layers, biases, strict=True)]
+    compression.bias_rule = rule
+    return compression
+
+
 def generalized_projection(W: Array, Sigma: Array, U_out: Array, V: Array) -> tuple[Array, str | None]:
     """C = U_out^T W Sigma V (V^T Sigma V)^{-1}: the minimizer over C of tr(E Sigma E^T), E = W - U_out C V^T.
 
@@ -159,34 +193,38 @@ def generalized_projection(W: Array, Sigma: Array, U_out: Array, V: Array) -> tu
     return R @ np.linalg.pinv(G, hermitian=True), "U_in^T Sigma U_in is singular: pseudo-inverse used"
 
 
-def v2_allocation(losses: Sequence[float], shapes: Sequence[tuple[int, int]], d: int) -> list[int]:
-    """Heterogeneous ranks within a group (our reading of SVD-LLM V2's loss-based allocation).
+def v2_allocation(fractions: Sequence[float], shapes: Sequence[tuple[int, int]], d: int) -> list[int]:
+    """Heterogeneous ranks within a group: our scale-free reading of SVD-LLM V2's loss-based allocation.
 
+    f_i = L_i / tr(W_i Sigma_i W_i^T) is layer i's truncation loss at the uniform rank d as a fraction of its
+    activation energy (``_v2``): unchanged when Sigma_i is scaled, unlike V2's published 1 / log L_i, whose
+    ranks move with the calibration size (log of an unnormalised loss). A layer that loses more keeps more:
     R = 1 - sum_i d (m_i + n_i) / sum_i m_i n_i (the group's parameter removal ratio at uniform rank d),
-    removal_i = |G| R (1 / log L_i) / sum_j (1 / log L_j),
+    removal_i = |G| R w_i / sum_j w_j with w_i = log(1 / f_i) (>= 0, falling as f_i grows),
     d_i = round((1 - removal_i) m_i n_i / (m_i + n_i)) clipped to [1, min(m_i, n_i)], then moved by one
-    at a time (largest rounding residual first) until sum_i d_i = |G| d. Losses L_i <= 1 are refused:
-    log L_i <= 0 breaks the rule. So is R < 0 (d > m n / (m + n)): a negative removal ratio reverses the
-    ordering, handing the most rank to the layers with the smallest loss.
+    at a time (largest rounding residual first) until sum_i d_i = |G| d. Refused (``AllocationError``): a
+    fraction outside (0, 1] (f_i = 0, a layer lossless at rank d, has w_i = inf), every f_i = 1 (sum w = 0),
+    and R < 0 (d > m n / (m + n)): a negative removal ratio reverses the ordering, handing the most rank to
+    the layers that lose the least.
     """
-    L = np.asarray(losses, dtype=np.float64)
-    if len(L) != len(shapes) or len(L) == 0:
-        raise GbdError(f"need one loss per shape, got {len(L)} losses for {len(shapes)} shapes")
-    if not np.all(np.isfinite(L)) or np.any(L <= 1.0):
-        raise AllocationError(f"V2 allocation needs truncation losses > 1 (log L_i > 0), got {L.tolist()}; "
-                       "use allocation='uniform' or unnormalized second moments")
+    f = np.asarray(fractions, dtype=np.float64)
+    if len(f) != len(shapes) or len(f) == 0:
+        raise GbdError(f"need one loss fraction per shape, got {len(f)} fractions for {len(shapes)} shapes")
+    if not np.all(np.isfinite(f)) or np.any(f <= 0.0) or np.any(f > 1.0) or np.all(f == 1.0):
+        raise AllocationError(f"V2 allocation needs relative truncation losses in (0, 1], not all 1, got "
+                              f"{f.tolist()}; use allocation='uniform'")
     m = np.array([s[0] for s in shapes], dtype=np.float64)
     n = np.array([s[1] for s in shapes], dtype=np.float64)
     hi = np.minimum(m, n).astype(int)
     if np.any(d > hi) or d < 1:
         raise GbdError(f"rank d={d} must lie in [1, {hi.min()}]")
-    G = len(L)
+    G = len(f)
     R = 1.0 - d * np.sum(m + n) / np.sum(m * n)
     if R < 0:
         raise AllocationError(f"V2 allocation at rank d={d} has removal ratio R={R:.3g} < 0 (two factors store more than "
                        "W): the rule would invert and give smaller-loss layers more rank; use allocation='uniform'")
-    inv_log = 1.0 / np.log(L)
-    removal = G * R * inv_log / inv_log.sum()
+    w = -np.log(f)
+    removal = G * R * w / w.sum()
     target = np.clip((1.0 - removal) * m * n / (m + n), 1, hi)
     ranks = np.clip(np.rint(target), 1, hi).astype(int)
     return _match_sum(ranks, target, hi, G * d)
@@ -212,9 +250,9 @@ def _v1(req: Request) -> Compression:
     """SVD-LLM V1: U_d = top-d left singular vectors of W S (S = chol(Sigma)); B = U_d, A = U_d^T W."""
     notes: list[str] = []
     layers = []
-    for l, (W, Sigma, b) in enumerate(zip(req.weights, req.sigmas, req.biases), start=1):
+    for l, (W, Sigma) in enumerate(zip(req.weights, req.sigmas), start=1):
         U = top_left_singular(W @ _whiten(Sigma, "cholesky", f"layer {l}", notes).S, req.d)
-        layers.append(LowRankFactors(U.T @ W, U, output_bias(U, b, req.bias_mode)))
+        layers.append(LowRankFactors(U.T @ W, U, None))
     return Compression(req.method, layers, [req.d] * len(layers), notes)
 
 
@@ -227,13 +265,11 @@ def _v2(req: Request) -> Compression:
         ranks = [req.d] * len(svds)
         notes.append("uniform rank allocation")
     else:
-        losses = [float(np.sum(s[req.d:] ** 2)) for _, s, _ in svds]
-        ranks = v2_allocation(losses, [W.shape for W in req.weights], req.d)
-        notes.append(f"{V2_RULE}: truncation losses {[f'{x:.4g}' for x in losses]} -> ranks {ranks}")
-    layers = []
-    for (U, s, Vt), w, k, b in zip(svds, whs, ranks, req.biases):
-        B = U[:, :k]
-        layers.append(LowRankFactors((s[:k, None] * Vt[:k]) @ w.S_pinv, B, output_bias(B, b, req.bias_mode)))
+        fractions = [error_fraction(float(np.sum(s[req.d:] ** 2)), float(np.sum(s ** 2))) for _, s, _ in svds]
+        ranks = v2_allocation(fractions, [W.shape for W in req.weights], req.d)
+        notes.append(f"{V2_RULE}: relative truncation losses {[f'{x:.4g}' for x in fractions]} -> ranks {ranks}")
+    layers = [LowRankFactors((s[:k, None] * Vt[:k]) @ w.S_pinv, U[:, :k], None)
+              for (U, s, Vt), w, k in zip(svds, whs, ranks)]
     return Compression(req.method, layers, ranks, notes)
 
 
@@ -260,13 +296,13 @@ def solve_memo(stack: Stack, d: int | Sequence[int], lam: float, tied: bool, con
     return solution
 
 
-def section_factors(W: Array, Sigma: Array, b: Array | None, U_out: Array, U_in: Array, wh: Whitening | None,
-                    installation: str, bias_mode: str, label: str, notes: list[str]) -> LowRankFactors:
+def section_factors(W: Array, Sigma: Array, U_out: Array, U_in: Array, wh: Whitening | None,
+                    installation: str, label: str, notes: list[str]) -> LowRankFactors:
     """Install W (n_out x n_in) on the output section U_out (n_out x d_out) and the input section U_in (n_in x d_in;
     whitened coordinates when ``wh`` is given): W_hat = U_out C V^T (``_bundle`` says how C and V are formed).
 
     Two factors at the inner rank min(d_out, d_in), enough for W_hat's rank: B = U_out, A = C V^T when
-    d_out <= d_in, else B = U_out C, A = V^T.
+    d_out <= d_in, else B = U_out C, A = V^T. The bias is left to ``with_bias``.
     """
     V = U_in if wh is None else wh.S_pinv.T @ U_in
     if installation == "sandwich":
@@ -276,7 +312,7 @@ def section_factors(W: Array, Sigma: Array, b: Array | None, U_out: Array, U_in:
         if note:
             notes.append(f"{label}: {note}")
     A, B = (C @ V.T, U_out) if U_out.shape[1] <= U_in.shape[1] else (V.T, U_out @ C)
-    return LowRankFactors(A, B, output_bias(B, b, bias_mode))
+    return LowRankFactors(A, B, None)
 
 
 def _bundle(req: Request) -> Compression:
@@ -301,9 +337,9 @@ def _bundle(req: Request) -> Compression:
                          req.stopping)
     except ValueError as e:
         raise GbdError(f"{req.method}: {e}") from e
-    layers = [section_factors(W, Sigma, b, sol.sections[l], sol.sections[l - 1], None if whs is None else whs[l - 1],
-                              req.installation, req.bias_mode, f"layer {l}", notes)
-              for l, (W, Sigma, b) in enumerate(zip(req.weights, req.sigmas, req.biases), start=1)]
+    layers = [section_factors(W, Sigma, sol.sections[l], sol.sections[l - 1], None if whs is None else whs[l - 1],
+                              req.installation, f"layer {l}", notes)
+              for l, (W, Sigma) in enumerate(zip(req.weights, req.sigmas), start=1)]
     notes.append(f"lambda={req.lam}, tied={req.tied}, convention={sol.convention}, installation="
                  f"{req.installation}, whitened={req.whitened}" + ("" if req.bca else ", no BCA (initial sections)"))
     if sol.run is not None and not sol.run.converged:
@@ -318,6 +354,34 @@ def _corner(lam: float, tied: bool) -> Callable[[Request], Compression]:
     return lambda req: _bundle(replace(req, lam=lam, tied=tied))
 
 
+def _bs_core(req: Request) -> Compression:
+    """Basis-Sharing-core as the paper's section 7.1 describes it: tied output, per-layer input.
+
+    Output section U_BS = top-d left singular subspace of [W~_1 ... W~_L] (SPEC section 1; it minimizes the
+    one-sided error sum_l ||W~_l - P W~_l||^2), the same for every layer; input section of layer l: the top-d
+    right singular subspace of W~_l alone. W~_l = W_l, or W_l S_l when ``whitened`` (then the input section lives
+    in whitened coordinates). Installed by ``section_factors`` like the bundle family (generalized projection
+    or sandwich). At d = n every section is the whole space and W_hat_l = W_l.
+    """
+    notes: list[str] = []
+    whs = ([_whiten(S, req.whitening, f"layer {l}", notes) for l, S in enumerate(req.sigmas, start=1)]
+           if req.whitened else None)
+    stack = Stack.of(req.weights)
+    if whs is not None:
+        stack = stack.whitened([w.S for w in whs])
+    n_out = stack.weights[0].shape[0]
+    if any(W.shape[0] != n_out for W in stack.weights):
+        raise GbdError(f"bs-core: a tied output section needs one output width, got "
+                       f"{[W.shape[0] for W in stack.weights]}")
+    U_BS = top_left_singular(np.hstack(stack.weights), req.d)
+    layers = [section_factors(W, Sigma, U_BS, top_left_singular(Wt.T, req.d), None if whs is None else whs[l - 1],
+                              req.installation, f"layer {l}", notes)
+              for l, (W, Sigma, Wt) in enumerate(zip(req.weights, req.sigmas, stack.weights), start=1)]
+    notes.append(f"Basis-Sharing-core (section 7.1): tied output U_BS, per-layer input sections, installation="
+                 f"{req.installation}, whitened={req.whitened}")
+    return Compression(req.method, layers, [req.d] * len(layers), notes)
+
+
 def shared_rank(d: int, n_in: int, n_outs: Sequence[int]) -> int:
     """k with k (n_in + sum_l n_out_l) <= d sum_l (n_in + n_out_l): parameter parity with per-layer rank d.
 
@@ -326,8 +390,7 @@ def shared_rank(d: int, n_in: int, n_outs: Sequence[int]) -> int:
     return (d * sum(n_in + m for m in n_outs)) // (n_in + sum(n_outs))
 
 
-def shared_basis(Ws: Sequence[Array], Sigma: Array, biases: Sequence[Array | None], k: int, bias_mode: str,
-                 label: str, notes: list[str]) -> list[LowRankFactors]:
+def shared_basis(Ws: Sequence[Array], Sigma: Array, k: int, label: str, notes: list[str]) -> list[LowRankFactors]:
     """min_{A, B_l} sum_l ||(W_l - B_l A) X||_F^2 (Sigma = X X^T) at inner rank k: [W_1; ...; W_g] S = U Sg V^T
     (S = chol(Sigma)), A = V_k^T S^{-1} shared (one object), B_l = the rows of U_k Sg_k belonging to layer l."""
     w = _whiten(Sigma, "cholesky", label, notes)
@@ -335,8 +398,7 @@ def shared_basis(Ws: Sequence[Array], Sigma: Array, biases: Sequence[Array | Non
     A = Vt[:k] @ w.S_pinv
     rows = np.cumsum([0] + [W.shape[0] for W in Ws])
     US = U[:, :k] * s[:k]
-    return [LowRankFactors(A, US[rows[j]:rows[j + 1]], output_bias(US[rows[j]:rows[j + 1]], b, bias_mode))
-            for j, b in enumerate(biases)]
+    return [LowRankFactors(A, US[rows[j]:rows[j + 1]], None) for j in range(len(Ws))]
 
 
 def _basis_sharing(req: Request) -> Compression:
@@ -359,8 +421,7 @@ def _basis_sharing(req: Request) -> Compression:
         k_ok = min(max(k, 1), n_in, sum(n_outs))
         if k_ok != k:
             notes.append(f"group {group}: parity rank {k} clipped to {k_ok}")
-        layers += shared_basis(Ws, sum(req.sigmas[i] for i in group), [req.biases[i] for i in group], k_ok,
-                               req.bias_mode, f"group {group}", notes)
+        layers += shared_basis(Ws, sum(req.sigmas[i] for i in group), k_ok, f"group {group}", notes)
         ranks += [k_ok] * len(group)
         notes.append(f"group {group}: shared rank k={k_ok} by parameter parity with per-layer rank {req.d}; "
                      "the shared factor A is counted once")
@@ -373,23 +434,30 @@ METHODS: dict[str, Callable[[Request], Compression]] = {
     "bundle": _bundle,
     "gbd": _corner(0.0, False),
     "gbd-tied": _corner(0.0, True),
-    "bs-core": _corner(np.inf, True),
+    "bs-core": _bs_core,
+    "bs-core-two-sided": _corner(np.inf, True),
     "anchored": _corner(np.inf, False),
     "basis-sharing": _basis_sharing,
 }
+BIAS_DEFAULTS: dict[str, str] = {m: "keep" if m in BIAS_KEEPING else "project" for m in METHODS}
 
 UserMethod = Callable[[list[Array], list[Array], list["Array | None"], int, Mapping[str, Any]],
                       "Compression | Sequence[LowRankFactors]"]
 
 
-def register_method(name: str, *, overwrite: bool = False) -> Callable[[UserMethod], UserMethod]:
+def register_method(name: str, *, overwrite: bool = False, bias: str | None = None
+                    ) -> Callable[[UserMethod], UserMethod]:
     """Decorator adding ``fn(weights, sigmas, biases, d, options)`` to ``METHODS``, the one registry of methods.
 
     ``fn`` gets the validated float64 W_l (n_out x n_in), Sigma_l = sum x x^T, b_l (or None), the rank d and the
     ``options`` mapping given to ``compress``; it returns a Compression or one LowRankFactors per layer (W_hat_l
     = B_l A_l). The built-in methods live in the same dict, so ``compress``, ``gbd-audit surgery --method NAME``
     and the report treat a registered method exactly like ``v1``. Re-registering a name needs ``overwrite``.
+    ``bias`` ("keep" or "project") makes that the method's default bias rule, applied by ``compress`` over the
+    biases it returns; None (default) keeps the biases it returns unless ``compress`` is given a ``bias_mode``.
     """
+    if bias is not None:
+        _check_option("bias rule", bias, BIAS_MODES[1:])
     if not isinstance(name, str) or not name.strip():
         raise GbdError(f"a method name must be a non-empty string, got {name!r}")
 
@@ -400,6 +468,9 @@ def register_method(name: str, *, overwrite: bool = False) -> Callable[[UserMeth
         def run(req: Request) -> Compression:
             return _as_compression(name, fn(req.weights, req.sigmas, req.biases, req.d, dict(req.options)), req.weights)
         METHODS[name] = run
+        BIAS_DEFAULTS.pop(name, None)
+        if bias is not None:
+            BIAS_DEFAULTS[name] = bias
         return fn
     return decorate
 
@@ -464,22 +535,23 @@ def _check_option(name: str, value: object, allowed: Sequence[object]) -> None:
 def compress(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence[Array | None] | None,
              method: str, d: int, *, lam: float = 0.0, tied: bool = False, convention: str = "original",
              installation: str = "projection", whitened: bool = False, bca: bool = True, group_size: int = 2,
-             allocation: str = "loss", bias_mode: str = "project", whitening: str = "cholesky",
+             allocation: str = "loss", bias_mode: str = "method-default", whitening: str = "cholesky",
              stopping: StoppingRule = COMPRESSION, options: Mapping[str, Any] | None = None) -> Compression:
     """Compress layers W_l (n_out x n_in, depth order) with inputs Sigma_l = sum x x^T to rank d.
 
     ``lam``, ``tied``, ``convention``, ``installation``, ``whitened``, ``bca``, ``whitening`` (the factor used
     when ``whitened``) apply to the bundle family (named corners fix lam and tied themselves);
     ``allocation`` ("loss" or "uniform") to ``v2``; ``group_size`` to ``basis-sharing``; ``bias_mode``
-    ("project": b_hat = P_out b onto range(B); "keep": b_hat = b) to all; ``stopping`` stops BCA
-    (theory.stopping.StoppingRule: relative gradient, relative energy change per sweep, sweep limit); ``options``
-    go to a ``register_method`` method.
+    ("method-default": ``bias_rule``; "project": b_hat = P_out b onto range(B); "keep": b_hat = b) to all,
+    registered methods included (``with_bias``); ``stopping`` stops BCA (theory.stopping.StoppingRule:
+    relative gradient, relative energy change per sweep, sweep limit); ``options`` go to a
+    ``register_method`` method.
     """
     _check_option("method", method, list(METHODS))
     _check_option("installation", installation, INSTALLATIONS)
     _check_option("anchor convention", convention, CONVENTIONS)
     _check_option("allocation", allocation, ALLOCATIONS)
-    _check_option("bias mode", bias_mode, BIAS_MODES)
+    rule = bias_rule(method, bias_mode)
     _check_option("whitening", whitening, WHITENINGS)
     if not (lam >= 0):
         raise GbdError(f"lambda must be >= 0 (np.inf allowed), got {lam}")
@@ -489,9 +561,9 @@ def compress(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence
         raise GbdError(f"group_size must be a positive integer, got {group_size}")
     Ws, Ss, bs = _validate(weights, sigmas, biases, d)
     req = Request(method, Ws, Ss, bs, int(d), float(lam), bool(tied), convention, installation, bool(whitened),
-                  bool(bca), group_size, allocation, bias_mode, whitening, stopping,
+                  bool(bca), group_size, allocation, whitening, stopping,
                   dict(options or {}))
-    return METHODS[method](req)
+    return with_bias(METHODS[method](req), bs, rule)
 
 
 def error_fraction(error: float, total: float) -> float:
@@ -530,4 +602,4 @@ def errors(weights: Sequence[Array], sigmas: Sequence[Array], compression: Compr
 
 __all__ = ["AllocationError", "LowRankFactors", "Compression", "Request", "METHODS", "register_method", "compress",
            "errors", "error_fraction", "frobenius_error_fraction", "generalized_projection", "section_factors", "shared_basis",
-           "v2_allocation", "shared_rank", "output_bias", "V2_RULE"]
+           "v2_allocation", "shared_rank", "output_bias", "bias_rule", "with_bias", "V2_RULE", "BIAS_MODES"]

@@ -44,7 +44,8 @@ COMPRESSED_ROW_KEYS = frozenset({"frobenius_fraction", "activation_fraction", "p
 
 @dataclass(frozen=True)
 class Config:
-    """One compressed model: a method of experiments.compress and its options; ``table`` groups the rows."""
+    """One compressed model: a method of experiments.compress and its options; ``table`` groups the rows.
+    ``bias_mode`` is compress's: "method-default" keeps V1's, V2's and Basis Sharing's bias, projects the rest's."""
 
     label: str
     method: str | None               # None: the uncompressed model
@@ -53,13 +54,15 @@ class Config:
     tied: bool = False
     convention: str = "original"
     installation: str = "projection"
+    bias_mode: str = "method-default"
 
 
 def configs(budget: Mode) -> list[Config]:
     """The configurations of the paper's tables that this budget runs."""
     rows = [Config("original", None, "main"), Config("SVD-LLM V1", "v1", "main"),
             Config("SVD-LLM V2", "v2", "main"), Config("pure bundle (GBD)", "gbd", "main"),
-            Config("Basis-Sharing-core", "bs-core", "main")]
+            Config("Basis-Sharing-core", "bs-core", "main"),
+            Config("Basis-Sharing-core, two-sided (tied corner)", "bs-core-two-sided", "main")]
     if budget.extended:
         rows += [Config("tied bundle (GBD-tied)", "gbd-tied", "main"),
                  Config("Basis Sharing (reference, pairs)", "basis-sharing", "main"),
@@ -252,7 +255,7 @@ def compress_config(ctx: Context, config: Config, d: int, budget: Mode) -> Compr
     def run(allocation: str) -> Compression:
         return compress(ctx.weights, ctx.sigmas, ctx.biases, config.method, d, lam=lam,
                         tied=config.tied, convention=config.convention, installation=config.installation,
-                        allocation=allocation, stopping=budget.stopping)
+                        allocation=allocation, bias_mode=config.bias_mode, stopping=budget.stopping)
     try:
         return run("loss")
     except AllocationError as e:
@@ -310,8 +313,8 @@ def one_sided_fraction(weights: Sequence[np.ndarray], approximations: Sequence[n
 
 def measure(ctx: Context, compression: Compression, windows: int | None, items: int | None,
             progress: bool = True) -> dict[str, Any]:
-    """Frobenius and activation error on the calibration moments, parameters kept, and ``evaluate`` with
-    ``compression`` installed (the original modules restored after)."""
+    """Frobenius and activation error on the calibration moments, parameters kept, the bias rule, and ``evaluate``
+    with ``compression`` installed (the original modules restored after)."""
     model = ctx.loaded.model
     err = errors(ctx.weights, ctx.sigmas, compression)
     params_original = module_parameters(model, ctx.names)
@@ -323,7 +326,7 @@ def measure(ctx: Context, compression: Compression, windows: int | None, items: 
             "layer_activation": [layer["activation_fraction"] for layer in err["per_layer"]],
             "one_sided_fraction": one_sided_fraction(ctx.weights, compression.W_hats),
             "params_original": params_original, "ranks": compression.ranks, "notes": compression.notes,
-            "bca_sweeps": compression.bca_sweeps}
+            "bca_sweeps": compression.bca_sweeps, "bias_rule": compression.bias_rule}
 
 
 def _run_compressed(ctx: Context, config: Config, d: int, budget: Mode, progress: bool) -> dict[str, Any]:

@@ -171,13 +171,14 @@ def surgery_rows(rows: Sequence[dict[str, Any]], original: dict[str, Any]) -> li
                     fmt(r.get("activation_fraction")),
                     f"{r['params_kept'] / r['params_original']:.3f}" if compressed else "1",
                     ppl_ratio(r, original).text(4, unit="x") if compressed else "1",
-                    _hs_change(r, original) if compressed else "-"))
+                    _hs_change(r, original) if compressed else "-", r.get("bias_rule") or "-"))
     return out
 
 
 SURGERY_HEADER = ["configuration", "PPL [95 % interval]", "HellaSwag acc ± se (points)", "acc_norm ± se",
                   "Frobenius (installed)", "two-sided (sections)", "activation error", "params kept",
-                  "PPL / original [paired 95 % interval]", "acc - original (points) [paired 95 %], McNemar p"]
+                  "PPL / original [paired 95 % interval]", "acc - original (points) [paired 95 %], McNemar p",
+                  "bias (keep: b; project: P_out b)"]
 
 
 def surgery_section(results: dict[str, Any], out_dir: Path) -> str:

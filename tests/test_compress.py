@@ -14,7 +14,7 @@ from theory.grassmann import projector, random_section
 from theory.stack import Stack
 from theory.whitening import whitening
 
-BUNDLE = ("bundle", "gbd", "gbd-tied", "bs-core", "anchored")
+BUNDLE = ("bundle", "gbd", "gbd-tied", "bs-core", "bs-core-two-sided", "anchored")
 
 
 def group(seed: int, D: int = 6, L: int = 3, tokens: int = 30, bias: bool = True):
@@ -55,7 +55,7 @@ def test_full_rank_reproduces_weights_and_biases(method, kw):
 
 def test_full_rank_v2_loss_allocation_is_refused_zero_loss():
     Ws, Ss, bs = group(0)
-    with pytest.raises(GbdError, match="losses > 1"):
+    with pytest.raises(GbdError, match=r"relative truncation losses in \(0, 1\]"):
         compress(Ws, Ss, bs, "v2", 6)
 
 
@@ -138,7 +138,7 @@ def test_projection_beats_sandwich_in_activation_error_on_raw_sections():
         assert a["activation_error"] <= b["activation_error"] * (1 + 1e-12)
 
 
-@pytest.mark.parametrize("method", ["gbd", "gbd-tied", "anchored", "bs-core"])
+@pytest.mark.parametrize("method", ["gbd", "gbd-tied", "anchored", "bs-core-two-sided"])
 def test_sandwich_frobenius_error_is_the_energy_formula(method):
     """||W - P_out W P_in||^2 = ||W||^2 - ||U_out^T W U_in||^2, and the sum is theory's two-sided error."""
     Ws, Ss, bs = group(6)
@@ -153,7 +153,7 @@ def test_sandwich_frobenius_error_is_the_energy_formula(method):
 def test_bs_core_sandwich_is_P_W_P_with_U_BS():
     Ws, Ss, bs = group(7)
     P = projector(basis_sharing_core(Stack.of(Ws), 2))
-    c = compress(Ws, Ss, bs, "bs-core", 2, installation="sandwich")
+    c = compress(Ws, Ss, bs, "bs-core-two-sided", 2, installation="sandwich")
     for W, b, f in zip(Ws, bs, c.layers):
         assert np.allclose(f.W_hat, P @ W @ P, atol=1e-10)
         assert np.allclose(f.bias, P @ b, atol=1e-10)
@@ -170,28 +170,44 @@ def test_bca_ascends_from_the_initial_sections():
 
 
 @settings(max_examples=30, deadline=None)
-@given(losses=st.lists(st.floats(1.5, 1e8), min_size=1, max_size=8), D=st.integers(4, 64),
+@given(fractions=st.lists(st.floats(1e-6, 0.999), min_size=1, max_size=8), D=st.integers(4, 64),
        d_frac=st.floats(0.0, 0.5))
-def test_v2_allocation_sums_to_group_rank_and_orders_by_loss(losses, D, d_frac):
-    """For R >= 0 (d <= D / 2 on D x D) the ranks sum to |G| d and grow with the loss (up to rounding)."""
+def test_v2_allocation_sums_to_group_rank_and_orders_by_loss(fractions, D, d_frac):
+    """For R >= 0 (d <= D / 2 on D x D) the ranks sum to |G| d and grow with the relative loss (up to rounding)."""
     d = max(1, int(d_frac * D))
-    ranks = v2_allocation(losses, [(D, D)] * len(losses), d)
-    assert sum(ranks) == len(losses) * d and all(1 <= r <= D for r in ranks)
-    order = np.argsort(losses, kind="stable")
+    ranks = v2_allocation(fractions, [(D, D)] * len(fractions), d)
+    assert sum(ranks) == len(fractions) * d and all(1 <= r <= D for r in ranks)
+    order = np.argsort(fractions, kind="stable")
     assert all(ranks[i] <= ranks[j] + 1 for i, j in zip(order[:-1], order[1:]))
 
 
-def test_v2_allocation_refuses_a_negative_removal_ratio():
-    """At d = 6 of 8 x 8, R = 1 - 6 * 16 / 64 < 0 and the rule would rank [2.0, 1.5] the wrong way round."""
+def test_v2_allocation_refuses_a_negative_removal_ratio_and_undefined_fractions():
+    """At d = 6 of 8 x 8, R = 1 - 6 * 16 / 64 < 0 and the rule would rank [0.5, 0.2] the wrong way round; a
+    fraction 0 (a lossless layer: log(1/0) = inf), above 1, or all equal to 1 (sum of weights 0) has no rank."""
     with pytest.raises(GbdError, match="R=-0.5 < 0"):
-        v2_allocation([2.0, 1.5], [(8, 8)] * 2, 6)
+        v2_allocation([0.5, 0.2], [(8, 8)] * 2, 6)
+    for bad in ([0.0, 0.5], [1.5, 0.5], [1.0, 1.0]):
+        with pytest.raises(GbdError, match="relative truncation losses"):
+            v2_allocation(bad, [(8, 8)] * 2, 2)
 
 
 def test_v2_allocation_is_uniform_for_equal_losses_and_named_in_notes():
-    assert v2_allocation([1e3] * 4, [(32, 32)] * 4, 8) == [8] * 4
+    assert v2_allocation([0.3] * 4, [(32, 32)] * 4, 8) == [8] * 4
     Ws, Ss, bs = group(9)
     c = compress(Ws, Ss, bs, "v2", 2)
-    assert sum(c.ranks) == 6 and any("our reading of SVD-LLM V2" in n for n in c.notes)
+    assert sum(c.ranks) == 6 and any("our scale-free reading of SVD-LLM V2" in n for n in c.notes)
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e-3])
+def test_v2_ranks_do_not_change_when_every_sigma_is_scaled(scale):
+    """Our allocation reads each loss as a fraction of tr(W Sigma W^T); Sigma -> c Sigma scales both alike. The
+    ranks here are heterogeneous (so the test can fail) and equal at every scale; log L_i would move them."""
+    Ws, Ss, bs = group(12, D=12, L=4, tokens=40)
+    Ws = [W * s for W, s in zip(Ws, (0.3, 1.0, 3.0, 10.0))]
+    Ss = [S * s for S, s in zip(Ss, (1.0, 1e-2, 1e2, 1.0))]
+    base = compress(Ws, Ss, bs, "v2", 3).ranks
+    assert len(set(base)) > 1
+    assert compress(Ws, [scale * S for S in Ss], bs, "v2", 3).ranks == base
 
 
 def test_basis_sharing_shares_A_and_keeps_parameter_parity():
@@ -231,6 +247,41 @@ def test_bad_input_is_refused_clearly():
         compress(Ws, Ss, bs, "gbd", 2, installation="glue")
     with pytest.raises(GbdError, match="chain"):
         compress([np.ones((4, 6)), np.ones((4, 6))], [np.eye(6)] * 2, None, "gbd", 2)
-    tiny = [1e-4 * W for W in Ws]
-    with pytest.raises(GbdError, match="losses > 1"):
-        compress(tiny, [S / np.trace(S) for S in Ss], None, "v2", 2)
+    lossless = [np.zeros_like(Ws[0])] + Ws[1:]       # a zero layer loses nothing: fraction 0, log(1/0) = inf
+    with pytest.raises(GbdError, match="relative truncation losses"):
+        compress(lossless, Ss, None, "v2", 2)
+
+
+def test_bs_core_is_tied_output_per_layer_input_and_differs_from_the_two_sided_corner():
+    """Section 7.1: sandwich W_hat_l = P_BS W_l P_{V_l}, U_BS the top-d left singular subspace of [W_1 ... W_L]
+    (theory's basis_sharing_core), V_l the top-d right singular subspace of W_l; d (n_in + n_out) + n_out
+    parameters per layer; not the two-sided P_BS W_l P_BS."""
+    Ws, Ss, bs = group(13, D=8, L=3)
+    d = 3
+    P = projector(basis_sharing_core(Stack.of(Ws), d))
+    c = compress(Ws, Ss, bs, "bs-core", d, installation="sandwich")
+    two_sided = compress(Ws, Ss, bs, "bs-core-two-sided", d, installation="sandwich")
+    for W, f, g in zip(Ws, c.layers, two_sided.layers):
+        V = np.linalg.svd(W)[2][:d].T
+        assert np.allclose(f.W_hat, P @ W @ V @ V.T, atol=1e-10)
+        assert not np.allclose(f.W_hat, g.W_hat, atol=1e-3)
+    assert c.n_params == len(Ws) * (d * (8 + 8) + 8)
+    projected = compress(Ws, Ss, bs, "bs-core", d)                 # generalized projection: same output section
+    for f in projected.layers:
+        assert np.allclose(P @ f.W_hat, f.W_hat, atol=1e-10)
+    assert errors(Ws, Ss, projected)["activation_error"] <= errors(Ws, Ss, c)["activation_error"] * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("method,rule", [("v1", "keep"), ("v2", "keep"), ("basis-sharing", "keep"), ("gbd", "project"),
+                                         ("gbd-tied", "project"), ("bs-core", "project"),
+                                         ("bs-core-two-sided", "project"), ("anchored", "project")])
+def test_bias_rule_by_method_family_and_the_option_overrides_it(method, rule):
+    Ws, Ss, bs = group(14)
+    for mode, expected in (("method-default", rule), ("keep", "keep"), ("project", "project")):
+        c = compress(Ws, Ss, bs, method, 2, bias_mode=mode, allocation="uniform")
+        assert c.bias_rule == expected
+        for f, b in zip(c.layers, bs):
+            Q = np.linalg.qr(f.B)[0]
+            assert np.allclose(f.bias, b if expected == "keep" else Q @ (Q.T @ b), atol=1e-12)
+    with pytest.raises(GbdError, match="unknown bias mode"):
+        compress(Ws, Ss, bs, method, 2, bias_mode="drop")

@@ -1,6 +1,7 @@
 """Other weight classes on a tiny random Llama: the MLP chain bundle (per-interface ranks) and Q/K/V on one shared
 whitened input basis, each compressed, installed and evaluated end to end; full rank reproduces W; parameter parity
 with V1 per matrix; the shared basis is the Eckart-Young optimum of the stacked whitened matrix."""
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -15,8 +16,8 @@ from experiments.errors import GbdError
 from experiments.loading import LoadedModel, load_model
 from experiments.methods.open_questions import run_open_questions
 from experiments.methods.open_report import render_section
-from experiments.methods.other_weights import (MLP_CHAIN, QKV_SHARED, interface_ranks, matrix_ranks,
-                                               per_matrix_v1)
+from experiments.methods.other_weights import (MLP_CHAIN, QKV_SHARED, budget_optimal_ranks, fused_v1,
+                                               interface_ranks, matrix_ranks, per_matrix_v1, qkv_optimal_ranks)
 from experiments.pipeline import Context, evaluate, measure
 from experiments.surgery import installed, module_parameters, read_targets
 from theory.stopping import StoppingRule
@@ -169,3 +170,56 @@ def test_the_other_weights_question_runs_them_on_a_llama_and_renders_their_targe
     answer = render_section(data, tmp_path / "out").split("**Answer.**")[-1]
     assert all(f"[{kind}] best: " in answer for kind in ("mlp_out", "mlp_chain", "q_k_v"))
     assert "best: original" not in answer                     # ... is still no candidate: one best per kind
+
+
+def test_qkv_baselines_have_exactly_the_parameter_count_of_uniform_v1_and_order_by_activation_error(llama):
+    """Uniform V1, budget-optimal V1 and (to within the floor of k) fused V1 / the shared basis store the same
+    parameters; the optimal ranks never lose to the uniform ones, and fused V1 equals the shared basis (neither
+    it nor per-matrix V1 dominates: a shared rank k holds no block-diagonal rank split, and vice versa)."""
+    _, weights, biases, sigmas = _targets(llama, "q_k_v")
+    comp, ranks = _compress("q_k_v", QKV_SHARED, weights, sigmas, biases, 0.25)
+    uniform = per_matrix_v1(weights, sigmas, biases, ranks)
+    best_ranks = qkv_optimal_ranks(weights, sigmas, ranks)
+    allocated = per_matrix_v1(weights, sigmas, biases, best_ranks)
+    fused = fused_v1(weights, sigmas, biases, ranks)
+    assert allocated.n_params == uniform.n_params and fused.n_params == comp.n_params
+    assert best_ranks != ranks                                  # the allocation moves rank here: not a no-op
+    err = {name: errors(weights, sigmas, c)["activation_error"] for name, c in
+           (("uniform", uniform), ("allocated", allocated), ("fused", fused), ("shared", comp))}
+    assert err["allocated"] <= err["uniform"] * (1 + 1e-12)
+    assert err["fused"] == pytest.approx(err["shared"], rel=1e-9)
+
+
+def test_fused_v1_is_the_eckart_young_optimum_of_the_stacked_whitened_matrix(llama):
+    _, weights, biases, sigmas = _targets(llama, "q_k_v")
+    ranks = matrix_ranks(weights, 0.25)
+    fused = fused_v1(weights, sigmas, biases, ranks)
+    shared, _ = _compress("q_k_v", QKV_SHARED, weights, sigmas, biases, 0.25)
+    for g in range(0, len(weights), 3):
+        s = np.linalg.svd(np.vstack(weights[g:g + 3]) @ np.linalg.cholesky(sigmas[g]), compute_uv=False)
+        k = fused.ranks[g]
+        tail = sum(float(np.trace((W - f.W_hat) @ sigmas[g] @ (W - f.W_hat).T))
+                   for W, f in zip(weights[g:g + 3], fused.layers[g:g + 3]))
+        assert tail == pytest.approx(float(np.sum(s[k:] ** 2)), rel=1e-8)
+        assert fused.layers[g].A is fused.layers[g + 2].A
+        for f, h in zip(fused.layers[g:g + 3], shared.layers[g:g + 3]):
+            assert np.allclose(f.W_hat, h.W_hat, atol=1e-8 * np.abs(h.W_hat).max())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_budget_optimal_ranks_match_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    spectra = [np.sort(rng.exponential(size=n))[::-1] for n in (5, 4, 4)]
+    costs = [int(c) for c in rng.choice([2, 3, 4, 6], size=3)]
+    uniform = [2, 2, 2]
+    budget = sum(r * c for r, c in zip(uniform, costs))
+    ranks = budget_optimal_ranks(spectra, costs, budget)
+
+    def kept(rs):
+        return sum(float(np.sum(s[:r] ** 2)) for s, r in zip(spectra, rs))
+    feasible = [rs for rs in itertools.product(*(range(1, len(s) + 1) for s in spectra))
+                if sum(r * c for r, c in zip(rs, costs)) == budget]
+    assert sum(r * c for r, c in zip(ranks, costs)) == budget
+    assert kept(ranks) == pytest.approx(max(kept(rs) for rs in feasible), rel=1e-12)
+    with pytest.raises(GbdError, match="spend exactly"):
+        budget_optimal_ranks(spectra, [4, 4, 4], 2)

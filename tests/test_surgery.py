@@ -184,3 +184,59 @@ def test_one_sided_fraction_is_eckart_young_for_rank_d_svd_and_zero_for_the_weig
     rank2 = U[:, :2] * s[:2] @ Vt[:2]
     assert one_sided_fraction([W], [rank2]) == pytest.approx(np.sum(s[2:] ** 2) / np.sum(s ** 2), rel=1e-12)
     assert one_sided_fraction([W], [3.0 * W]) == pytest.approx(0.0, abs=1e-24)   # a scaled W has W's output space
+
+
+def _biased(build):
+    """The model with random nonzero biases on its attn_out targets (HF initializes them to zero)."""
+    model = build().eval()
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name in adapter_for(model).target_names(model, "attn_out"):
+            bias = model.get_submodule(name).bias
+            bias.copy_(0.5 * torch.randn(bias.shape, generator=gen))
+    return model
+
+
+@pytest.mark.parametrize("build", [neox, gpt2], ids=["gpt-neox", "gpt2-conv1d"])
+def test_v1_keeps_the_bias_so_its_output_error_is_svd_llms_truncation_loss(build):
+    """SVD-LLM keeps a layer's bias: on the same inputs X the installed layer's output error
+    ||(W X + b) - (W_hat X + b_hat)||^2 is then V1's activation error alone, which SVD-LLM's theorem gives as
+    the sum of the discarded squared singular values of W chol(Sigma). Projecting b would add
+    T ||(I - P) b||^2 + cross terms (the bias is 0.5 per entry, the weights 0.02: far above the tolerance)."""
+    model = _biased(build)
+    sigmas = second_moments(model)
+    names, weights, biases = read_targets(model, "attn_out")
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    hooks = [model.get_submodule(n).register_forward_hook(
+        lambda m, args, out, n=n: seen.__setitem__(n, (args[0].detach(), out.detach()))) for n in names]
+    logits(model)
+    for h in hooks:
+        h.remove()
+    d = D // 4
+    compression, _ = compress_model(model, "attn_out", sigmas, "v1", d)
+    assert compression.bias_rule == "keep"
+    for name, W, b, f in zip(names, weights, biases, compression.layers):
+        assert np.array_equal(f.bias, b)
+        x, y = seen[name]
+        with torch.no_grad():
+            error = float(((model.get_submodule(name)(x) - y).double() ** 2).sum())
+        Sigma = np.asarray(sigmas[name], dtype=np.float64)
+        discarded = np.linalg.svd(W @ np.linalg.cholesky(Sigma), compute_uv=False)[d:]
+        assert error == pytest.approx(float(np.sum(discarded ** 2)), rel=1e-3)
+
+
+@pytest.mark.parametrize("build", [neox, gpt2], ids=["gpt-neox", "gpt2-conv1d"])
+def test_bias_option_projects_or_keeps_for_any_method(build):
+    """bias_mode="project" gives V1 b_hat = P_out b; "keep" gives GBD b; the defaults are the other way round."""
+    model = _biased(build)
+    sigmas = second_moments(model)
+    _, _, biases = read_targets(model, "attn_out")
+    for method, default in (("v1", "keep"), ("basis-sharing", "keep"), ("gbd", "project"), ("bs-core", "project")):
+        for mode, rule in (("method-default", default), ("keep", "keep"), ("project", "project")):
+            c, _ = compress_model(_biased(build), "attn_out", sigmas, method, D // 4, bias_mode=mode)
+            assert c.bias_rule == rule
+            for f, b in zip(c.layers, biases):
+                Q = np.linalg.qr(f.B)[0]
+                expected = b if rule == "keep" else Q @ (Q.T @ b)
+                assert np.allclose(f.bias, expected, atol=1e-12) and not np.allclose(f.bias, Q @ (Q.T @ b) if
+                                                                                      rule == "keep" else b)

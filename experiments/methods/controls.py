@@ -85,8 +85,8 @@ def unification_gap() -> list[Control]:
 
 def whitened_corners() -> list[Control]:
     """The activation-aware (whitened, Cholesky) bundle at every corner, installed by the generalized projection."""
-    names = {"gbd": "pure bundle (GBD)", "gbd-tied": "tied bundle (GBD-tied)", "bs-core": "Basis-Sharing-core",
-             "anchored": "anchored corner"}
+    names = {"gbd": "pure bundle (GBD)", "gbd-tied": "tied bundle (GBD-tied)",
+             "bs-core-two-sided": "Basis-Sharing-core, two-sided (tied corner)", "anchored": "anchored corner"}
     return [Control("whitened-bundle", f"{label}, {kind}", _compress_with(m, whitened=whitened))
             for m, label in names.items() for whitened, kind in ((False, "unwhitened"), (True, "whitened"))]
 

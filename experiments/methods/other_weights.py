@@ -36,12 +36,24 @@ is Eckart-Young on the stacked whitened matrix: [W_q; W_k; W_v] S = U Sg V^T, A 
 U_k Sg_k (the reference Basis Sharing with the group {q_l, k_l, v_l} and Sigma_q + Sigma_k + Sigma_v = 3 Sigma,
 whose Cholesky factor only rescales B and A: experiments.compress's ``basis-sharing`` with groups of three).
 Parameters k D + k (n_q + n_k + n_v) (A counted once) against sum_m r_m (D + n_m) for per-matrix V1 at ranks r_m,
-so k = floor(sum_m r_m (D + n_m) / (D + n_q + n_k + n_v)) (option ``ranks``: the r_m, default d for every
-matrix). GPT-NeoX's fused query_key_value is already one matrix: V1 on kind ``qkv`` is its shared basis.
+so k = floor(sum_m r_m (D + n_m) / (D + n_q + n_k + n_v)) (``shared_parity_rank``; option ``ranks``: the r_m,
+default d for every matrix). GPT-NeoX's fused query_key_value is already one matrix: V1 on kind ``qkv`` is its
+shared basis.
+
+Two more Q/K/V baselines separate what the shared basis gains by allocation from what it gains by sharing:
+- V1 at budget-optimal per-matrix ranks (``budget_optimal_ranks``): per block, the ranks r_m >= 1 with
+  sum_m r_m (D + n_m) equal to the uniform ranks' count that keep the most whitened energy
+  sum_m sum_{i <= r_m} s_i(W_m S)^2, i.e. (Eckart-Young per matrix) the least total activation error of V1;
+- V1 on the fused [W_q; W_k; W_v] (``fused_v1``) at the shared rank k: its W_hat is U_k U_k^T [W_q; W_k; W_v]
+  with U_k from [W_q; W_k; W_v] S, the same Eckart-Young optimum as the shared basis (one input basis within one
+  block is V1 on the fused matrix), stored as one k x D factor and per-matrix output factors.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from experiments.compress import (Compression, LowRankFactors, _whiten, compress, register_method,
                                   section_factors, shared_basis, solve_memo)
@@ -50,6 +62,7 @@ from experiments.pipeline import rank_for
 from theory.grassmann import Array
 from theory.stack import Stack
 from theory.stopping import COMPRESSION
+from theory.whitening import whitening
 
 MLP_CHAIN = "mlp-chain"
 QKV_SHARED = "qkv-shared"
@@ -58,6 +71,39 @@ QKV_SHARED = "qkv-shared"
 def matrix_ranks(weights: Sequence[Array], ratio: float) -> list[int]:
     """r(W) = round(ratio min(m, n)) per matrix: V1's rank for each matrix alone (module docstring)."""
     return [rank_for([W], ratio) for W in weights]
+
+
+def budget_optimal_ranks(spectra: Sequence[Array], costs: Sequence[int], budget: int) -> list[int]:
+    """argmax over integer r_m in [1, len(s_m)] with sum_m r_m c_m = budget (exactly) of sum_m sum_{i <= r_m} s_m,i^2.
+
+    ``spectra``: each matrix's singular values (of W_m S_m, descending); ``costs``: parameters per unit of rank,
+    c_m = n_in + n_out. Exact dynamic programme over the budget in units of g = gcd(c_1, ..., budget): the best
+    energy at every reachable exact cost, one matrix at a time. An unreachable budget is an error.
+    """
+    if len(spectra) != len(costs) or not spectra:
+        raise GbdError(f"need one spectrum per cost, got {len(spectra)} spectra and {len(costs)} costs")
+    g = math.gcd(int(budget), *(int(c) for c in costs))
+    units, steps = int(budget) // g, [int(c) // g for c in costs]
+    best = np.full(units + 1, -np.inf)
+    best[0] = 0.0
+    choice = []
+    for s, step in zip(spectra, steps):
+        kept = np.cumsum(np.asarray(s, dtype=np.float64) ** 2)           # kept[r - 1]: energy at rank r
+        new, pick = np.full(units + 1, -np.inf), np.zeros(units + 1, dtype=int)
+        for r in range(1, min(len(kept), units // step) + 1):
+            cand = np.full(units + 1, -np.inf)
+            cand[r * step:] = best[:units + 1 - r * step] + kept[r - 1]
+            better = cand > new
+            new[better], pick[better] = cand[better], r
+        best = new
+        choice.append(pick)
+    if not np.isfinite(best[units]):
+        raise GbdError(f"no ranks >= 1 with costs {list(costs)} spend exactly {budget} parameters")
+    ranks, left = [], units
+    for pick, step in zip(reversed(choice), reversed(steps)):
+        ranks.append(int(pick[left]))
+        left -= ranks[-1] * step
+    return ranks[::-1]
 
 
 def interface_ranks(d: int, widths: Sequence[int]) -> tuple[int, ...]:
@@ -75,6 +121,56 @@ def per_matrix_v1(weights: Sequence[Array], sigmas: Sequence[Array], biases: Seq
                        [f"SVD-LLM V1 on each matrix at ranks {sorted(set(ranks))}"] + [n for p in parts for n in p.notes])
 
 
+def shared_parity_rank(weights: Sequence[Array], ranks: Sequence[int]) -> int:
+    """k = floor(sum_m r_m (n_in + n_m) / (n_in + sum_m n_m)), clipped to n_in: one k x n_in input factor and
+    per-matrix n_m x k output factors within the count of V1 at ranks r_m (module docstring)."""
+    n_in = weights[0].shape[1]
+    if any(W.shape[1] != n_in for W in weights):
+        raise GbdError(f"a shared input factor needs one input width, got {[W.shape[1] for W in weights]}")
+    budget = sum(r * (n_in + W.shape[0]) for r, W in zip(ranks, weights, strict=True))
+    return min(budget // (n_in + sum(W.shape[0] for W in weights)), n_in)
+
+
+def qkv_blocks(weights: Sequence[Array], ranks: Sequence[int], what: str) -> list[int]:
+    """The first index of each [q, k, v] block, after checking the layout and one rank per matrix."""
+    if len(weights) % 3 or not weights:
+        raise GbdError(f"{what}: need [q, k, v] per block, got {len(weights)} matrices")
+    if len(ranks) != len(weights):
+        raise GbdError(f"{what}: need one parity rank per matrix, got {len(ranks)} for {len(weights)}")
+    return list(range(0, len(weights), 3))
+
+
+def qkv_optimal_ranks(weights: Sequence[Array], sigmas: Sequence[Array], ranks: Sequence[int]) -> list[int]:
+    """Per block, ``budget_optimal_ranks`` on the whitened spectra s(W_m chol(Sigma_m)) at the count of V1 at
+    ``ranks``: the per-matrix V1 ranks with the least total activation error at exactly that count."""
+    out: list[int] = []
+    for g in qkv_blocks(weights, ranks, "budget-optimal V1"):
+        Ws, Ss = weights[g:g + 3], sigmas[g:g + 3]
+        spectra = [np.linalg.svd(W @ whitening(S, "cholesky").S, compute_uv=False) for W, S in zip(Ws, Ss)]
+        costs = [W.shape[0] + W.shape[1] for W in Ws]
+        out += budget_optimal_ranks(spectra, costs, sum(r * c for r, c in zip(ranks[g:g + 3], costs)))
+    return out
+
+
+def fused_v1(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence[Array | None],
+             ranks: Sequence[int]) -> Compression:
+    """SVD-LLM V1 on each block's fused [W_q; W_k; W_v] (Sigma of the shared input) at the shared parity rank k,
+    split back into per-matrix factors that share the k x D factor A = U_k^T [W_q; W_k; W_v]."""
+    layers: list[LowRankFactors] = []
+    notes: list[str] = []
+    for g in qkv_blocks(weights, ranks, "fused V1"):
+        Ws, bs = weights[g:g + 3], biases[g:g + 3]
+        k = shared_parity_rank(Ws, ranks[g:g + 3])
+        fused_bias = None if any(b is None for b in bs) else np.concatenate(bs)
+        f = compress([np.vstack(Ws)], [sigmas[g]], [fused_bias], "v1", k).layers[0]
+        rows = np.cumsum([0] + [W.shape[0] for W in Ws])
+        layers += [LowRankFactors(f.A, f.B[rows[j]:rows[j + 1]],
+                                  None if f.bias is None else f.bias[rows[j]:rows[j + 1]]) for j in range(3)]
+        notes.append(f"block {g // 3 + 1}: V1 on [W_q; W_k; W_v] at rank k={k} for per-matrix ranks {ranks[g:g + 3]}")
+    return Compression("v1 fused q/k/v", layers, [f.rank for f in layers], notes,
+                       shared=[[g, g + 1, g + 2] for g in range(0, len(weights), 3)], bias_rule="keep")
+
+
 def _mlp_blocks(weights: Sequence[Array]) -> int:
     """L, after checking [up_1, gate_1, down_1, ...]: up and gate I x D, down D x I, widths equal across blocks."""
     if len(weights) % 3 or not weights:
@@ -88,7 +184,7 @@ def _mlp_blocks(weights: Sequence[Array]) -> int:
     return len(weights) // 3
 
 
-@register_method(MLP_CHAIN)
+@register_method(MLP_CHAIN, bias="project")
 def mlp_chain(weights: list[Array], sigmas: list[Array], biases: list[Array | None], d: int,
               options: Mapping[str, Any]) -> Compression:
     """The MLP chain bundle (module docstring); options: "whitened" (default True), "stopping" (a
@@ -112,8 +208,7 @@ def mlp_chain(weights: list[Array], sigmas: list[Array], biases: list[Array | No
         wh_in, wh_mid = (None, None) if whs is None else (whs[3 * l], whs[3 * l + 2])
         for k, (U_o, U_i, wh) in zip(range(3 * l, 3 * l + 3), ((U_mid, U_in, wh_in), (U_mid, U_in, wh_in),
                                                               (U_out, U_mid, wh_mid))):
-            layers.append(section_factors(weights[k], sigmas[k], biases[k], U_o, U_i, wh, "projection", "project",
-                                          f"matrix {k + 1}", notes))
+            layers.append(section_factors(weights[k], sigmas[k], U_o, U_i, wh, "projection", f"matrix {k + 1}", notes))
     run = sol.run
     notes.append(f"MLP chain bundle, lambda=0, {'whitened' if whitened else 'unwhitened'}, interface ranks "
                  f"{sorted(set(ranks))} (d={d} at width {min(stack.dims)}); gate_l on up_l's sections; "
@@ -121,25 +216,21 @@ def mlp_chain(weights: list[Array], sigmas: list[Array], biases: list[Array | No
     return Compression(MLP_CHAIN, layers, [f.rank for f in layers], notes, sol.sections, run.sweeps, run.history)
 
 
-@register_method(QKV_SHARED)
+@register_method(QKV_SHARED, bias="keep")
 def qkv_shared(weights: list[Array], sigmas: list[Array], biases: list[Array | None], d: int,
                options: Mapping[str, Any]) -> Compression:
     """One whitened input basis per block for [q, k, v] (module docstring); option "ranks": per-matrix V1 ranks."""
-    if len(weights) % 3 or not weights:
-        raise GbdError(f"{QKV_SHARED}: need [q, k, v] per block, got {len(weights)} matrices")
     ranks = [int(r) for r in options.get("ranks", [d] * len(weights))]
-    if len(ranks) != len(weights):
-        raise GbdError(f"{QKV_SHARED}: need one parity rank per matrix, got {len(ranks)} for {len(weights)}")
     layers: list[LowRankFactors] = []
     notes: list[str] = []
-    for g in range(0, len(weights), 3):
-        Ws, Ss, bs = weights[g:g + 3], sigmas[g:g + 3], biases[g:g + 3]
+    for g in qkv_blocks(weights, ranks, QKV_SHARED):
+        Ws, Ss = weights[g:g + 3], sigmas[g:g + 3]
         D = Ws[0].shape[1]
-        if any(W.shape[1] != D for W in Ws):
-            raise GbdError(f"{QKV_SHARED}: block {g // 3 + 1} mixes input widths {[W.shape[1] for W in Ws]}")
-        budget = sum(r * (D + W.shape[0]) for r, W in zip(ranks[g:g + 3], Ws))
-        k = min(budget // (D + sum(W.shape[0] for W in Ws)), D)
-        layers += shared_basis(Ws, sum(Ss) / 3, bs, k, "project", f"block {g // 3 + 1}", notes)
+        try:
+            k = shared_parity_rank(Ws, ranks[g:g + 3])
+        except GbdError as e:
+            raise GbdError(f"{QKV_SHARED}: block {g // 3 + 1}: {e}") from e
+        layers += shared_basis(Ws, sum(Ss) / 3, k, f"block {g // 3 + 1}", notes)
         notes.append(f"block {g // 3 + 1}: shared rank k={k} for per-matrix ranks {ranks[g:g + 3]}")
     return Compression(QKV_SHARED, layers, [f.rank for f in layers], notes,
                        shared=[[g, g + 1, g + 2] for g in range(0, len(weights), 3)])
