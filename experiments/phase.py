@@ -38,6 +38,7 @@ class PhasePoint:
     sweeps: int | None
     converged: bool | None
     seconds: float
+    stop_reason: str | None = None    # theory.stopping.STOP_REASONS (None: a corner, no BCA)
 
 
 def absolute_lambda(lam_over_c: float, c: float) -> float:
@@ -55,7 +56,7 @@ def phase_point(stack: Stack, d: int, lam_over_c: float, tied: bool, convention:
     frac = frobenius_error_fraction(stack.weights, sandwich(stack, solution.sections))
     run = solution.run
     return PhasePoint(lam_over_c, tied, solution.convention, frac, run.sweeps if run else None,
-                      run.converged if run else None, seconds)
+                      run.converged if run else None, seconds, run.stop_reason if run else None)
 
 
 def phase_diagram(weights: Sequence[np.ndarray], d: int, lambdas: Sequence[float],

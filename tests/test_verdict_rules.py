@@ -74,12 +74,15 @@ def test_bca_sweeps_counts_stalled_cells_by_their_stop_reason_not_as_failures(re
     points = [p for p in results["phase"]["points"] if p["sweeps"] is not None]
     for p in points[:2]:
         p.update(sweeps=9, converged=False)              # stopped below the limit: stalled on flat energy
-    results["surgery"]["budget"]["max_sweeps"] = 60
+    results["surgery"]["budget"]["stopping"] = {"gtol": 1e-6, "stall_tol": 1e-7, "max_sweeps": 60}
     assert verdicts(results)["bca-sweeps"] is Verdict.TRANSFERS
     for p in points[:3]:
         p.update(sweeps=60, converged=False)             # the sweep limit
     j = judged(results, "bca-sweeps")
     assert j.verdict is Verdict.DOES_NOT_TRANSFER and "3 hit the sweep limit" in j.why
+    for p in points[:3]:
+        p.update(stop_reason="stalled")                  # a recorded stop reason wins over the inference
+    assert "0 hit the sweep limit" in judged(results, "bca-sweeps").why
 
 
 def test_anchor_fix_is_judged_at_every_lambda_with_both_conventions(results):

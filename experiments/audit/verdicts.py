@@ -201,11 +201,11 @@ def judge_bca_sweeps(claim: Claim, results: Results) -> Finding:
         return _missing(claim, "no BCA cell in the phase diagram", "run the phase diagram")
     few, most = int(claim.tolerance["few"]), claim.tolerance["most"]
     reasons = [stop_reason(p, results) for p in cells]
-    within = [p for p, why in zip(cells, reasons) if why != "sweep limit" and p["sweeps"] <= few]
+    within = [p for p, why in zip(cells, reasons) if why != "max_sweeps" and p["sweeps"] <= few]
     measured = "; ".join(f"{'tied' if p['tied'] else p['convention']} lambda/c={p['lam_over_c']:g}: {p['sweeps']} "
                          f"({why})" for p, why in zip(cells, reasons))
     share = len(within) / len(cells)
-    limit = sum(why == "sweep limit" for why in reasons)
+    limit = sum(why == "max_sweeps" for why in reasons)
     why = (f"{len(within)} of {len(cells)} cells stopped within {few} sweeps ({share:.0%}; 'typically' means more "
            f"than {most:.0%}); {limit} hit the sweep limit")
     return Finding(claim, measured, Outcome.MET if share > most else Outcome.MISSED, why)
@@ -679,14 +679,15 @@ def judge_bca_monotone_plain(claim: Claim, results: Results) -> Finding:
 
 
 def stop_reason(cell: Mapping[str, Any], results: Results) -> str:
-    """Why BCA stopped at a phase cell: its recorded ``stop_reason``, else read from ``converged`` and the
-    mode's sweep limit (not converged below the limit: the energy stalled)."""
+    """Why BCA stopped at a phase cell (theory.stopping.STOP_REASONS): its recorded ``stop_reason``, else read
+    from ``converged`` and the mode's sweep limit (not converged below the limit: the energy stalled)."""
     if cell.get("stop_reason"):
         return str(cell["stop_reason"])
     if cell.get("converged"):
-        return "converged"
-    limit = results.get("surgery", {}).get("budget", {}).get("max_sweeps")
-    return "sweep limit" if limit is None or cell["sweeps"] >= limit else "stalled"
+        return "gradient"
+    budget = results.get("surgery", {}).get("budget", {})
+    limit = budget.get("stopping", {}).get("max_sweeps", budget.get("max_sweeps"))
+    return "max_sweeps" if limit is None or cell["sweeps"] >= limit else "stalled"
 
 
 def judge_cost_exponent(claim: Claim, results: Results) -> Finding:
