@@ -26,6 +26,7 @@ from experiments.audit.measures import SEED_METHODS
 from experiments.audit.modes import Mode
 from experiments.audit.modes import mode as mode_named
 from experiments.audit.results import Results
+from experiments.audit.statistics import coverage_record
 from experiments.audit.verdicts import judge_all
 from experiments.cache import ensure_writable
 from experiments.data import sha256
@@ -85,7 +86,8 @@ def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: 
     None), the methods of ``SEED_METHODS`` are re-run with each further calibration seed of the mode
     (``seed_rows``, by seed), on the same windows and items. ``dtype`` "bfloat16": perplexity under bfloat16
     autocast, with its measured NLL change on the uncompressed model (``dtype_check``). ``sample``: how the
-    windows and items are drawn (``experiments.sampling``; one draw seeded by ``seed``), recorded as ``sample``."""
+    windows and items are drawn (``experiments.sampling``; one draw seeded by ``seed``), recorded as ``sample``,
+    with the measured coverage of every interval procedure at the mode's sizes (``coverage``)."""
     budget = mode_named(mode)
     choose_configs(budget, only)        # every check that needs no calibration comes before it
     check_ratio(ratio)
@@ -106,7 +108,10 @@ def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: 
             "budget": asdict(budget),
             "lambda_unit_c": ctx.c, "sources": ctx.sources, "fingerprint": ctx.fingerprint, "rows": rows,
             "hellaswag_cross_check": cross, "seed_rows": seed_rows,
-            "adjustments": ctx.adjustments, "sample": sample_record(ctx, budget)}
+            "adjustments": ctx.adjustments, "sample": sample_record(ctx, budget),
+            "coverage": coverage_record([("surgery", budget.ppl_windows, budget.hellaswag_items),
+                                         ("what the paper left open: sweeps", budget.open_sweep_windows,
+                                          budget.open_sweep_items)], sample)}
 
 
 def sample_record(ctx: Context, budget: Mode) -> dict[str, Any]:

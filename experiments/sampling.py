@@ -43,7 +43,7 @@ class Sample:
         if self.how == "first":
             return tuple(range(k))
         permutation = np.random.default_rng([self.seed, STREAMS[unit]]).permutation(population)
-        return tuple(int(i) for i in np.sort(permutation[:k]))
+        return tuple(np.sort(permutation[:k]).tolist())
 
     def describe(self, k: int, population: int, unit: str) -> str:
         """In words, for the report: 'k of N windows drawn at random (seed s)' or 'the first k of N windows'."""

@@ -14,9 +14,11 @@ from typing import Any, Mapping, TypeVar
 
 from experiments.errors import GbdError
 
-SCHEMA_VERSION = 4                 # 3: Results.beyond; 4: Row.hellaswag_acc_norm_stderr
+SCHEMA_VERSION = 5                 # 3: Results.beyond; 4: Row.hellaswag_acc_norm_stderr; 5: the drawn indices
 OLDEST_READABLE = 2
-ROW_FIELDS_SINCE = {4: ("hellaswag_acc_norm_stderr",)}
+ROW_FIELDS_SINCE = {4: ("hellaswag_acc_norm_stderr",),
+                    5: ("ppl_window_index", "ppl_windows_available", "hellaswag_item_index",
+                        "hellaswag_items_available")}
 T = TypeVar("T")
 
 
@@ -60,6 +62,10 @@ class Row:
     notes: list[str] = field(default_factory=list)
     bca_sweeps: int | None = None
     hellaswag_acc_norm_stderr: float | None = None     # schema 4 (ROW_FIELDS_SINCE); None: an older row
+    ppl_window_index: list[int] | None = None          # schema 5: the windows evaluated (indices into the test set's)
+    ppl_windows_available: int | None = None           # schema 5: N, the test set's windows
+    hellaswag_item_index: list[int] | None = None      # schema 5: the items evaluated (indices into the file)
+    hellaswag_items_available: int | None = None       # schema 5: the file's items
 
 
 def typed(cls: type[T], data: Mapping[str, Any], what: str) -> T:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -164,9 +164,11 @@ def accuracy(correct: Sequence[bool]) -> tuple[Interval, float]:
     n, k = c.size, int(c.sum())
     if n == 0:
         raise ValueError("accuracy of no items")
-    ci = stats.binomtest(k, n).proportion_ci(CONFIDENCE, method="exact")
+    tail = (1 - CONFIDENCE) / 2     # Clopper-Pearson: the beta quantiles, closed at k = 0 and k = n
+    low = 0.0 if k == 0 else float(stats.beta.ppf(tail, k, n - k + 1))
+    high = 1.0 if k == n else float(stats.beta.ppf(1 - tail, k + 1, n - k))
     se = float(c.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    return Interval(k / n, float(ci.low), float(ci.high), n, "exact binomial (Clopper-Pearson)"), se
+    return Interval(k / n, low, high, n, "exact binomial (Clopper-Pearson), no finite-population correction"), se
 
 
 @dataclass(frozen=True)
@@ -179,15 +181,22 @@ class PairedAccuracy:
     mcnemar_p: float
 
 
+def accuracy_difference(correct_a: Sequence[bool], correct_b: Sequence[bool],
+                        population: int | None = None) -> Interval:
+    """mean(c^b - c^a) on the same items with its t interval for the difference on all ``population`` items."""
+    a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired accuracies need the same items, got {a.shape} and {b.shape}")
+    est, se = _ratio_estimate(b - a, np.ones_like(a), population)
+    return _t_interval(est, se, a.size, population, "items, paired")
+
+
 def paired_accuracy(correct_a: Sequence[bool], correct_b: Sequence[bool],
                     population: int | None = None) -> PairedAccuracy:
     """Paired difference of accuracies on the same items, with its interval for the difference on all
     ``population`` items, and the exact McNemar p on the discordant items."""
     a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"paired accuracies need the same items, got {a.shape} and {b.shape}")
-    est, se = _ratio_estimate(b - a, np.ones_like(a), population)
-    interval = _t_interval(est, se, a.size, population, "items, paired")
+    interval = accuracy_difference(a, b, population)
     b_only, a_only = int(np.sum((b == 1) & (a == 0))), int(np.sum((a == 1) & (b == 0)))
     p = 1.0 if b_only + a_only == 0 else float(stats.binomtest(b_only, b_only + a_only, 0.5).pvalue)
     return PairedAccuracy(interval, b_only, a_only, p)
@@ -281,7 +290,8 @@ class Coverage:
 
     @property
     def fraction(self) -> float:
-        return self.covered / self.draws
+        """covered / draws (NaN for the whole set, where nothing was simulated)."""
+        return self.covered / self.draws if self.draws else math.nan
 
 
 def _draw(design: str, population: int, n: int, unit: str, k: int) -> np.ndarray:
@@ -299,7 +309,8 @@ def coverage(run: FullRun, windows: int | None, items: int | None, design: str =
     """Measured coverage of every interval procedure the report uses, on ``run``: ``draws`` samples of ``windows``
     windows and ``items`` items (None: all; 0: none) drawn by ``design`` (``experiments.sampling``); each
     interval is computed by the same function as in the report and checked against the value on every window /
-    item: the PPL of a, the ratio PPL(b) / PPL(a), the accuracy of a and the difference acc(b) - acc(a)."""
+    item: the PPL of a, the ratio PPL(b) / PPL(a), the accuracy of a and the difference acc(b) - acc(a). A sample
+    of the whole set is not simulated (``draws`` 0 in its result)."""
     n_windows, n_items = run.nll_a.size, run.correct_a.size
     truth_ppl = math.exp(run.nll_a.sum() / run.tokens.sum())
     truth_ratio = math.exp((run.nll_b.sum() - run.nll_a.sum()) / run.tokens.sum())
@@ -311,16 +322,36 @@ def coverage(run: FullRun, windows: int | None, items: int | None, design: str =
         ("HellaSwag accuracy", "items", n_items, items, lambda i: accuracy(run.correct_a[i])[0],
          float(run.correct_a.mean())),
         ("accuracy difference (paired)", "items", n_items, items,
-         lambda i: paired_accuracy(run.correct_a[i], run.correct_b[i], n_items).difference,
+         lambda i: accuracy_difference(run.correct_a[i], run.correct_b[i], n_items),
          float((run.correct_b - run.correct_a).mean()))]
     out = []
-    for name, unit, population, size, interval, truth in procedures:
+    for unit, size in (("windows", windows), ("items", items)):
+        chosen = [p for p in procedures if p[1] == unit]
+        population = chosen[0][2]
         if size == 0:
             continue
         n = population if size is None else min(size, population)
-        method, covered = "", 0
-        for k in range(draws):
-            iv = interval(_draw(design, population, n, unit, k))
-            method, covered = iv.method, covered + (iv.low <= truth <= iv.high)
-        out.append(Coverage(name, method, design, n, population, draws, covered))
+        if n == population:              # the whole set: the estimate is the value, nothing to simulate
+            out += [Coverage(name, interval(np.arange(n)).method, design, n, population, 0, 0)
+                    for name, _, _, _, interval, _ in chosen]
+            continue
+        samples = [_draw(design, population, n, unit, k) for k in range(draws)]    # one draw for every procedure
+        for name, _, _, _, interval, truth in chosen:
+            found = [interval(i) for i in samples]
+            out.append(Coverage(name, found[0].method, design, n, population, draws,
+                                sum(iv.low <= truth <= iv.high for iv in found)))
     return out
+
+
+def coverage_record(sizes: Sequence[tuple[str, int | None, int | None]], design: str,
+                    path: Path = FULL_RUN, draws: int = COVERAGE_DRAWS) -> dict:
+    """JSON-ready measured coverage for each (what uses it, windows, items) of ``sizes`` drawn by ``design``:
+    {"source", "nominal", "rows": [{"used_by", "procedure", "method", "design", "n", "population", "draws",
+    "covered"}]} (draws 0: the whole set, no sampling error), or {"missing": why} without the full-size run."""
+    try:
+        run = full_run(path)
+    except GbdError as e:
+        return {"missing": str(e)}
+    rows = [{"used_by": used_by, **asdict(c)} for used_by, windows, items in sizes
+            for c in coverage(run, windows, items, design, draws)]
+    return {"source": run.source, "nominal": CONFIDENCE, "rows": rows}
