@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
-from experiments.data import HellaSwagItem, hellaswag_items
+from experiments.data import HELLASWAG_VAL, HellaSwagItem, data_dir, hellaswag_items
 from experiments.errors import GbdError
 
 DEFAULT_SEQ_LEN = 2048  # SVD-LLM's evaluation window
@@ -406,12 +407,27 @@ def hellaswag_lm_eval(
     return _result_from_lm_eval(out, LOCAL_TASK, f"lm-eval {LOCAL_TASK} (local file)", LOCAL_NOTE)
 
 
+@lru_cache(maxsize=2)
+def _every_item(items_path: str | None, stamp: tuple[int, int]) -> tuple[HellaSwagItem, ...]:
+    """Every item of the HellaSwag file (``hellaswag_items(items_path)``), parsed once per (size, mtime) ``stamp``
+    of the file: a run draws from the same file for every configuration."""
+    return tuple(hellaswag_items(items_path))
+
+
+def every_item(items_path: str | None = None) -> tuple[HellaSwagItem, ...]:
+    """Every item of the HellaSwag file (None: the data folder's validation file), parsed once per file version."""
+    path = data_dir() / HELLASWAG_VAL if items_path is None else Path(items_path)
+    if not path.is_file():
+        return tuple(hellaswag_items(items_path))           # hellaswag_items' own error
+    return _every_item(items_path, (path.stat().st_size, path.stat().st_mtime_ns))
+
+
 def chosen_items(items_path: str | None = None, limit: int | None = None,
                  item_index: Sequence[int] | None = None) -> list[HellaSwagItem]:
     """The HellaSwag items ``item_index`` of the file (in that order), else its first ``limit`` items."""
     if item_index is None:
         return hellaswag_items(items_path, limit=limit)
-    every = hellaswag_items(items_path)
+    every = every_item(items_path)
     if not item_index or min(item_index) < 0 or max(item_index) >= len(every):
         raise GbdError(f"HellaSwag item indices must be a non-empty subset of 0..{len(every) - 1}")
     return [every[i] for i in item_index]

@@ -26,8 +26,9 @@ from experiments.compress import AllocationError, Compression, compress, errors,
 from experiments.data import (calibration_text, checksum_status, display_path, hellaswag_items, hellaswag_source,
                               wikitext2_test)
 from experiments.errors import GbdError
-from experiments.evaluation import (DTYPES, chosen_items, hellaswag_direct, hellaswag_lm_eval, model_context,
-                                    perplexity, prediction_disagreements, tokenize_corpus, windows_available)
+from experiments.evaluation import (DTYPES, chosen_items, every_item, hellaswag_direct, hellaswag_lm_eval,
+                                    model_context, perplexity, prediction_disagreements, tokenize_corpus,
+                                    windows_available)
 from experiments.loading import LoadedModel
 from experiments.phase import absolute_lambda
 from experiments.sampling import Sample
@@ -135,7 +136,7 @@ def prepare(loaded: LoadedModel, budget: Mode, seed: int, cache_dir: Path, kind:
     budget, adjustments = fit_to_context(budget, model)
     calib, test = calibration_text(), wikitext2_test()
     hs_path, hs_sha = hellaswag_source()
-    items_available = len(hellaswag_items())                 # a corrupt HellaSwag file fails here, not after hours
+    items_available = len(every_item())                      # a corrupt HellaSwag file fails here, not after hours
     sources = {"calibration": data_source(calib.path, calib.sha256, name=calib.name, sequences=budget.calib_n,
                                           tokens_each=budget.calib_T, seed=seed),
                "wikitext2_test": data_source(test.path, test.sha256, name=test.name),
