@@ -23,7 +23,7 @@ from experiments.audit.modes import Mode
 from experiments.cache import cache_key, code_version, read_entry, write_entry
 from experiments.calibration import calibration_batch, model_fingerprint, second_moments
 from experiments.compress import AllocationError, Compression, compress, errors, frobenius_error_fraction
-from experiments.data import (calibration_text, checksum_status, display_path, hellaswag_items, hellaswag_source,
+from experiments.data import (calibration_text, checksum_status, display_path, hellaswag_source,
                               wikitext2_test)
 from experiments.errors import GbdError
 from experiments.evaluation import (DTYPES, chosen_items, every_item, hellaswag_direct, hellaswag_lm_eval,
