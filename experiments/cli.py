@@ -68,6 +68,15 @@ def _dtype_option(p: argparse.ArgumentParser) -> None:
                         "prints its measured NLL change) [float32]")
 
 
+def _sample_option(p: argparse.ArgumentParser) -> None:
+    from experiments.sampling import SAMPLINGS
+
+    p.add_argument("--sample", choices=SAMPLINGS, default="random",
+                   help="which perplexity windows and HellaSwag items: random (drawn without replacement, seeded "
+                        "by --seed, one draw for every configuration) or first (the first k: contiguous, not "
+                        "representative; named in the report) [random]")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="gbd-audit", description=__doc__.split("\n\n")[0],
                                   formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -79,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--beyond", action="store_true",
                    help="also measure what the paper left open (as `gbd-audit beyond`), as a section of the report")
     _dtype_option(p)
+    _sample_option(p)
     p.set_defaults(run=cmd_report)
     p = sub.add_parser("verify", help="the theorem audits (BCA, Theorem 1, Theorem 2, Corollary 3)")
     _common(p, model=False)
@@ -97,6 +107,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="also write the table and every row to OUT/surgery.md and OUT/surgery.json")
     _dtype_option(p)
+    _sample_option(p)
     p.set_defaults(run=cmd_surgery)
     p = sub.add_parser("beyond", help="what the paper left open: cross-layer objectives, controls, ratio sweep")
     _common(p, mode_default="quick")
@@ -104,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
                    help="only these questions (cross-layer, unification-gap, whitened-bundle, table4, ratio-sweep, "
                         "other-weights)")
     p.add_argument("--out", type=Path, default=None, help="output folder [reports/<model>-<mode>]")
+    _sample_option(p)
     p.set_defaults(run=cmd_beyond)
     p = sub.add_parser("bench", help="one BCA sweep at Pythia-1.4B size; calibration and evaluation throughput "
                                      "beside lm-evaluation-harness")
@@ -204,7 +216,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
     out = args.out or default_out(Path(model).stem if model.endswith(".gguf") else model.split("/")[-1], args.mode)
     results, path = reproduce(model, args.mode, args.seed, args.ratio, args.kind, out, args.cache_dir, command,
-                              progress=not args.quiet, dtype=args.dtype, beyond=args.beyond, device=args.device)
+                              progress=not args.quiet, dtype=args.dtype, beyond=args.beyond, device=args.device,
+                              sample=args.sample)
     verdicts = results["verdicts"]
     width = max(len(k) for k in verdicts)
     for claim_id, v in verdicts.items():
@@ -280,10 +293,10 @@ def cmd_surgery(args: argparse.Namespace) -> None:
     loaded = load_model(args.model, device=args.device)
     if args.method is not None:
         part = method_part(loaded, args.method, args.kind, args.ratio, args.mode, args.seed, args.cache_dir,
-                           progress=not args.quiet, dtype=args.dtype)
+                           progress=not args.quiet, dtype=args.dtype, sample=args.sample)
     else:
         part = surgery_part(loaded, args.kind, args.ratio, args.mode, args.seed, args.cache_dir, args.only,
-                            progress=not args.quiet, dtype=args.dtype)
+                            progress=not args.quiet, dtype=args.dtype, sample=args.sample)
     text = surgery_text(loaded, args, part)
     print(text)
     if args.out is not None:
@@ -334,7 +347,7 @@ def cmd_beyond(args: argparse.Namespace) -> None:
     loaded = load_model(model, device=args.device)
     out = args.out or default_out(loaded.name, args.mode)
     data = run_open_questions(loaded, mode(args.mode), args.ratio, args.seed, args.cache_dir, args.question,
-                              progress=not args.quiet)
+                              progress=not args.quiet, sample=args.sample)
     write_json(out / "beyond.json", data)
     (out / "beyond.md").write_text(render_section(data, out) + "\n")
     print(f"written to {out / 'beyond.md'} and {out / 'beyond.json'}")

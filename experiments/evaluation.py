@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
-from experiments.data import HELLASWAG_SOURCES, HellaSwagItem, hellaswag_items, source_choice
+from experiments.data import HELLASWAG_SOURCES, HELLASWAG_VAL, HellaSwagItem, data_dir, hellaswag_items, source_choice
 from experiments.errors import GbdError
 
 DEFAULT_SEQ_LEN = 2048  # SVD-LLM's evaluation window
@@ -104,8 +105,15 @@ def _resolve_seq_len(model: nn.Module, seq_len: int | None) -> int:
     return seq_len
 
 
-def _windows(ids: torch.Tensor, seq_len: int, max_windows: int | None) -> tuple[torch.Tensor, int]:
-    """The first ``min(max_windows, len // seq_len)`` full windows as a (W, seq_len) tensor, and ``len // seq_len``."""
+def windows_available(model: nn.Module, ids: torch.Tensor, seq_len: int | None = None) -> int:
+    """W = len(ids) // seq_len, the number of full windows of the protocol (``seq_len`` as in ``perplexity``)."""
+    return ids.numel() // _resolve_seq_len(model, seq_len)
+
+
+def _windows(ids: torch.Tensor, seq_len: int, max_windows: int | None,
+             window_index: Sequence[int] | None = None) -> tuple[torch.Tensor, int]:
+    """The windows ``window_index`` (indices into the ``len // seq_len`` full windows) or else the first
+    ``min(max_windows, len // seq_len)``, as a (W, seq_len) tensor, and ``len // seq_len``."""
     if ids.dim() != 1:
         raise GbdError(f"token ids must be 1-D, got shape {tuple(ids.shape)}")
     available = ids.numel() // seq_len
@@ -113,8 +121,12 @@ def _windows(ids: torch.Tensor, seq_len: int, max_windows: int | None) -> tuple[
         raise GbdError(f"corpus of {ids.numel()} tokens is shorter than one window of {seq_len} tokens")
     if max_windows is not None and max_windows < 1:
         raise GbdError(f"max_windows must be at least 1, got {max_windows}")
-    n = available if max_windows is None else min(max_windows, available)
-    return ids[: n * seq_len].view(n, seq_len), available
+    every = ids[: available * seq_len].view(available, seq_len)
+    if window_index is not None:
+        if not window_index or min(window_index) < 0 or max(window_index) >= available:
+            raise GbdError(f"window indices must be a non-empty subset of 0..{available - 1}")
+        return every[torch.as_tensor(list(window_index), dtype=torch.long)], available
+    return every[: available if max_windows is None else min(max_windows, available)], available
 
 
 LOSS_CHUNK = 256  # positions per lm_head + cross-entropy chunk
@@ -158,10 +170,12 @@ def perplexity(
     progress: bool = True,
     dtype: str = "float32",
     chunk: int | None = LOSS_CHUNK,
+    window_index: Sequence[int] | None = None,
 ) -> PerplexityResult:
     """Token-weighted perplexity over non-overlapping windows (the SVD-LLM protocol, see module docstring).
 
-    ``seq_len`` defaults to min(2048, model context); ``max_windows`` evaluates only the first k windows.
+    ``seq_len`` defaults to min(2048, model context); ``window_index`` evaluates those windows (indices into the
+    test set's windows, e.g. an ``experiments.sampling.Sample`` draw), else ``max_windows`` the first k windows.
     A window with non-finite NLL is counted in ``nonfinite_windows`` and left out of the average;
     if every window is non-finite the perplexity is NaN. ``dtype`` "bfloat16" runs the model under bfloat16
     autocast (the loss stays float32); ``chunk``: see ``_window_nll``.
@@ -169,7 +183,7 @@ def perplexity(
     if dtype not in DTYPES:
         raise GbdError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     seq_len = _resolve_seq_len(model, seq_len)
-    windows, available = _windows(ids.to(torch.long), seq_len, max_windows)
+    windows, available = _windows(ids.to(torch.long), seq_len, max_windows, window_index)
     device = _model_device(model)
     per_window: list[float] = []
     with torch.inference_mode(), torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "float32"):
@@ -181,7 +195,8 @@ def perplexity(
     n = windows.shape[0]
     protocol = (
         f"SVD-LLM: {n} of {available} non-overlapping windows of {seq_len} tokens"
-        f"{' (first windows only)' if n < available else ''}, last partial window dropped, "
+        f"{'' if n == available else ' (chosen windows)' if window_index is not None else ' (first windows only)'}"
+        ", last partial window dropped, "
         f"token-weighted mean NLL over {seq_len - 1} next-token predictions per window"
     )
     return PerplexityResult(
@@ -335,16 +350,18 @@ LM_EVAL_MODELS = ("packed", "hflm")  # experiments.lm_eval_packed.PackedHFLM (de
 
 
 def _run_lm_eval(model: nn.Module, tokenizer, task: str, task_manager, limit: int | None, batch_size: int,
-                 lm_model: str) -> dict:
-    """simple_evaluate on the in-memory model wrapped in ``lm_model`` (LM_EVAL_MODELS); lm-eval's output dict
-    (with samples)."""
+                 lm_model: str, doc_index: Sequence[int] | None = None) -> dict:
+    """simple_evaluate on the in-memory model wrapped in ``lm_model`` (LM_EVAL_MODELS) over the task's first
+    ``limit`` docs, or its docs ``doc_index`` (lm-eval's ``samples``); lm-eval's output dict (with samples)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
     from experiments.lm_eval_packed import PackedHFLM
 
     lm = (PackedHFLM if lm_model == "packed" else HFLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    return simple_evaluate(model=lm, tasks=[task], limit=limit, task_manager=task_manager, log_samples=True)
+    samples = None if doc_index is None else {task: [int(i) for i in doc_index]}
+    return simple_evaluate(model=lm, tasks=[task], limit=None if samples else limit, samples=samples,
+                           task_manager=task_manager, log_samples=True)
 
 
 def _result_from_lm_eval(out: dict, task: str, source: str, note: str) -> HellaSwagResult:
@@ -368,6 +385,7 @@ def hellaswag_lm_eval(
     limit: int | None = None,
     batch_size: int = 8,
     lm_model: str = "packed",
+    item_index: Sequence[int] | None = None,
 ) -> HellaSwagResult:
     """HellaSwag acc/acc_norm through lm-evaluation-harness on the in-memory model, zero-shot.
 
@@ -375,8 +393,8 @@ def hellaswag_lm_eval(
     endings in one row: the same log-likelihoods as HFLM at about half the tokens) or "hflm" (lm-eval's HFLM).
 
     ``items_path`` None: the local six-line file (experiments.data default), or lm-eval's own hellaswag task
-    where ``$GBD_HELLASWAG`` is lm-eval (``--hellaswag lm-eval``); a path: that file. ``limit`` keeps the first
-    items only.
+    where ``$GBD_HELLASWAG`` is lm-eval (``--hellaswag lm-eval``); a path: that file. ``item_index`` evaluates
+    those items (indices into the file, in this order), else ``limit`` keeps the first items only.
     """
     from lm_eval.tasks import TaskManager
 
@@ -387,10 +405,10 @@ def hellaswag_lm_eval(
     if items_path is None and source_choice("GBD_HELLASWAG", HELLASWAG_SOURCES) == "lm-eval":
         task, manager = lm_eval_hellaswag()[:2]
         with quiet_lm_eval():
-            out = _run_lm_eval(model, tokenizer, task, manager, limit, batch_size, lm_model)
+            out = _run_lm_eval(model, tokenizer, task, manager, limit, batch_size, lm_model, item_index)
         return _result_from_lm_eval(out, task, f"lm-eval {task} (its own dataset)", LM_EVAL_NOTE)
     with quiet_lm_eval():
-        items = hellaswag_items(items_path, limit=limit)
+        items = chosen_items(items_path, limit, item_index)
         with tempfile.TemporaryDirectory(prefix="gbd_hellaswag_") as tmp:
             _write_local_task(Path(tmp), items)
             manager = TaskManager(include_path=tmp, include_defaults=False)
@@ -431,6 +449,32 @@ def hub_items(docs: Sequence[dict], limit: int | None = None) -> list[HellaSwagI
     lm-eval's process_docs joins), for the independent scorer ``hellaswag_direct``."""
     return [HellaSwagItem(d["activity_label"], d["ctx_a"] + " " + d["ctx_b"].capitalize(), list(d["endings"]),
                           int(d["label"])) for d in list(docs)[:limit]]
+
+
+@lru_cache(maxsize=2)
+def _every_item(items_path: str | None, stamp: tuple[int, int]) -> tuple[HellaSwagItem, ...]:
+    """Every item of the HellaSwag file (``hellaswag_items(items_path)``), parsed once per (size, mtime) ``stamp``
+    of the file: a run draws from the same file for every configuration."""
+    return tuple(hellaswag_items(items_path))
+
+
+def every_item(items_path: str | None = None) -> tuple[HellaSwagItem, ...]:
+    """Every item of the HellaSwag file (None: the data folder's validation file), parsed once per file version."""
+    path = data_dir() / HELLASWAG_VAL if items_path is None else Path(items_path)
+    if not path.is_file():
+        return tuple(hellaswag_items(items_path))           # hellaswag_items' own error
+    return _every_item(items_path, (path.stat().st_size, path.stat().st_mtime_ns))
+
+
+def chosen_items(items_path: str | None = None, limit: int | None = None,
+                 item_index: Sequence[int] | None = None) -> list[HellaSwagItem]:
+    """The HellaSwag items ``item_index`` of the file (in that order), else its first ``limit`` items."""
+    if item_index is None:
+        return hellaswag_items(items_path, limit=limit)
+    every = every_item(items_path)
+    if not item_index or min(item_index) < 0 or max(item_index) >= len(every):
+        raise GbdError(f"HellaSwag item indices must be a non-empty subset of 0..{len(every) - 1}")
+    return [every[i] for i in item_index]
 
 
 def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:

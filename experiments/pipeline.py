@@ -23,14 +23,15 @@ from experiments.audit.modes import Mode
 from experiments.cache import cache_key, code_version, read_entry, write_entry
 from experiments.calibration import calibration_windows, model_fingerprint, second_moments
 from experiments.compress import AllocationError, Compression, compress, errors, frobenius_error_fraction
-from experiments.data import (HELLASWAG_SOURCES, calibration_text, checksum_status, display_path, hellaswag_items,
-                              hellaswag_source, source_choice, wikitext2_test)
+from experiments.data import (HELLASWAG_SOURCES, calibration_text, checksum_status, display_path, hellaswag_source,
+                              source_choice, wikitext2_test)
 from experiments.errors import GbdError
-from experiments.evaluation import (DTYPES, LM_EVAL_NOTE, docs_sha256, hellaswag_direct, hellaswag_lm_eval, hub_items,
-                                    lm_eval_hellaswag, model_context, perplexity, prediction_disagreements,
-                                    tokenize_corpus)
+from experiments.evaluation import (DTYPES, LM_EVAL_NOTE, chosen_items, docs_sha256, every_item, hellaswag_direct,
+                                    hellaswag_lm_eval, hub_items, lm_eval_hellaswag, model_context, perplexity,
+                                    prediction_disagreements, tokenize_corpus, windows_available)
 from experiments.loading import LoadedModel
 from experiments.phase import absolute_lambda
+from experiments.sampling import Sample
 from experiments.surgery import installed, module_parameters, read_targets
 from experiments.unigram import unigram_baseline
 from theory.corners import sandwich
@@ -95,6 +96,17 @@ class Context:
     dtype: str = "float32"            # perplexity's autocast dtype (experiments.evaluation.DTYPES)
     cache_dir: Path | None = None     # where ``evaluated`` keeps evaluations by content (None: not cached)
     device: str = "cpu"               # where the model runs (experiments.loading.device_of): part of every key
+    sample: Sample = Sample()         # the run's one draw of windows and items (experiments.sampling)
+    windows_available: int = 0        # N: the test set's windows
+    items_available: int = 0          # the HellaSwag validation file's items
+
+    def window_index(self, k: int | None) -> tuple[int, ...]:
+        """The run's ``k`` perplexity windows (None: all), indices into the test set's windows."""
+        return self.sample.draw(self.windows_available, k, "windows")
+
+    def item_index(self, k: int | None) -> tuple[int, ...]:
+        """The run's ``k`` HellaSwag items (None: all), indices into the validation file."""
+        return self.sample.draw(self.items_available, k, "items")
 
     @property
     def c(self) -> float:
@@ -130,15 +142,17 @@ def hellaswag_data_source(path: Path, digest: str) -> dict[str, Any]:
 
 
 def prepare(loaded: LoadedModel, budget: Mode, seed: int, cache_dir: Path, kind: str = "attn_out",
-            progress: bool = True) -> Context:
-    """Read the targets and every data file (checked against SHA256SUMS), then calibrate (cached) and
-    tokenize the test text. Everything that can fail without calibrating fails before it."""
+            progress: bool = True, sample: Sample | None = None) -> Context:
+    """Read the targets and every data file (checked against SHA256SUMS), then calibrate (cached) with ``seed``
+    and tokenize the test text. ``sample`` (default: random windows and items seeded by ``seed``) is the run's
+    draw: the seed-spread rows, calibrated with other seeds, pass the run's. Everything that can fail without
+    calibrating fails before it."""
     model, tok = loaded.model, loaded.tokenizer
     names, weights, biases = read_targets(model, kind)
     budget, adjustments = fit_to_context(budget, model)
     calib, test = calibration_text(), wikitext2_test()
     hs_path, hs_sha = hellaswag_source()
-    hellaswag_items(limit=budget.hellaswag_items)            # a corrupt HellaSwag file fails here, not after hours
+    items_available = len(every_item())                      # a corrupt HellaSwag file fails here, not after hours
     sources = {"calibration": data_source(calib.path, calib.sha256, name=calib.name, sequences=budget.calib_n,
                                           tokens_each=budget.calib_T, seed=seed),
                "wikitext2_test": data_source(test.path, test.sha256, name=test.name),
@@ -153,24 +167,31 @@ def prepare(loaded: LoadedModel, budget: Mode, seed: int, cache_dir: Path, kind:
     key = cache_key(fingerprint, kind, str(seed), calib.sha256)      # the calibration source keys its cache file
     sigma = second_moments(model, names, batch, progress=progress,
                            cache=cache_dir / f"calibration-{key[:16]}-{budget.calib_n}x{budget.calib_T}.pt")
-    return Context(loaded, kind, names, weights, biases, [sigma[n] for n in names], tokenize_corpus(tok, test.text),
-                   fingerprint, budget, sources, adjustments, cache_dir=cache_dir, device=loaded.device)
+    test_ids = tokenize_corpus(tok, test.text)
+    return Context(loaded, kind, names, weights, biases, [sigma[n] for n in names], test_ids, fingerprint, budget,
+                   sources, adjustments, cache_dir=cache_dir, device=loaded.device,
+                   sample=sample or Sample("random", seed), windows_available=windows_available(model, test_ids),
+                   items_available=items_available)
 
 
-def evaluate(ctx: Context, windows: int | None, items: int | None, progress: bool = True) -> dict[str, Any]:
-    """The model as it is now: perplexity (SVD-LLM protocol, ``ctx.dtype``) on the first ``windows`` windows
-    (None: all) with every window's summed NLL and token count, and HellaSwag (lm-eval) acc, acc_norm, their
-    standard errors and the per-item gold, predictions and log-likelihoods (for paired comparisons) on the first
-    ``items`` (None: all; 0: skipped, the row then has no HellaSwag fields)."""
+def evaluate(ctx: Context, window_index: Sequence[int], item_index: Sequence[int],
+             progress: bool = True) -> dict[str, Any]:
+    """The model as it is now: perplexity (SVD-LLM protocol, ``ctx.dtype``) on the windows ``window_index``
+    with every window's summed NLL and token count, and HellaSwag (lm-eval) acc, acc_norm, their standard errors
+    and the per-item gold, predictions and log-likelihoods (for paired comparisons) on the items ``item_index``
+    (empty: skipped, the row then has no HellaSwag fields). The row records both index lists and the sizes of
+    the populations they were drawn from (for the finite-population intervals)."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
-    ppl = perplexity(model, ctx.test_ids, max_windows=windows, progress=progress, dtype=ctx.dtype)
+    ppl = perplexity(model, ctx.test_ids, window_index=window_index, progress=progress, dtype=ctx.dtype)
     row: dict[str, Any] = {"ppl": ppl.ppl, "ppl_protocol": ppl.protocol, "nonfinite_windows": ppl.nonfinite_windows,
                            "ppl_tokens": ppl.n_tokens, "ppl_dtype": ppl.dtype, "ppl_window_nll": list(ppl.window_nll),
-                           "ppl_window_tokens": list(ppl.window_tokens)}
-    if items == 0:
+                           "ppl_window_tokens": list(ppl.window_tokens), "ppl_window_index": list(window_index),
+                           "ppl_windows_available": ppl.windows_available}
+    if not item_index:
         return row
-    hs = hellaswag_lm_eval(model, tok, limit=items)
-    return {**row, "hellaswag_acc": hs.acc, "hellaswag_acc_norm": hs.acc_norm, "hellaswag_acc_stderr": hs.acc_stderr,
+    hs = hellaswag_lm_eval(model, tok, item_index=item_index)
+    return {**row, "hellaswag_item_index": list(item_index), "hellaswag_items_available": ctx.items_available,
+            "hellaswag_acc": hs.acc, "hellaswag_acc_norm": hs.acc_norm, "hellaswag_acc_stderr": hs.acc_stderr,
             "hellaswag_acc_norm_stderr": hs.acc_norm_stderr, "hellaswag_n": hs.n, "hellaswag_source": hs.source,
             "hellaswag_note": hs.note, "hellaswag_gold": list(hs.gold), "hellaswag_pred": list(hs.predictions),
             "hellaswag_pred_norm": list(hs.predictions_norm), "hellaswag_logliks": [list(x) for x in hs.logliks]}
@@ -191,25 +212,28 @@ def installed_digest(names: Sequence[str], compression: Compression | None) -> s
 
 def evaluated(ctx: Context, compression: Compression | None, windows: int | None, items: int | None,
               progress: bool = True) -> dict[str, Any]:
-    """``evaluate`` with ``compression`` installed (None: the model as it is), cached by content under
-    ``ctx.cache_dir``: the key is the code version, the model's weights, ``installed_digest``, the windows, items
-    and dtype, and the sha256 of the test and HellaSwag files. A configuration that installs the same factors as
-    one evaluated before (the surgery's V1 and the open questions' V1; Table 4's cells that are the surgery's
+    """``evaluate`` with ``compression`` installed (None: the model as it is) on the run's draw of ``windows``
+    windows (None: all) and ``items`` items (None: all; 0: none), cached by content under ``ctx.cache_dir``: the
+    key is the code version, the model's weights, ``installed_digest``, the drawn window and item indices and
+    dtype, and the sha256 of the test and HellaSwag files. A configuration that installs the same factors as one
+    evaluated before (the surgery's V1 and the open questions' V1; Table 4's cells that are the surgery's
     convention rows) is evaluated once."""
+    window_index = ctx.window_index(windows)
+    item_index = () if items == 0 else ctx.item_index(items)
     path = None
     if ctx.cache_dir is not None:
-        key = cache_key(code_version(), ctx.fingerprint, installed_digest(ctx.names, compression), str(windows),
-                        str(items), ctx.dtype, ctx.device,
+        key = cache_key(code_version(), ctx.fingerprint, installed_digest(ctx.names, compression), str(window_index),
+                        str(item_index), ctx.dtype, ctx.device,
                         *(str(ctx.sources[k]["sha256"]) for k in ("wikitext2_test", "hellaswag")))
         path = ctx.cache_dir / "evaluations" / f"{key[:24]}.json"
         cached = read_entry(path, key)
         if cached is not None:
             return cached
     if compression is None:
-        row = evaluate(ctx, windows, items, progress)
+        row = evaluate(ctx, window_index, item_index, progress)
     else:
         with installed(ctx.loaded.model, ctx.names, compression):
-            row = evaluate(ctx, windows, items, progress)
+            row = evaluate(ctx, window_index, item_index, progress)
     if path is not None:
         write_entry(path, key, row)
     return row
@@ -223,7 +247,7 @@ def check_dtype(dtype: str) -> None:
 
 def dtype_check(ctx: Context, budget: Mode) -> dict[str, Any]:
     """Mean NLL of the uncompressed model over the budget's windows in float32 and in ``ctx.dtype``."""
-    kwargs = {"max_windows": budget.ppl_windows, "progress": False}
+    kwargs = {"window_index": ctx.window_index(budget.ppl_windows), "progress": False}
     base = perplexity(ctx.loaded.model, ctx.test_ids, **kwargs)
     other = perplexity(ctx.loaded.model, ctx.test_ids, dtype=ctx.dtype, **kwargs)
     mean, mean_other = base.nll_sum / base.n_tokens, other.nll_sum / other.n_tokens
@@ -234,11 +258,13 @@ def dtype_check(ctx: Context, budget: Mode) -> dict[str, Any]:
 def hellaswag_cross_check(ctx: Context, budget: Mode) -> dict[str, Any]:
     """lm-eval vs the independent direct scorer on the same items of the uncompressed model."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
-    harness = hellaswag_lm_eval(model, tok, limit=budget.hellaswag_items)
+    item_index = ctx.item_index(budget.hellaswag_items)
+    harness = hellaswag_lm_eval(model, tok, item_index=item_index)
     if source_choice("GBD_HELLASWAG", HELLASWAG_SOURCES) == "lm-eval":    # the items lm-eval scored, six-line form
-        items = hub_items(lm_eval_hellaswag()[2], budget.hellaswag_items)
+        every = hub_items(lm_eval_hellaswag()[2])
+        items = [every[i] for i in item_index]
     else:
-        items = hellaswag_items(limit=budget.hellaswag_items)
+        items = chosen_items(item_index=item_index)
     direct = hellaswag_direct(model, tok, items)
     acc_diff, norm_diff = prediction_disagreements(harness, direct)
     return {"n": harness.n, "lm_eval_acc": harness.acc, "direct_acc": direct.acc, "lm_eval_acc_norm":
@@ -266,10 +292,10 @@ def compress_config(ctx: Context, config: Config, d: int, budget: Mode) -> Compr
 
 def row_key(ctx: Context, config: object, d: int, budget: Mode) -> str:
     """The cache key of one row: code version, model weights, kind, budget, configuration (a frozen dataclass
-    such as ``Config`` whose repr names every option), d, seed, the sha256 of every data file and the
-    perplexity dtype."""
+    such as ``Config`` whose repr names every option), d, seed, the run's sample (design and seed, which fix the
+    drawn windows and items), the sha256 of every data file and the perplexity dtype."""
     return cache_key(code_version(), ctx.fingerprint, ctx.kind, repr(budget), repr(config), str(d),
-                     str(ctx.sources["calibration"]["seed"]),
+                     str(ctx.sources["calibration"]["seed"]), repr(ctx.sample),
                      *(str(ctx.sources[k]["sha256"]) for k in ("calibration", "wikitext2_test", "hellaswag")),
                      ctx.dtype, ctx.device)
 

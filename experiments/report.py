@@ -67,10 +67,12 @@ def claims_section(judgements: Sequence[Judgement]) -> str:
         "## Claims and verdicts", f"Verdicts on {len(judgements)} claims: {summary}. Of these, {not_evidence} are "
         "true by construction or this audit's own results, not evidence about the paper"
         + (f"; every 'transfers' / 'does not transfer' verdict was measured on {', '.join(models)}, not on the "
-           "paper's model" if models else "") + ". Intervals are 95 %: "
-        f"perplexity by a paired percentile bootstrap over evaluation windows ({statistics.RESAMPLES} resamples, "
-        f"seed {statistics.BOOTSTRAP_SEED}), HellaSwag differences paired over items with an exact McNemar test, "
-        "Spearman rho by a bootstrap over configurations.",
+           "paper's model" if models else "") + ". Intervals are 95 % and for "
+        "the whole test set / all items: perplexity and paired perplexity ratios by a t interval with "
+        "finite-population correction over the sampled windows, HellaSwag differences by the same over the "
+        "sampled items (paired) with an exact McNemar test, Spearman rho by a bootstrap over configurations "
+        f"({statistics.RESAMPLES} resamples, seed {statistics.BOOTSTRAP_SEED}); the section \"Samples and "
+        "intervals\" gives each procedure's measured coverage.",
         table(["id", "section", "claim", "paper", "measured in this run [95 % interval]", "verdict", "why",
                "sample size that would detect the paper's effect"], rows),
         "<details><summary>How each verdict is decided</summary>\n\n" + classes + "\n\n"
@@ -230,6 +232,35 @@ def surgery_section(results: dict[str, Any], out_dir: Path) -> str:
     return "\n\n".join(parts)
 
 
+COVERAGE_HEADER = ["used by", "quantity", "interval procedure", "sample", "measured coverage of the whole-set value"]
+
+
+def sampling_section(surgery: dict[str, Any]) -> str:
+    """What was sampled, how, and the measured coverage of each interval procedure at this run's sizes."""
+    sample, measured = surgery.get("sample"), surgery.get("coverage") or {}
+    drawn = ("Windows and items: not recorded (results from before sampling was recorded)." if sample is None else
+             f"Perplexity windows: {sample['windows']}. HellaSwag items: {sample['items']}. One draw for the whole "
+             "run, shared by every configuration and calibration seed, so every comparison is paired; each row "
+             "records its indices (`ppl_window_index`, `hellaswag_item_index` in results.json).")
+    if "rows" not in measured:
+        return "\n\n".join(["## Samples and intervals", drawn,
+                             f"Coverage not measured: {measured.get('missing', 'not recorded in this run')}."])
+
+    def covered(c: dict[str, Any]) -> str:
+        if not c["draws"]:
+            return "the whole set: no sampling error"
+        return f"{100 * c['covered'] / c['draws']:.1f} % of {c['draws']} draws"
+    rows = [(c["used_by"], c["procedure"], c["method"], f"{c['n']} of {c['population']} ({c['design']})", covered(c))
+            for c in measured["rows"]]
+    return "\n\n".join([
+        "## Samples and intervals", drawn,
+        f"Each interval procedure was simulated on the committed full-size run ({measured['source']}): samples of "
+        "this run's sizes, drawn the way this run draws them (first k: a contiguous block at a random start), "
+        f"and the share of nominal {100 * measured['nominal']:.0f} % intervals that cover the value on every "
+        "window / item (ratio and difference: SVD-LLM V1 against the original).",
+        table(COVERAGE_HEADER, rows)])
+
+
 def _rho_text(rho: statistics.Interval | None) -> str:
     return "n/a (< 3 points)" if rho is None else f"{rho.text(3)} (n = {rho.n})"
 
@@ -325,7 +356,7 @@ def render(results: dict[str, Any], judgements: Sequence[Judgement], out_dir: Pa
         "(hashes at the end). Every number below was measured by this run.", *data_warnings(results)])
     sections = [head, claims_section(judgements), theory_section(results["theory"], out_dir),
                 phase_section(results["phase"], out_dir), frobenius_baselines_section(results),
-                surgery_section(results, out_dir),
+                surgery_section(results, out_dir), sampling_section(results["surgery"]),
                 seeds_section(results), mechanism_section(results, out_dir)]
     if results.get("beyond"):
         from experiments.methods.open_report import render_section   # it imports this module's table helpers

@@ -26,15 +26,17 @@ from experiments.audit.measures import SEED_METHODS
 from experiments.audit.modes import Mode
 from experiments.audit.modes import mode as mode_named
 from experiments.audit.results import Results
+from experiments.audit.statistics import coverage_record
 from experiments.audit.verdicts import judge_all
 from experiments.cache import ensure_writable
 from experiments.data import sha256
 from experiments.loading import LoadedModel, load_model
 from experiments.methods.open_questions import run_open_questions
 from experiments.phase import phase_diagram
-from experiments.pipeline import (check_dtype, check_ratio, choose_configs, configs, dtype_check, hellaswag_cross_check,
-                                  prepare, rank_for, run_surgery, unigram_of)
+from experiments.pipeline import (Context, check_dtype, check_ratio, choose_configs, configs, dtype_check,
+                                  hellaswag_cross_check, prepare, rank_for, run_surgery, unigram_of)
 from experiments.quantization import rounding_noise_fraction
+from experiments.sampling import Sample, check_sampling
 from experiments.surgery import read_targets
 from experiments.threads import part_threads
 from experiments.verify import audit_theory
@@ -78,18 +80,23 @@ def phase_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, progress
 
 
 def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: int, cache_dir: Path,
-                 only: Sequence[str] | None = None, progress: bool = True, dtype: str = "float32") -> dict[str, Any]:
+                 only: Sequence[str] | None = None, progress: bool = True, dtype: str = "float32",
+                 sample: str = "random") -> dict[str, Any]:
     """Calibrate (cached), then compress / install / evaluate each configuration (cached), plus the
     lm-eval vs direct HellaSwag cross-check on the uncompressed model. With every configuration (``only``
     None), the methods of ``SEED_METHODS`` are re-run with each further calibration seed of the mode
-    (``seed_rows``, by seed). ``dtype`` "bfloat16": perplexity under bfloat16 autocast, with its measured NLL
-    change on the uncompressed model (``dtype_check``)."""
+    (``seed_rows``, by seed), on the same windows and items. ``dtype`` "bfloat16": perplexity under bfloat16
+    autocast, with its measured NLL change on the uncompressed model (``dtype_check``). ``sample``: how the
+    windows and items are drawn (``experiments.sampling``; one draw seeded by ``seed``), recorded as ``sample``,
+    with the measured coverage of every interval procedure at the mode's sizes (``coverage``)."""
     budget = mode_named(mode)
     choose_configs(budget, only)        # every check that needs no calibration comes before it
     check_ratio(ratio)
     check_dtype(dtype)
+    check_sampling(sample)
     ensure_writable(cache_dir, "cache folder")
-    ctx = prepare(loaded, budget, seed, cache_dir, kind, progress)
+    drawn = Sample(sample, seed)
+    ctx = prepare(loaded, budget, seed, cache_dir, kind, progress, drawn)
     ctx.dtype = dtype
     budget = ctx.budget                 # the calibration window clipped to the model's context, if it had to be
     d = rank_for(ctx.weights, ratio)
@@ -97,21 +104,34 @@ def surgery_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, seed: 
     cross = hellaswag_cross_check(ctx, budget) if only is None else None
     checked = dtype_check(ctx, budget) if dtype != "float32" else None
     seed_rows = {} if only is not None else seed_runs(loaded, budget, budget.seeds(seed)[1:], d, cache_dir, kind,
-                                                          progress, dtype)
+                                                          progress, dtype, drawn)
     return {"dtype_check": checked, "d": d, "D": min(min(w.shape) for w in ctx.weights), "kind": kind,
             "budget": asdict(budget),
             "lambda_unit_c": ctx.c, "sources": ctx.sources, "fingerprint": ctx.fingerprint, "rows": rows,
             "hellaswag_cross_check": cross, "seed_rows": seed_rows,
-            "adjustments": ctx.adjustments, "unigram": unigram_of(ctx, rows)}
+            "adjustments": ctx.adjustments, "unigram": unigram_of(ctx, rows), "sample": sample_record(ctx, budget),
+            "coverage": coverage_record([("surgery", budget.ppl_windows, budget.hellaswag_items),
+                                         ("what the paper left open: sweeps", budget.open_sweep_windows,
+                                          budget.open_sweep_items)], sample)}
+
+
+def sample_record(ctx: Context, budget: Mode) -> dict[str, Any]:
+    """The run's draw in words and its design, for the report."""
+    windows, items = ctx.window_index(budget.ppl_windows), ctx.item_index(budget.hellaswag_items)
+    return {"how": ctx.sample.how, "seed": ctx.sample.seed,
+            "windows": ctx.sample.describe(len(windows), ctx.windows_available, "windows"),
+            "items": ctx.sample.describe(len(items), ctx.items_available, "HellaSwag items")}
 
 
 def seed_runs(loaded: LoadedModel, budget: Mode, seeds: Sequence[int], d: int, cache_dir: Path, kind: str,
-              progress: bool = True, dtype: str = "float32") -> dict[str, list[dict[str, Any]]]:
-    """The main-table rows of ``SEED_METHODS`` calibrated with each of ``seeds`` (cached like every row)."""
+              progress: bool = True, dtype: str = "float32",
+              sample: Sample | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The main-table rows of ``SEED_METHODS`` calibrated with each of ``seeds`` (cached like every row), evaluated
+    on the run's ``sample`` (default: the draw seeded by the first of ``seeds``)."""
     labels = [c.label for c in configs(budget) if c.table == "main" and c.method in SEED_METHODS]
     out = {}
     for other in seeds:
-        ctx = prepare(loaded, budget, other, cache_dir, kind, progress)
+        ctx = prepare(loaded, budget, other, cache_dir, kind, progress, sample)
         ctx.dtype = dtype
         out[str(other)] = run_surgery(ctx, budget, d, cache_dir, labels, progress)
     return out
@@ -119,13 +139,16 @@ def seed_runs(loaded: LoadedModel, budget: Mode, seeds: Sequence[int], d: int, c
 
 def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, out_dir: Path, cache_dir: Path,
               command: str, progress: bool = True, dtype: str = "float32",
-              beyond: bool = False, device: str | None = None) -> tuple[dict[str, Any], Path]:
-    """Theory audit, phase diagram, surgery (and with ``beyond`` the open questions, on attention outputs); then
-    the verdicts and the report written to ``out_dir``."""
+              beyond: bool = False, device: str | None = None,
+              sample: str = "random") -> tuple[dict[str, Any], Path]:
+    """Theory audit, phase diagram, surgery (and with ``beyond`` the open questions, on attention outputs), all
+    evaluated on one ``sample`` of windows and items seeded by ``seed``; then the verdicts and the report written
+    to ``out_dir``."""
     from experiments.report import write_report   # matplotlib only when a report is made
 
     check_ratio(ratio)                   # bad options and unwritable folders fail before any work
     check_dtype(dtype)
+    check_sampling(sample)
     ensure_writable(out_dir, "output folder")
     ensure_writable(cache_dir, "cache folder")
     started = time.time()
@@ -153,14 +176,14 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
     t = time.time()
     with part_threads("surgery", threads):
         results["surgery"] = surgery_part(loaded, kind, ratio, mode, seed, cache_dir, progress=progress,
-                                          dtype=dtype)
+                                          dtype=dtype, sample=sample)
     timings["surgery"] = time.time() - t
     if beyond:
         _say(progress, f"[4/{parts}] what the paper left open")
         t = time.time()
         with part_threads("beyond", threads):
             results["beyond"] = run_open_questions(loaded, mode_named(mode), ratio, seed, cache_dir,
-                                                   progress=progress)
+                                                   progress=progress, sample=sample)
         timings["beyond"] = time.time() - t
     timings["total"] = time.time() - started
     results["timings_s"] = timings

@@ -14,6 +14,7 @@ from experiments.cache import PACKAGE_ROOT, code_version, ensure_writable, libra
 from experiments.errors import GbdError
 from experiments.audit.modes import MODES as BUDGETS
 from experiments.pipeline import Config, is_row_of, row_key
+from experiments.sampling import Sample
 
 CONFIG = Config("SVD-LLM V1", "v1", "main")
 SOURCES = {"calibration": {"sha256": "a" * 64, "seed": 3}, "wikitext2_test": {"sha256": "b" * 64},
@@ -23,7 +24,7 @@ SOURCES = {"calibration": {"sha256": "a" * 64, "seed": 3}, "wikitext2_test": {"s
 def context(**changes) -> SimpleNamespace:
     """The fields of a pipeline.Context that a row key reads."""
     fields = {"fingerprint": "f" * 64, "kind": "attn_out", "sources": copy.deepcopy(SOURCES), "dtype": "float32",
-              "device": "cpu"}
+              "device": "cpu", "sample": Sample("random", 3)}
     fields.update(changes)
     return SimpleNamespace(**fields)
 
@@ -119,6 +120,12 @@ def test_unwritable_folders_are_refused_clearly(tmp_path):
 
 def test_the_perplexity_dtype_changes_the_row_key():
     assert key(context(dtype="bfloat16")) != key()
+
+
+def test_the_sample_of_windows_and_items_changes_the_row_key():
+    """The run's draw (design and seed) fixes which windows and items a row measured."""
+    others = [key(context(sample=Sample("random", 4))), key(context(sample=Sample("first", 3)))]
+    assert key() not in others and len(set(others)) == 2
 
 
 def test_the_device_changes_the_row_key():

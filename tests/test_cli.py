@@ -13,6 +13,7 @@ from experiments.cli import default_out, main
 from experiments.data import data_dir
 from experiments.loading import load_model
 from experiments.reproduce import surgery_part
+from experiments.sampling import Sample
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +141,31 @@ def test_seed_runs_recalibrate_v1_v2_and_gbd_with_each_further_seed(tiny_dir, tm
 
     loaded = load_model(tiny_dir)
     quick = MODES["quick"]
-    runs = seed_runs(loaded, quick, (4, 5), 8, tmp_path, "attn_out", progress=False)
+    runs = seed_runs(loaded, quick, (4, 5), 8, tmp_path, "attn_out", progress=False, sample=Sample("random", 3))
     assert list(runs) == ["4", "5"] and all([r["method"] for r in rows] == ["v1", "v2", "gbd"] for rows in runs.values())
+    # evaluated on the run's one draw (seed 3), not on a draw of their calibration seed: the rows stay paired
+    first = runs["4"][0]
+    drawn = (Sample("random", 3).draw(first["ppl_windows_available"], quick.ppl_windows, "windows"),
+             Sample("random", 3).draw(10_042, quick.hellaswag_items, "items"))
+    assert all((tuple(r["ppl_window_index"]), tuple(r["hellaswag_item_index"])) == drawn
+               for rows in runs.values() for r in rows)
     # other calibration windows, other second moments: V1's activation error differs between the seeds
     assert runs["4"][0]["activation_fraction"] != runs["5"][0]["activation_fraction"]
     assert len(list((tmp_path / "runs").iterdir())) == 6
+
+
+def test_sample_first_is_an_explicit_option_recorded_with_the_rows(tiny_dir, tmp_path):
+    """Random windows and items by default; --sample first takes the first k, and the run records how it drew."""
+    written = {}
+    for how in ("random", "first"):
+        out = tmp_path / how
+        assert main(["surgery", "--model", tiny_dir, "--mode", "quick", "--cache-dir", str(tmp_path / "cache"),
+                     "--quiet", "--only", "original", "--sample", how, "--out", str(out)]) == 0
+        written[how] = json.loads((out / "surgery.json").read_text())["surgery"]
+    first, random = written["first"]["rows"][0], written["random"]["rows"][0]
+    assert first["ppl_window_index"] == [0, 1] and first["hellaswag_item_index"] == list(range(40))
+    assert random["ppl_window_index"] != [0, 1] and random["hellaswag_item_index"] != list(range(40))
+    assert "the first 2 of" in written["first"]["sample"]["windows"]
+    assert "at random" in written["random"]["sample"]["windows"] and written["random"]["sample"]["seed"] == 3
+    with pytest.raises(SystemExit):
+        main(["surgery", "--sample", "stratified"])

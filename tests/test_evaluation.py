@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
+from experiments.audit.modes import MODES
 from experiments.data import data_dir, hellaswag_items, wikitext2_test
 from experiments.errors import GbdError
 from experiments.evaluation import (
@@ -19,7 +20,11 @@ from experiments.evaluation import (
     prediction_disagreements,
     spearman,
     tokenize_corpus,
+    windows_available,
 )
+from experiments.loading import LoadedModel
+from experiments.pipeline import Context, evaluated
+from experiments.sampling import Sample
 
 SEQ = 32
 
@@ -168,3 +173,51 @@ def test_smollm2_wikitext2_first_windows():
     print(f"SmolLM2 first 4 windows: ppl={res.ppl:.4f}, {seconds / 4:.2f} s/window, {res.protocol}")
     assert (res.seq_len, res.n_windows, res.windows_available, res.nonfinite_windows) == (2048, 4, 148, 0)
     assert 8.0 < res.ppl < 60.0
+
+
+def sampled_context(model, ids: torch.Tensor, sample: Sample, cache_dir=None) -> Context:
+    """The pipeline's context of the tiny model on ``ids`` (no tokenizer: perplexity only)."""
+    return Context(LoadedModel(model, None, "tiny neox", "test"), "attn_out", [], [], [], [], ids, "f" * 64,
+                   MODES["quick"], {"wikitext2_test": {"sha256": "b" * 64}, "hellaswag": {"sha256": "c" * 64}},
+                   cache_dir=cache_dir, sample=sample, windows_available=windows_available(model, ids),
+                   items_available=10_042)
+
+
+@pytest.fixture(scope="module")
+def long_ids() -> torch.Tensor:
+    """Ten windows of the tiny model's context (128 tokens) and a partial one."""
+    torch.manual_seed(2)
+    return torch.randint(0, 50277, (10 * 128 + 7,))
+
+
+def test_a_recorded_window_index_re_evaluated_alone_gives_the_rows_nll_for_that_window(model, long_ids):
+    row = evaluated(sampled_context(model, long_ids, Sample("random", 5)), None, 4, 0, progress=False)
+    index = row["ppl_window_index"]
+    assert len(index) == 4 and index != [0, 1, 2, 3] and row["ppl_windows_available"] == 10
+    assert "hellaswag_item_index" not in row                               # no items asked for: none evaluated
+    for w, nll in zip(index, row["ppl_window_nll"]):
+        alone = perplexity(model, long_ids, window_index=[w], progress=False)
+        assert alone.window_nll[0] == pytest.approx(nll, rel=1e-6)
+        assert manual_nll(model, long_ids[w * 128:], 128, 1) == pytest.approx(nll, rel=1e-6)
+    assert row["ppl"] == pytest.approx(math.exp(sum(row["ppl_window_nll"]) / (4 * 127)), rel=1e-9)
+
+
+def test_the_evaluation_cache_is_keyed_by_the_drawn_windows(model, long_ids, tmp_path):
+    """Two runs with other seeds draw other windows: the second is evaluated, not served the first's row."""
+    first = evaluated(sampled_context(model, long_ids, Sample("random", 5), tmp_path), None, 4, 0, progress=False)
+    again = evaluated(sampled_context(model, long_ids, Sample("random", 5), tmp_path), None, 4, 0, progress=False)
+    other = evaluated(sampled_context(model, long_ids, Sample("random", 6), tmp_path), None, 4, 0, progress=False)
+    assert again == first and other["ppl_window_index"] != first["ppl_window_index"]
+    assert other["ppl_window_nll"] == pytest.approx(
+        [perplexity(model, long_ids, window_index=[w], progress=False).window_nll[0]
+         for w in other["ppl_window_index"]], rel=1e-6)
+    assert len(list((tmp_path / "evaluations").iterdir())) == 2
+
+
+def test_window_and_item_indices_outside_the_test_set_are_refused(model, long_ids):
+    with pytest.raises(GbdError, match="window indices"):
+        perplexity(model, long_ids, window_index=[10], progress=False)
+    from experiments.evaluation import chosen_items
+    with pytest.raises(GbdError, match="item indices"):
+        chosen_items(item_index=[10_042])
+    assert [it.label for it in chosen_items(item_index=[5, 2])] == [hellaswag_items(limit=6)[i].label for i in (5, 2)]

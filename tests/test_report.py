@@ -18,6 +18,8 @@ from experiments.verify import audit_theory
 
 DEFAULT_PPL = {"original": 20.0, "v1": 40.0, "v2": 45.0, "gbd": 400.0, "bs-core": 3000.0, "anchored": 5000.0}
 WINDOWS, TOKENS, ITEMS = 8, 100, 300
+WINDOW_INDEX = [3, 9, 14, 20, 27, 31, 36, 39]          # 8 of 40 windows, drawn (not the first 8)
+ITEM_INDEX = list(range(0, 10_042, 34))[:ITEMS]
 DIFFICULTY = np.random.default_rng(0).normal(0.0, 0.5, WINDOWS)     # shared by every configuration
 GOLD = [i % 4 for i in range(ITEMS)]
 
@@ -46,7 +48,8 @@ def row(label: str, method: str | None, table: str, ppl: float, lam: float = 0.0
          "hellaswag_note": "test note", "ppl_protocol": "test protocol", "nonfinite_windows": 0,
          "ppl_tokens": WINDOWS * TOKENS, "seconds": 1.0, "ppl_window_nll": windows(ppl, noise, seed),
          "ppl_window_tokens": [TOKENS] * WINDOWS, "hellaswag_gold": GOLD, "hellaswag_pred": predictions(acc),
-         "hellaswag_pred_norm": predictions(acc), "hellaswag_logliks": []}
+         "hellaswag_pred_norm": predictions(acc), "hellaswag_logliks": [], "ppl_window_index": WINDOW_INDEX,
+         "ppl_windows_available": 40, "hellaswag_item_index": ITEM_INDEX, "hellaswag_items_available": 10_042}
     if method is not None:
         r.update({"frobenius_fraction": 1 / ppl, "activation_fraction": ppl / 1000, "two_sided_fraction": 1 / ppl,
                   "params_kept": 32, "params_original": 64, "ranks": [4, 4], "notes": ["a note"], "bca_sweeps": 3,
@@ -240,6 +243,33 @@ def test_results_of_schemas_2_and_3_load_without_acc_norm_stderr_which_schema_4_
         assert typed(Row, old.surgery["rows"][0], "row").hellaswag_acc_norm_stderr is None      # not measured
     with pytest.raises(GbdError, match="lacks \\['hellaswag_acc_norm_stderr'\\]"):
         Results.from_dict({**results, "version": 4})
+
+
+def test_results_of_schema_4_load_without_the_drawn_indices_which_schema_5_requires(results):
+    for r in results["surgery"]["rows"]:
+        del r["ppl_window_index"]
+    old = Results.from_dict({**results, "version": 4})
+    assert typed(Row, old.surgery["rows"][0], "row").ppl_window_index is None       # not recorded
+    with pytest.raises(GbdError, match="lacks \\['ppl_window_index'\\]"):
+        Results.from_dict(results)
+
+
+def test_the_report_names_the_sample_and_prints_each_procedures_measured_coverage(results, tmp_path):
+    from experiments.report import sampling_section
+    from experiments.sampling import Sample
+
+    surgery = results["surgery"]
+    assert "Coverage not measured" in sampling_section(surgery) and "not recorded" in sampling_section(surgery)
+    surgery["sample"] = {"how": "first", "seed": 3, "windows": Sample("first", 3).describe(8, 40, "windows"),
+                         "items": Sample("first", 3).describe(300, 10_042, "HellaSwag items")}
+    surgery["coverage"] = {"source": "smollm2-full/surgery.json", "nominal": 0.95, "rows": [
+        {"used_by": "surgery", "procedure": "PPL ratio (paired)", "method": "t interval over windows, paired, with "
+         "finite-population correction (n = 8 of N = 40)", "design": "first", "n": 8, "population": 40,
+         "draws": 2000, "covered": 1500}]}
+    text = write_report(Results.from_dict(results), judge_all(results), tmp_path).read_text()
+    assert "the first 8 of 40 windows (--sample first" in text and "the first 300 of 10042 HellaSwag items" in text
+    assert ("| surgery | PPL ratio (paired) | t interval over windows, paired, with finite-population correction "
+            "(n = 8 of N = 40) | 8 of 40 (first) | 75.0 % of 2000 draws |") in text
 
 
 def test_report_has_every_claim_intervals_tables_and_figures_and_changes_nothing(results, tmp_path):

@@ -60,13 +60,17 @@ def load_mutants(folder: Path = MUTANTS_DIR) -> list[Mutant]:
     return out
 
 
+TESTED_REPORTS = ("reports/smollm2-full/surgery.json",)     # the full-size run the coverage tests measure on
+
+
 def copy_tracked(dest: Path) -> None:
-    """Copy the files git tracks (and untracked, not ignored ones) as they are in the working tree."""
+    """Copy the files git tracks (and untracked, not ignored ones) as they are in the working tree; of the reports
+    only those the tests read (TESTED_REPORTS)."""
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
                             capture_output=True).stdout.decode().split("\0")
     for rel in filter(None, listed):
         src = REPO / rel
-        if src.is_file() and not rel.startswith("reports/"):
+        if src.is_file() and (not rel.startswith("reports/") or rel in TESTED_REPORTS):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
 

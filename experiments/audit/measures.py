@@ -1,8 +1,10 @@
 """Reading the measured results: rows by table and method, and the uncertainty of every comparison.
 
 Every ratio of perplexities is paired over the common windows and every HellaSwag comparison over the
-common items (``experiments.audit.statistics``); a row without per-window or per-item data (an old cache)
-gives the point estimate with no interval, never a made-up one.
+common items (``experiments.audit.statistics``), with intervals for the whole test set / all items (the row's
+``ppl_windows_available`` / ``hellaswag_items_available``; a row from before schema 5 has no population size
+and gets no finite-population correction); a row without per-window or per-item data (an old cache) gives the
+point estimate with no interval, never a made-up one.
 """
 from __future__ import annotations
 
@@ -34,12 +36,18 @@ def interior_rows(results: Results) -> list[dict[str, Any]]:
 
 
 def ppl_ratio(a: Mapping[str, Any], b: Mapping[str, Any]) -> Interval:
-    """PPL(a) / PPL(b) with the paired bootstrap interval over their common windows (no interval when a row
-    lacks per-window data)."""
+    """PPL(a) / PPL(b) with the paired interval over their common windows (no interval when a row lacks
+    per-window data)."""
     na, nb = a.get("ppl_window_nll") or [], b.get("ppl_window_nll") or []
-    if na and len(na) == len(nb):
-        return perplexity_ratio(na, nb, a["ppl_window_tokens"])
+    if na and len(na) == len(nb) and same_units(a, b, "ppl_window_index"):
+        return perplexity_ratio(na, nb, a["ppl_window_tokens"], a.get("ppl_windows_available"))
     return Interval(a["ppl"] / b["ppl"], math.nan, math.nan, 0, "no per-window data")
+
+
+def same_units(a: Mapping[str, Any], b: Mapping[str, Any], index: str) -> bool:
+    """Whether two rows were evaluated on the same windows / items (``index`` names the recorded indices; rows
+    from before schema 5 record none and are taken to share the first ones)."""
+    return a.get(index) is None or b.get(index) is None or list(a[index]) == list(b[index])
 
 
 def correct(row: Mapping[str, Any], norm: bool = False) -> np.ndarray | None:
@@ -50,7 +58,9 @@ def correct(row: Mapping[str, Any], norm: bool = False) -> np.ndarray | None:
 
 def hs_paired(a: Mapping[str, Any], b: Mapping[str, Any], norm: bool = False) -> PairedAccuracy | None:
     ca, cb = correct(a, norm), correct(b, norm)
-    return None if ca is None or cb is None or ca.shape != cb.shape else paired_accuracy(ca, cb)
+    if ca is None or cb is None or ca.shape != cb.shape or not same_units(a, b, "hellaswag_item_index"):
+        return None
+    return paired_accuracy(ca, cb, a.get("hellaswag_items_available"))
 
 
 def hs_accuracy(row: Mapping[str, Any], norm: bool = False) -> tuple[Interval, float] | None:
@@ -98,9 +108,9 @@ def side(iv: Interval, null: float) -> int:
 
 
 def ppl_interval(row: Mapping[str, Any]) -> Interval:
-    """The row's perplexity with its bootstrap interval over windows (none without per-window data)."""
+    """The row's perplexity with its interval for the whole test set (none without per-window data)."""
     if row.get("ppl_window_nll"):
-        return perplexity_interval(row["ppl_window_nll"], row["ppl_window_tokens"])
+        return perplexity_interval(row["ppl_window_nll"], row["ppl_window_tokens"], row.get("ppl_windows_available"))
     return Interval(row["ppl"], math.nan, math.nan, 0, "no per-window data")
 
 

@@ -14,9 +14,12 @@ from typing import Any, Mapping, TypeVar
 
 from experiments.errors import GbdError
 
-SCHEMA_VERSION = 5                 # 3: Results.beyond; 4: Row.hellaswag_acc_norm_stderr; 5: Row.layer_activation, one_sided_fraction
+SCHEMA_VERSION = 5                 # 3: Results.beyond; 4: Row.hellaswag_acc_norm_stderr; 5: the drawn indices,
+                                   # Row.layer_activation, one_sided_fraction
 OLDEST_READABLE = 2
-ROW_FIELDS_SINCE = {4: ("hellaswag_acc_norm_stderr",)}
+ROW_FIELDS_SINCE = {4: ("hellaswag_acc_norm_stderr",),
+                    5: ("ppl_window_index", "ppl_windows_available", "hellaswag_item_index",
+                        "hellaswag_items_available")}
 T = TypeVar("T")
 
 
@@ -63,6 +66,10 @@ class Row:
     layer_activation: list[float] | None = None        # schema 5: each layer's activation error fraction (None:
                                                        # uncompressed, or a row of an older version)
     one_sided_fraction: float | None = None            # schema 5: pipeline.one_sided_fraction
+    ppl_window_index: list[int] | None = None          # schema 5: the windows evaluated (indices into the test set's)
+    ppl_windows_available: int | None = None           # schema 5: N, the test set's windows
+    hellaswag_item_index: list[int] | None = None      # schema 5: the items evaluated (indices into the file)
+    hellaswag_items_available: int | None = None       # schema 5: the file's items
 
 
 def typed(cls: type[T], data: Mapping[str, Any], what: str) -> T:

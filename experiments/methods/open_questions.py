@@ -4,8 +4,9 @@
 every configuration of every question and returns JSON-ready data::
 
     {"model", "mode", "budget", "kind", "ratio", "d", "D", "lambda_unit_c", "seed", "calibration", "sources",
+     "sample",
      "rows": [{"question", "label", "kind", "d", "D", "ratio", "ppl", "ppl_protocol", "ppl_window_nll",
-               "ppl_window_tokens", "windows", "activation_fraction", "frobenius_fraction", "hellaswag_*",
+               "ppl_window_tokens", "ppl_window_index", "windows", "hellaswag_item_index", "activation_fraction", "frobenius_fraction", "hellaswag_*",
                "notes", ...}]}
 
 The mode (``experiments.audit.modes.Mode``) sizes everything: calibration, windows, items and BCA stopping as
@@ -54,6 +55,7 @@ from experiments.methods.other_weights import (MLP_CHAIN, QKV_SHARED, fused_v1, 
                                                qkv_optimal_ranks)
 from experiments.methods.sequential import sequential_compress
 from experiments.pipeline import Config, Context, compress_config, evaluated, measure, prepare, rank_for, row_key
+from experiments.sampling import Sample, check_sampling
 from theory.grassmann import Array
 
 RATIOS = (0.5, 0.375, 0.25, 0.125, 0.0625)
@@ -93,9 +95,10 @@ class Setting:
 
 
 def prepare_setting(loaded: LoadedModel, kind: str, mode: Mode, seed: int, cache_dir: Path,
-                    progress: bool = True) -> Setting:
-    """The pipeline's context of ``kind`` (calibrated, cached) and the calibration batch it was calibrated on."""
-    ctx = prepare(loaded, mode, seed, cache_dir, kind, progress)
+                    progress: bool = True, sample: str = "random") -> Setting:
+    """The pipeline's context of ``kind`` (calibrated, cached; windows and items drawn by ``sample`` seeded by
+    ``seed``, the surgery's draw) and the calibration batch it was calibrated on."""
+    ctx = prepare(loaded, mode, seed, cache_dir, kind, progress, Sample(sample, seed))
     fitted = ctx.budget                    # the calibration window clipped to the model's context, if it had to be
     ids = calibration_windows(loaded.tokenizer, calibration_text(), fitted.calib_n, fitted.calib_T, seed)
     return Setting(ctx, ids)
@@ -261,10 +264,12 @@ def check_questions(questions: Sequence[str] | None) -> None:
 
 def run_open_questions(loaded: LoadedModel, mode: Mode, ratio: float = 0.25, seed: int = 3,
                        cache_dir: Path = Path(".cache/gbd"), questions: Sequence[str] | None = None,
-                       progress: bool = True) -> dict[str, Any]:
-    """Run the chosen questions (default all) on ``loaded`` with the sizes of ``mode``; the JSON-ready section
-    data (module docstring)."""
+                       progress: bool = True, sample: str = "random") -> dict[str, Any]:
+    """Run the chosen questions (default all) on ``loaded`` with the sizes of ``mode``, on windows and items
+    drawn by ``sample`` (``experiments.sampling``, seeded by ``seed``); the JSON-ready section data (module
+    docstring)."""
     check_questions(questions)
+    check_sampling(sample)
     entries = [e for e in plan(mode, ratio) if (questions is None or e.question in questions) and available(loaded, e)]
     if not entries:
         raise GbdError("no question chosen")
@@ -272,7 +277,7 @@ def run_open_questions(loaded: LoadedModel, mode: Mode, ratio: float = 0.25, see
     rows = []
     for i, entry in enumerate(entries, start=1):
         if entry.kind not in settings:
-            settings[entry.kind] = prepare_setting(loaded, entry.kind, mode, seed, cache_dir, progress)
+            settings[entry.kind] = prepare_setting(loaded, entry.kind, mode, seed, cache_dir, progress, sample)
         if progress:
             print(f"[beyond {i}/{len(entries)}] {entry.question}: {entry.label} (d/D={entry.ratio:g}, {entry.kind})",
                   flush=True)
@@ -287,4 +292,5 @@ def run_open_questions(loaded: LoadedModel, mode: Mode, ratio: float = 0.25, see
             "d": rank_for(main.weights, ratio), "D": min(min(w.shape) for w in main.weights),
             "lambda_unit_c": lambda_unit_c,
             "seed": seed, "calibration": {"sequences": fitted.calib_n, "tokens_each": fitted.calib_T, "seed": seed},
-            "sources": main.sources, "adjustments": main.adjustments, "rows": rows}
+            "sources": main.sources, "adjustments": main.adjustments, "rows": rows,
+            "sample": {"how": sample, "seed": seed}}

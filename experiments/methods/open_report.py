@@ -1,9 +1,10 @@
 """Markdown of the section "What the paper left open, measured here", from ``run_open_questions``'s data.
 
 Every number is read from the data; each question ends with a one-line answer computed from its rows. PPL
-intervals are 95 % percentile-bootstrap intervals over perplexity windows; "PPL / V1" is the ratio to SVD-LLM V1
-with the paired bootstrap over the same windows (``experiments.audit.measures.ppl_interval`` / ``ppl_ratio``).
-An interval over fewer than ``MIN_BOOTSTRAP_UNITS`` windows is printed but never decides "beats V1".
+intervals are 95 % t intervals with finite-population correction for the whole test set over the run's drawn
+windows; "PPL / V1" is the ratio to SVD-LLM V1, paired over the same windows
+(``experiments.audit.measures.ppl_interval`` / ``ppl_ratio``).
+An interval over fewer than ``MIN_DECISIVE_UNITS`` windows is printed but never decides "beats V1".
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from experiments.audit.measures import ppl_interval, ppl_ratio
-from experiments.audit.statistics import MIN_BOOTSTRAP_UNITS
+from experiments.audit.statistics import MIN_DECISIVE_UNITS
 from experiments.methods.open_questions import (ALLOCATED_V1_LABEL, FUSED_V1_LABEL, MLP_MILD_RATIO, ORIGINAL_LABEL,
                                                 QKV_SHARED_LABEL, V1_LABEL)
 from experiments.report import fmt, table
@@ -59,7 +60,7 @@ def _versus(r: dict[str, Any]) -> str:
     if v.above(1):
         return text + ": worse than V1"
     if not v.decisive:
-        return text + f": undecided (fewer than {MIN_BOOTSTRAP_UNITS} windows)"
+        return text + f": undecided (fewer than {MIN_DECISIVE_UNITS} windows)"
     return text + ": not distinguishable from V1 at this sample size"
 
 
@@ -240,6 +241,16 @@ def ratio_plot(rows: Sequence[dict[str, Any]], path: Path) -> str:
     return path.name
 
 
+def _sample_text(sample: dict[str, Any] | None) -> str:
+    """How the section's windows and items were drawn (recorded with each row as ppl_window_index and
+    hellaswag_item_index)."""
+    if sample is None:
+        return "not recorded"
+    if sample["how"] == "first":
+        return "the first k of the test set's windows and items (--sample first: contiguous, not representative)"
+    return f"drawn at random without replacement (seed {sample['seed']}), the surgery's draw, recorded in every row"
+
+
 def render_section(data: dict[str, Any], out_dir: Path) -> str:
     """The Markdown section (``##`` level); writes ``beyond-ratio.png`` into ``out_dir`` when the sweep ran."""
     rows = with_v1_ratios(data["rows"])
@@ -249,9 +260,10 @@ def render_section(data: dict[str, Any], out_dir: Path) -> str:
              f"a row says otherwise; mode {data['mode']}. Calibration {cal['sequences']} x {cal['tokens_each']} "
              f"tokens, "
              f"seed {cal['seed']}. Errors are fractions of sum ||W||^2 and sum tr(W Sigma W^T) on the calibration "
-             "moments; PPL intervals are 95 % percentile-bootstrap intervals over windows (none with one window, "
-             "'too few to decide' with fewer than five); 'PPL / V1' is paired on the same windows; HellaSwag acc ± "
-             "its standard error."]
+             "moments; PPL intervals are 95 % t intervals with finite-population correction for the whole test set "
+             "(none with one window, 'too few to decide' with fewer than five; measured coverage in \"Samples and "
+             "intervals\"); 'PPL / V1' is paired on the same windows; HellaSwag acc ± its standard error. Windows and "
+             f"items: {_sample_text(data.get('sample'))}."]
     for question, (title, what, answer) in QUESTION_TEXT.items():
         q = [r for r in rows if r["question"] == question]
         if not q:

@@ -22,6 +22,7 @@ from experiments.compress import METHODS
 from experiments.errors import GbdError
 from experiments.loading import LoadedModel
 from experiments.pipeline import Config, check_dtype, check_ratio, prepare, rank_for, run_config
+from experiments.sampling import Sample
 
 
 REFERENCES = (("original", None), ("SVD-LLM V1", "v1"), ("SVD-LLM V2", "v2"), ("pure bundle (GBD)", "gbd"),
@@ -69,16 +70,16 @@ def code_digest(fn: Callable[..., Any]) -> str:
 
 
 def method_part(loaded: LoadedModel, method: str, kind: str, ratio: float, mode: str, seed: int, cache_dir: Path,
-                progress: bool = True, dtype: str = "float32") -> dict[str, Any]:
+                progress: bool = True, dtype: str = "float32", sample: str = "random") -> dict[str, Any]:
     """Pipeline rows of the original model, the references (V1, V2, GBD, BS-core) and ``method``, plus Spearman's
     rho of activation and of Frobenius error against perplexity over the compressed rows (perplexity under
-    ``dtype``, as in ``experiments.reproduce.surgery_part``)."""
+    ``dtype``, windows and items drawn by ``sample``, as in ``experiments.reproduce.surgery_part``)."""
     if method not in METHODS:
         raise GbdError(f"unknown method {method!r}; registered: {sorted(METHODS)}")
     check_ratio(ratio)
     check_dtype(dtype)
     ensure_writable(cache_dir, "cache folder")
-    ctx = prepare(loaded, mode_named(mode), seed, cache_dir, kind, progress)
+    ctx = prepare(loaded, mode_named(mode), seed, cache_dir, kind, progress, Sample(sample, seed))
     ctx.dtype = dtype
     budget = ctx.budget                 # the calibration window clipped to the model's context, if it had to be
     d = rank_for(ctx.weights, ratio)
