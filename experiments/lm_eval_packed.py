@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from experiments.errors import GbdError
+
 Request = tuple[tuple[str, str], list[int], list[int]]  # ((context, continuation) strings, context ids, cont ids)
 MODEL_NAME = "hf-packed"
 
@@ -72,6 +74,10 @@ class PackedHFLM(HFLM):
 
     def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False,
                               override_bs: int | None = None) -> list[tuple[float, bool]]:
+        longest = max((len(continuation) for _, _, continuation in requests), default=0)
+        if longest > self.max_length:     # HFLM would stop on a bare assertion
+            raise GbdError(f"an answer of {longest} tokens is longer than the model's context ({self.max_length} "
+                           "tokens): lm-eval cannot score it; evaluate a model with a longer context")
         if self.backend != "causal" or not isinstance(self.batch_size, int):
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)

@@ -122,10 +122,12 @@ def test_a_short_context_model_runs_from_the_command_line(tmp_path, save_tiny, c
     gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=64))
     path = save_tiny(gpt2, tmp_path / "gpt2", True)
     argv = ["surgery", "--model", path, "--mode", "quick", "--cache-dir", str(tmp_path / "c"), "--quiet",
-            "--only", "original"]
+            "--only", "original", "--sample", "first"]      # the first items' answers fit in 64 tokens
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "calibration windows clipped from 512 to 64 tokens" in captured.err and "| original |" in captured.out
+    assert main(argv[:-2]) == 2             # a random draw holds an answer longer than the context: one line
+    assert "longer than the model's context (64 tokens)" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------- early checks

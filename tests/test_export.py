@@ -40,7 +40,7 @@ def test_factored_dense_and_in_memory_models_give_the_same_logits(build, tmp_pat
     model = with_random_biases(build())
     sigmas = second_moments(model)
     n_original = sum(p.numel() for p in model.parameters())
-    compression, names = compress_model(model, "attn_out", sigmas, "v1", D_RANK)
+    compression, names = compress_model(model, "attn_out", sigmas, "v1", D_RANK, bias_mode="project")  # b_hat != b
     in_memory = logits(model)
     save_compressed(model, None, tmp_path / "factored")
     factored, _ = load_compressed(tmp_path / "factored")

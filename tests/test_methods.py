@@ -200,7 +200,7 @@ def test_per_kind_answer_calls_v1_best_when_it_has_the_lowest_ppl_and_three_wind
     decided (fewer than five), so it reads 'undecided', never 'not distinguishable'."""
     from experiments.audit.statistics import Interval
     from experiments.methods.open_report import _answer_per_kind
-    v2 = {"kind": "mlp_out", "label": "SVD-LLM V2", "windows": 3,
+    v2 = {"kind": "mlp_out", "label": "SVD-LLM V2", "windows": 3, "ratio": 0.25,
           "vs_v1": Interval(1.28, 0.9, 1.6, 3, "test", decisive=False)}
     answer = _answer_per_kind([v2])
     assert "best: SVD-LLM V1 (lowest PPL); next: SVD-LLM V2" in answer and "undecided (fewer than 5 windows)" in answer

@@ -13,6 +13,7 @@ from experiments.audit.modes import MODES
 from experiments.calibration import second_moments
 from experiments.compress import compress, errors
 from experiments.errors import GbdError
+from experiments.evaluation import windows_available
 from experiments.loading import LoadedModel, load_model
 from experiments.methods.open_questions import run_open_questions
 from experiments.methods.open_report import render_section
@@ -47,7 +48,7 @@ def _targets(llama, kind):
 def _context(model, kind, names, weights, biases, sigmas, test) -> Context:
     """The pipeline's context of the tiny model (no tokenizer: perplexity only, no cache)."""
     return Context(LoadedModel(model, None, "tiny llama", "test"), kind, names, weights, biases, sigmas, test, "",
-                   MODES["quick"])
+                   MODES["quick"], windows_available=windows_available(model, test))
 
 
 def _compress(kind, method, weights, sigmas, biases, ratio, **options):
@@ -79,7 +80,7 @@ def test_full_rank_reproduces_every_weight_and_the_model(llama, kind, method, op
     assert err["activation_fraction"] < 1e-20 and err["frobenius_fraction"] < 1e-20
     ctx = _context(model, kind, names, weights, biases, sigmas, test)
     row = measure(ctx, comp, 2, 0, progress=False)
-    assert row["ppl"] == pytest.approx(evaluate(ctx, 2, 0, progress=False)["ppl"], rel=1e-5)
+    assert row["ppl"] == pytest.approx(evaluate(ctx, ctx.window_index(2), (), progress=False)["ppl"], rel=1e-5)
 
 
 @pytest.mark.parametrize("kind, method, options", CASES)

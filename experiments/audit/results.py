@@ -70,6 +70,8 @@ class Row:
     ppl_windows_available: int | None = None           # schema 5: N, the test set's windows
     hellaswag_item_index: list[int] | None = None      # schema 5: the items evaluated (indices into the file)
     hellaswag_items_available: int | None = None       # schema 5: the file's items
+    bias_mode: str = "method-default"                  # schema 5: the bias option asked for (compress's BIAS_MODES)
+    bias_rule: str | None = None                       # schema 5: the rule applied ("keep" or "project"; None: none)
 
 
 def typed(cls: type[T], data: Mapping[str, Any], what: str) -> T:

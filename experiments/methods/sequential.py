@@ -42,7 +42,7 @@ from torch import nn
 from tqdm import tqdm
 
 from experiments.adapters import adapter_for
-from experiments.compress import Compression, LowRankFactors, output_bias
+from experiments.compress import Compression, LowRankFactors
 from experiments.errors import GbdError
 from experiments.methods.hooks import block_with_target_input, first_block_calls, swapped
 from experiments.surgery import LowRankLinear
@@ -84,7 +84,7 @@ def reduced_rank_regression(W: Array, cross: Array, sigma_tilde: Array, d: int,
     WC = W @ cross
     U = top_left_singular(WC @ wh.S_pinv.T, d)                 # W C S~^{-T}
     A = U.T @ WC @ wh.S_pinv.T @ wh.S_pinv                     # U_d^T W C Sigma~^{-1}
-    return LowRankFactors(A, U, output_bias(U, bias, "project")), (wh.note if wh.jitter > 0 else None)
+    return LowRankFactors(A, U, bias), (wh.note if wh.jitter > 0 else None)   # the bias kept, as V1 keeps it
 
 
 def propagated_error(W: Array, W_hat: Array, moments: PropagatedMoments) -> float:
@@ -158,4 +158,4 @@ def sequential_compress(model: nn.Module, names: Sequence[str], weights: Sequenc
     notes.append(f"sequential: layer l fitted to W_l X_l from the inputs X~_l of the model with layers 1..l-1 "
                  f"compressed, over {input_ids.shape[0]} x {input_ids.shape[1]} calibration tokens"
                  + (f", shrunk toward W_l with delta = {damping:g} mean(diag Sigma~_l)" if damping else ""))
-    return Compression("sequential", layers, [d] * len(layers), notes), moments
+    return Compression("sequential", layers, [d] * len(layers), notes, bias_rule="keep"), moments
