@@ -444,11 +444,11 @@ def docs_sha256(docs: Sequence[dict]) -> str:
     return hashlib.sha256(json.dumps(list(docs), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def hub_items(docs: Sequence[dict], limit: int | None = None) -> list[HellaSwagItem]:
-    """The first ``limit`` hub docs as items of the six-line format, ctx = ctx_a + " " + ctx_b.capitalize() (what
-    lm-eval's process_docs joins), for the independent scorer ``hellaswag_direct``."""
+def hub_items(docs: Sequence[dict]) -> list[HellaSwagItem]:
+    """The hub docs as items of the six-line format, ctx = ctx_a + " " + ctx_b.capitalize() (what lm-eval's
+    process_docs joins), for the independent scorer ``hellaswag_direct``."""
     return [HellaSwagItem(d["activity_label"], d["ctx_a"] + " " + d["ctx_b"].capitalize(), list(d["endings"]),
-                          int(d["label"])) for d in list(docs)[:limit]]
+                          int(d["label"])) for d in docs]
 
 
 @lru_cache(maxsize=2)
