@@ -528,17 +528,6 @@ def hellaswag_direct(
     return _result_from_logliks(lls, docs, "direct scorer (experiments.evaluation)", LOCAL_NOTE)
 
 
-def _count_different(x: Sequence[int], y: Sequence[int]) -> int:
-    return sum(p != q for p, q in zip(x, y))
-
-
-def prediction_disagreements(a: HellaSwagResult, b: HellaSwagResult) -> tuple[int, int]:
-    """Number of items where two results chose different endings: (by acc, by acc_norm)."""
-    if a.n != b.n or len(a.predictions) != len(b.predictions):
-        raise GbdError(f"cannot compare HellaSwag results over different items ({a.n} vs {b.n})")
-    return _count_different(a.predictions, b.predictions), _count_different(a.predictions_norm, b.predictions_norm)
-
-
 # --------------------------------------------------------------------------------------------- statistics
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     """Spearman rank correlation rho = Pearson correlation of the ranks, with its two-sided p-value."""

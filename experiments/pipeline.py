@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,7 +29,7 @@ from experiments.data import (HELLASWAG_SOURCES, calibration_text, checksum_stat
 from experiments.errors import GbdError
 from experiments.evaluation import (DTYPES, LM_EVAL_NOTE, chosen_items, docs_sha256, every_item, hellaswag_direct,
                                     hellaswag_lm_eval, hub_items, lm_eval_hellaswag, model_context, perplexity,
-                                    prediction_disagreements, tokenize_corpus, windows_available)
+                                    tokenize_corpus, windows_available)
 from experiments.loading import LoadedModel
 from experiments.phase import absolute_lambda
 from experiments.sampling import Sample
@@ -38,8 +39,8 @@ from theory.corners import sandwich
 from theory.objective import lambda_unit
 from theory.stack import Stack
 
-ROW_KEYS = frozenset({"label", "method", "table", "d", "ppl", "ppl_protocol", "hellaswag_acc", "hellaswag_acc_norm",
-                      "hellaswag_n"})           # every cached row has them ...
+ROW_KEYS = frozenset({"label", "method", "table", "d", "ppl", "ppl_protocol"})    # every cached row has them ...
+HELLASWAG_ROW_KEYS = frozenset({"hellaswag_acc", "hellaswag_acc_norm", "hellaswag_n"})  # ... one scored on HellaSwag
 COMPRESSED_ROW_KEYS = frozenset({"frobenius_fraction", "activation_fraction", "params_kept", "params_original"})
 
 
@@ -174,23 +175,23 @@ def prepare(loaded: LoadedModel, budget: Mode, seed: int, cache_dir: Path, kind:
                    items_available=items_available)
 
 
-def evaluate(ctx: Context, window_index: Sequence[int], item_index: Sequence[int],
-             progress: bool = True) -> dict[str, Any]:
-    """The model as it is now: perplexity (SVD-LLM protocol, ``ctx.dtype``) on the windows ``window_index``
-    with every window's summed NLL and token count, and HellaSwag (lm-eval) acc, acc_norm, their standard errors
-    and the per-item gold, predictions and log-likelihoods (for paired comparisons) on the items ``item_index``
-    (empty: skipped, the row then has no HellaSwag fields). The row records both index lists and the sizes of
-    the populations they were drawn from (for the finite-population intervals)."""
-    model, tok = ctx.loaded.model, ctx.loaded.tokenizer
-    ppl = perplexity(model, ctx.test_ids, window_index=window_index, progress=progress, dtype=ctx.dtype)
-    row: dict[str, Any] = {"ppl": ppl.ppl, "ppl_protocol": ppl.protocol, "nonfinite_windows": ppl.nonfinite_windows,
-                           "ppl_tokens": ppl.n_tokens, "ppl_dtype": ppl.dtype, "ppl_window_nll": list(ppl.window_nll),
-                           "ppl_window_tokens": list(ppl.window_tokens), "ppl_window_index": list(window_index),
-                           "ppl_windows_available": ppl.windows_available}
-    if not item_index:
-        return row
-    hs = hellaswag_lm_eval(model, tok, item_index=item_index)
-    return {**row, "hellaswag_item_index": list(item_index), "hellaswag_items_available": ctx.items_available,
+def perplexity_part(ctx: Context, window_index: Sequence[int], progress: bool = True) -> dict[str, Any]:
+    """The model as it is now: perplexity (SVD-LLM protocol, ``ctx.dtype``) on the windows ``window_index``, with
+    every window's summed NLL and token count, the index list and the number of windows it was drawn from (for
+    the finite-population intervals)."""
+    ppl = perplexity(ctx.loaded.model, ctx.test_ids, window_index=window_index, progress=progress, dtype=ctx.dtype)
+    return {"ppl": ppl.ppl, "ppl_protocol": ppl.protocol, "nonfinite_windows": ppl.nonfinite_windows,
+            "ppl_tokens": ppl.n_tokens, "ppl_dtype": ppl.dtype, "ppl_window_nll": list(ppl.window_nll),
+            "ppl_window_tokens": list(ppl.window_tokens), "ppl_window_index": list(window_index),
+            "ppl_windows_available": ppl.windows_available}
+
+
+def hellaswag_part(ctx: Context, item_index: Sequence[int]) -> dict[str, Any]:
+    """The model as it is now on HellaSwag (lm-eval) over the items ``item_index``: acc, acc_norm, their standard
+    errors and the per-item gold, predictions and log-likelihoods (for paired comparisons), with the index list
+    and the number of items it was drawn from."""
+    hs = hellaswag_lm_eval(ctx.loaded.model, ctx.loaded.tokenizer, item_index=item_index)
+    return {"hellaswag_item_index": list(item_index), "hellaswag_items_available": ctx.items_available,
             "hellaswag_acc": hs.acc, "hellaswag_acc_norm": hs.acc_norm, "hellaswag_acc_stderr": hs.acc_stderr,
             "hellaswag_acc_norm_stderr": hs.acc_norm_stderr, "hellaswag_n": hs.n, "hellaswag_source": hs.source,
             "hellaswag_note": hs.note, "hellaswag_gold": list(hs.gold), "hellaswag_pred": list(hs.predictions),
@@ -210,32 +211,41 @@ def installed_digest(names: Sequence[str], compression: Compression | None) -> s
     return cache_key(*parts)
 
 
+def _cached_part(ctx: Context, digest: str, part: str, index: Sequence[int], compute: Callable[[], dict[str, Any]]
+                 ) -> dict[str, Any]:
+    """``compute()``, cached by content under ``ctx.cache_dir`` (None: not cached). The key is the code version,
+    the model's weights, ``digest`` (what is installed), the part ("perplexity" or "hellaswag"), the drawn
+    indices, the device, and what else the part depends on: the perplexity dtype and the test file's sha256, or
+    the HellaSwag file's sha256."""
+    if ctx.cache_dir is None:
+        return compute()
+    depends = ([ctx.dtype, str(ctx.sources["wikitext2_test"]["sha256"])] if part == "perplexity"
+               else [str(ctx.sources["hellaswag"]["sha256"])])
+    key = cache_key(code_version(), ctx.fingerprint, digest, part, str(tuple(index)), ctx.device, *depends)
+    path = ctx.cache_dir / "evaluations" / f"{key[:24]}.json"
+    cached = read_entry(path, key)
+    if cached is None:
+        cached = compute()
+        write_entry(path, key, cached)
+    return cached
+
+
 def evaluated(ctx: Context, compression: Compression | None, windows: int | None, items: int | None,
               progress: bool = True) -> dict[str, Any]:
-    """``evaluate`` with ``compression`` installed (None: the model as it is) on the run's draw of ``windows``
-    windows (None: all) and ``items`` items (None: all; 0: none), cached by content under ``ctx.cache_dir``: the
-    key is the code version, the model's weights, ``installed_digest``, the drawn window and item indices and
-    dtype, and the sha256 of the test and HellaSwag files. A configuration that installs the same factors as one
-    evaluated before (the surgery's V1 and the open questions' V1; Table 4's cells that are the surgery's
-    convention rows) is evaluated once."""
+    """``perplexity_part`` and ``hellaswag_part`` with ``compression`` installed (None: the model as it is) on the
+    run's draw of ``windows`` windows (None: all) and ``items`` items (None: all; 0: none, and the row has no
+    HellaSwag fields), each cached by content (``_cached_part``). A configuration that installs the same factors
+    as one evaluated before (the surgery's V1 and the open questions' V1; Table 4's cells that are the surgery's
+    convention rows) is evaluated once; so is a part two rows share (a seed row's perplexity, the open questions'
+    perplexity of a surgery row, the cross-check's lm-eval half)."""
     window_index = ctx.window_index(windows)
     item_index = () if items == 0 else ctx.item_index(items)
-    path = None
-    if ctx.cache_dir is not None:
-        key = cache_key(code_version(), ctx.fingerprint, installed_digest(ctx.names, compression), str(window_index),
-                        str(item_index), ctx.dtype, ctx.device,
-                        *(str(ctx.sources[k]["sha256"]) for k in ("wikitext2_test", "hellaswag")))
-        path = ctx.cache_dir / "evaluations" / f"{key[:24]}.json"
-        cached = read_entry(path, key)
-        if cached is not None:
-            return cached
-    if compression is None:
-        row = evaluate(ctx, window_index, item_index, progress)
-    else:
-        with installed(ctx.loaded.model, ctx.names, compression):
-            row = evaluate(ctx, window_index, item_index, progress)
-    if path is not None:
-        write_entry(path, key, row)
+    digest = installed_digest(ctx.names, compression)
+    with nullcontext() if compression is None else installed(ctx.loaded.model, ctx.names, compression):
+        row = dict(_cached_part(ctx, digest, "perplexity", window_index,
+                                lambda: perplexity_part(ctx, window_index, progress)))
+        if item_index:
+            row.update(_cached_part(ctx, digest, "hellaswag", item_index, lambda: hellaswag_part(ctx, item_index)))
     return row
 
 
@@ -256,20 +266,31 @@ def dtype_check(ctx: Context, budget: Mode) -> dict[str, Any]:
 
 
 def hellaswag_cross_check(ctx: Context, budget: Mode) -> dict[str, Any]:
-    """lm-eval vs the independent direct scorer on the same items of the uncompressed model."""
+    """lm-eval against the independent direct scorer on the uncompressed model, item by item, over the run's
+    draw of ``budget.cross_check_items`` items (a random subset of the evaluated items: the same draw's first m);
+    lm-eval's half is the uncompressed row's cached HellaSwag part. Both accuracies are over the checked items."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
     item_index = ctx.item_index(budget.hellaswag_items)
-    harness = hellaswag_lm_eval(model, tok, item_index=item_index)
+    harness = _cached_part(ctx, installed_digest(ctx.names, None), "hellaswag", item_index,
+                           lambda: hellaswag_part(ctx, item_index))
+    position = {item: p for p, item in enumerate(item_index)}
+    checked = ctx.item_index(min(budget.cross_check_items or len(item_index), len(item_index)))
     if source_choice("GBD_HELLASWAG", HELLASWAG_SOURCES) == "lm-eval":    # the items lm-eval scored, six-line form
         every = hub_items(lm_eval_hellaswag()[2])
-        items = [every[i] for i in item_index]
+        items = [every[i] for i in checked]
     else:
-        items = chosen_items(item_index=item_index)
+        items = chosen_items(item_index=checked)
     direct = hellaswag_direct(model, tok, items)
-    acc_diff, norm_diff = prediction_disagreements(harness, direct)
-    return {"n": harness.n, "lm_eval_acc": harness.acc, "direct_acc": direct.acc, "lm_eval_acc_norm":
-            harness.acc_norm, "direct_acc_norm": direct.acc_norm, "disagreements_acc": acc_diff,
-            "disagreements_acc_norm": norm_diff}
+    at = [position[i] for i in checked]
+    pred, pred_norm, gold = (np.asarray(harness[k])[at] for k in ("hellaswag_pred", "hellaswag_pred_norm",
+                                                                  "hellaswag_gold"))
+    if list(gold) != list(direct.gold):
+        raise GbdError("the HellaSwag cross-check compared different items (gold labels differ)")
+    return {"n": len(checked), "of": len(item_index), "lm_eval_acc": float(np.mean(pred == gold)),
+            "direct_acc": direct.acc, "lm_eval_acc_norm": float(np.mean(pred_norm == gold)),
+            "direct_acc_norm": direct.acc_norm,
+            "disagreements_acc": int(np.sum(pred != np.asarray(direct.predictions))),
+            "disagreements_acc_norm": int(np.sum(pred_norm != np.asarray(direct.predictions_norm)))}
 
 
 def compress_config(ctx: Context, config: Config, d: int, budget: Mode) -> Compression:
@@ -300,9 +321,11 @@ def row_key(ctx: Context, config: object, d: int, budget: Mode) -> str:
                      ctx.dtype, ctx.device)
 
 
-def is_row_of(config: Config) -> Callable[[dict[str, Any]], bool]:
-    """Whether a cached row is one of ``config``: its label, and every key a row of its kind has."""
-    needed = ROW_KEYS | (COMPRESSED_ROW_KEYS if config.method is not None else frozenset())
+def is_row_of(config: Config, scored: bool = True) -> Callable[[dict[str, Any]], bool]:
+    """Whether a cached row is one of ``config``: its label, and every key a row of its kind has (``scored``:
+    HellaSwag's too)."""
+    needed = (ROW_KEYS | (COMPRESSED_ROW_KEYS if config.method is not None else frozenset())
+              | (HELLASWAG_ROW_KEYS if scored else frozenset()))
     return lambda row: needed <= set(row) and row.get("label") == config.label
 
 
@@ -311,7 +334,7 @@ def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Pa
     """Compress, install, evaluate and restore one configuration (cached under ``row_key``)."""
     key = row_key(ctx, config, d, budget)
     path = cache_dir / "runs" / f"{key[:24]}.json"
-    row = read_entry(path, key, is_row_of(config))
+    row = read_entry(path, key, is_row_of(config, budget.hellaswag_items != 0))
     if row is not None:
         return row
     start = time.time()

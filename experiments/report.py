@@ -212,7 +212,8 @@ def surgery_section(results: dict[str, Any], out_dir: Path) -> str:
               table(SURGERY_HEADER, surgery_rows(gbd + by_table["surgery"], original))]
     cross = s.get("hellaswag_cross_check")
     if cross:
-        parts.append(f"HellaSwag cross-check on the uncompressed model, {cross['n']} items: lm-eval acc "
+        parts.append(f"HellaSwag cross-check on the uncompressed model, {cross['n']} of the {cross.get('of', cross['n'])} "
+                     f"evaluated items (drawn at random from them): lm-eval acc "
                      f"{pct(cross['lm_eval_acc'])} / acc_norm {pct(cross['lm_eval_acc_norm'])}, independent scorer "
                      f"{pct(cross['direct_acc'])} / {pct(cross['direct_acc_norm'])}; items where the chosen ending "
                      f"differs: {cross['disagreements_acc']} (acc), {cross['disagreements_acc_norm']} (acc_norm). "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
@@ -127,8 +127,10 @@ def seed_runs(loaded: LoadedModel, budget: Mode, seeds: Sequence[int], d: int, c
               progress: bool = True, dtype: str = "float32",
               sample: Sample | None = None) -> dict[str, list[dict[str, Any]]]:
     """The main-table rows of ``SEED_METHODS`` calibrated with each of ``seeds`` (cached like every row), evaluated
-    on the run's ``sample`` (default: the draw seeded by the first of ``seeds``)."""
+    on the run's ``sample`` (default: the draw seeded by the first of ``seeds``): perplexity only, since the spread
+    over seeds is of PPL, activation and Frobenius error (``experiments.audit.measures.seed_spread``)."""
     labels = [c.label for c in configs(budget) if c.table == "main" and c.method in SEED_METHODS]
+    budget = replace(budget, hellaswag_items=0)
     out = {}
     for other in seeds:
         ctx = prepare(loaded, budget, other, cache_dir, kind, progress, sample)

@@ -133,6 +133,48 @@ def test_open_questions_end_to_end(tiny_dir, tmp_path):
     assert (tmp_path / "out" / "beyond-ratio.png").is_file()
 
 
+def test_the_sections_questions_skip_hellaswag_when_the_mode_says_so_and_reuse_the_perplexity(tiny_dir, tmp_path,
+                                                                                              monkeypatch):
+    """``open_hellaswag`` False (standard): the section's questions are scored on perplexity only, over the same
+    windows; every perplexity is the one already evaluated for the same installed factors (served from the cache)."""
+    from experiments import pipeline
+
+    loaded = load_model(tiny_dir)
+    scored = run_open_questions(loaded, SMALL, 0.25, 3, tmp_path, questions=["cross-layer"], progress=False)
+    calls = []
+    real = pipeline.perplexity_part
+    monkeypatch.setattr(pipeline, "perplexity_part", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    plain = run_open_questions(loaded, replace(SMALL, open_hellaswag=False), 0.25, 3, tmp_path,
+                               questions=["cross-layer"], progress=False)
+    assert all(r["hellaswag_n"] == 2 for r in scored["rows"]) and not any("hellaswag_n" in r for r in plain["rows"])
+    assert [r["ppl_window_nll"] for r in plain["rows"]] == [r["ppl_window_nll"] for r in scored["rows"]]
+    assert calls == []
+
+
+def test_hellaswag_cross_check_scores_a_random_subset_of_the_evaluated_items_again(tiny_dir, tmp_path, monkeypatch):
+    """The cross-check's lm-eval half is the uncompressed row's (not scored again); the direct scorer sees the
+    run's draw of ``cross_check_items`` items, a subset of the evaluated ones, and both accuracies are over it."""
+    from experiments import pipeline
+    from experiments.evaluation import chosen_items
+
+    loaded = load_model(tiny_dir)
+    budget = replace(SMALL, hellaswag_items=6, cross_check_items=3)
+    ctx = pipeline.prepare(loaded, budget, 3, tmp_path, progress=False)
+    original = pipeline.evaluated(ctx, None, budget.ppl_windows, budget.hellaswag_items, progress=False)
+    scored, checked = [], []
+    real_part, real_direct = pipeline.hellaswag_part, pipeline.hellaswag_direct
+    monkeypatch.setattr(pipeline, "hellaswag_part", lambda *a, **k: scored.append(a) or real_part(*a, **k))
+    monkeypatch.setattr(pipeline, "hellaswag_direct", lambda m, t, items: checked.append(items) or real_direct(m, t, items))
+    cross = pipeline.hellaswag_cross_check(ctx, budget)
+    subset = ctx.item_index(3)
+    assert scored == [] and checked == [chosen_items(item_index=subset)]
+    assert set(subset) < set(original["hellaswag_item_index"]) and (cross["n"], cross["of"]) == (3, 6)
+    at = [original["hellaswag_item_index"].index(i) for i in subset]
+    assert cross["lm_eval_acc"] == np.mean([original["hellaswag_pred"][p] == original["hellaswag_gold"][p] for p in at])
+    assert (cross["disagreements_acc"], cross["disagreements_acc_norm"]) == (0, 0)
+    assert (cross["direct_acc"], cross["direct_acc_norm"]) == (cross["lm_eval_acc"], cross["lm_eval_acc_norm"])
+
+
 def test_beyond_command_rejects_an_unknown_question(tiny_dir, capsys, tmp_path):
     assert main(["beyond", "--model", tiny_dir, "--question", "nonsense", "--cache-dir", str(tmp_path), "--quiet"]) == 2
     assert "unknown question(s) ['nonsense']" in capsys.readouterr().err
@@ -163,8 +205,8 @@ def test_equal_factors_are_evaluated_once_whatever_produced_them(tiny_dir, tmp_p
     loaded = load_model(tiny_dir)
     ctx = pipeline.prepare(loaded, SMALL, 3, tmp_path / "cache", progress=False)
     calls = []
-    real = pipeline.evaluate
-    monkeypatch.setattr(pipeline, "evaluate", lambda *a, **k: calls.append(a[1:3]) or real(*a, **k))
+    real = pipeline.perplexity_part
+    monkeypatch.setattr(pipeline, "perplexity_part", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     v1 = compress(ctx.weights, ctx.sigmas, ctx.biases, "v1", 8)
     twin = Compression("renamed", [LowRankFactors(f.A.copy(), f.B.copy(), f.bias) for f in v1.layers], v1.ranks, [])
     first = pipeline.evaluated(ctx, v1, 1, 0, progress=False)

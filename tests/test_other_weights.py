@@ -19,7 +19,7 @@ from experiments.methods.open_questions import run_open_questions
 from experiments.methods.open_report import render_section
 from experiments.methods.other_weights import (MLP_CHAIN, QKV_SHARED, budget_optimal_ranks, fused_v1,
                                                interface_ranks, matrix_ranks, per_matrix_v1, qkv_optimal_ranks)
-from experiments.pipeline import Context, evaluate, measure
+from experiments.pipeline import Context, measure, perplexity_part
 from experiments.surgery import installed, module_parameters, read_targets
 from theory.stopping import StoppingRule
 
@@ -80,7 +80,7 @@ def test_full_rank_reproduces_every_weight_and_the_model(llama, kind, method, op
     assert err["activation_fraction"] < 1e-20 and err["frobenius_fraction"] < 1e-20
     ctx = _context(model, kind, names, weights, biases, sigmas, test)
     row = measure(ctx, comp, 2, 0, progress=False)
-    assert row["ppl"] == pytest.approx(evaluate(ctx, ctx.window_index(2), (), progress=False)["ppl"], rel=1e-5)
+    assert row["ppl"] == pytest.approx(perplexity_part(ctx, ctx.window_index(2), progress=False)["ppl"], rel=1e-5)
 
 
 @pytest.mark.parametrize("kind, method, options", CASES)

@@ -254,6 +254,21 @@ def test_results_of_schema_4_load_without_the_drawn_indices_which_schema_5_requi
         Results.from_dict(results)
 
 
+def test_schema_6_takes_a_seed_row_not_scored_on_hellaswag_which_schema_5_refuses(results):
+    hellaswag = [k for k in results["surgery"]["seed_rows"]["4"][0] if k.startswith("hellaswag")]
+    for r in results["surgery"]["seed_rows"]["4"]:
+        for k in hellaswag:
+            del r[k]
+    row = typed(Row, Results.from_dict(results).surgery["seed_rows"]["4"][0], "row")
+    assert row.hellaswag_n is None and row.hellaswag_acc is None
+    with pytest.raises(GbdError, match="lacks \\['hellaswag_acc_norm_stderr', 'hellaswag_item_index', 'hellaswag_items_available'\\]"):
+        Results.from_dict({**results, "version": 5})
+    scored = results["surgery"]["rows"][1]            # a row scored on HellaSwag still needs its item index
+    del scored["hellaswag_item_index"]
+    with pytest.raises(GbdError, match="lacks \\['hellaswag_item_index'\\]"):
+        Results.from_dict(results)
+
+
 def test_the_report_names_the_sample_and_prints_each_procedures_measured_coverage(results, tmp_path):
     from experiments.report import sampling_section
     from experiments.sampling import Sample

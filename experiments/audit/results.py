@@ -4,8 +4,11 @@
 the whole run. ``SCHEMA_VERSION`` changes whenever a field is added, removed or changes meaning; reading a
 file of a version before ``OLDEST_READABLE`` or after ``SCHEMA_VERSION``, or a row with missing or unknown fields,
 is one clear error. An older version stays readable only while every difference is a field added with the
-default None ("not run", "not measured"): ``Results.beyond`` (schema 3), ``Row.layer_activation`` and ``one_sided_fraction`` (schema 5) and
-the row fields that ``ROW_FIELDS_SINCE`` names by the version that added them, which a file of that version or later must have.
+default None ("not run", "not measured"): ``Results.beyond`` (schema 3), ``Row.layer_activation`` and
+``one_sided_fraction`` (schema 5), the HellaSwag fields of a row not scored on HellaSwag (schema 6: the
+calibration-seed rows of standard mode) and the row fields that ``ROW_FIELDS_SINCE`` names by the version that
+added them, which a file of that version or later must have (its HellaSwag ones only on a row scored on
+HellaSwag).
 """
 from __future__ import annotations
 
@@ -14,12 +17,13 @@ from typing import Any, Mapping, TypeVar
 
 from experiments.errors import GbdError
 
-SCHEMA_VERSION = 5                 # 3: Results.beyond; 4: Row.hellaswag_acc_norm_stderr; 5: the drawn indices,
-                                   # Row.layer_activation, one_sided_fraction
+SCHEMA_VERSION = 6                 # 3: Results.beyond; 4: Row.hellaswag_acc_norm_stderr; 5: the drawn indices,
+                                   # Row.layer_activation, one_sided_fraction; 6: rows not scored on HellaSwag
 OLDEST_READABLE = 2
 ROW_FIELDS_SINCE = {4: ("hellaswag_acc_norm_stderr",),
                     5: ("ppl_window_index", "ppl_windows_available", "hellaswag_item_index",
                         "hellaswag_items_available")}
+HELLASWAG_ROW_FIELDS = frozenset({"hellaswag_acc_norm_stderr", "hellaswag_item_index", "hellaswag_items_available"})
 T = TypeVar("T")
 
 
@@ -40,13 +44,13 @@ class Row:
     ppl_protocol: str
     nonfinite_windows: int
     ppl_tokens: int
-    hellaswag_acc: float
-    hellaswag_acc_norm: float
-    hellaswag_acc_stderr: float
-    hellaswag_n: int
-    hellaswag_source: str
-    hellaswag_note: str
     seconds: float
+    hellaswag_acc: float | None = None                 # None (schema 6): a row not scored on HellaSwag
+    hellaswag_acc_norm: float | None = None
+    hellaswag_acc_stderr: float | None = None
+    hellaswag_n: int | None = None
+    hellaswag_source: str | None = None
+    hellaswag_note: str | None = None
     ppl_dtype: str = "float32"        # perplexity's autocast dtype (experiments.evaluation.DTYPES)
     ppl_window_nll: list[float] = field(default_factory=list)
     ppl_window_tokens: list[int] = field(default_factory=list)
@@ -114,7 +118,8 @@ class Results:
         required = [f for since, added in ROW_FIELDS_SINCE.items() if self.version >= since for f in added]
         surgery = self.surgery
         for r in surgery.get("rows", []) + [r for rs in surgery.get("seed_rows", {}).values() for r in rs]:
-            missing = [f for f in required if f not in r]
+            scored = self.version < 6 or r.get("hellaswag_n") is not None
+            missing = [f for f in required if f not in r and (scored or f not in HELLASWAG_ROW_FIELDS)]
             if missing:
                 raise GbdError(f"result row {r.get('label')!r} lacks {missing}, required in results schema "
                                f"{self.version}")

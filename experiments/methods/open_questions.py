@@ -237,7 +237,7 @@ def run_entry(setting: Setting, entry: Entry, cache_dir: Path) -> dict[str, Any]
     mode = ctx.budget
     d = rank_for(ctx.weights, entry.ratio)
     windows, items = ((mode.open_sweep_windows, mode.open_sweep_items) if entry.sweep
-                      else (mode.ppl_windows, mode.hellaswag_items))
+                      else (mode.ppl_windows, mode.hellaswag_items if mode.open_hellaswag else 0))
     key = row_key(ctx, entry, d, mode)
     path = cache_dir / "beyond" / f"{key[:24]}.json"
     cached = read_entry(path, key)
