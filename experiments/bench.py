@@ -54,7 +54,7 @@ from experiments.calibration import calibration_batch, second_moments
 from experiments.data import calibration_text, data_dir, hellaswag_items, wikitext2_test
 from experiments.errors import GbdError
 from experiments.evaluation import _processed_docs, model_context, perplexity, quiet_lm_eval, tokenize_corpus
-from experiments.audit.modes import mode as mode_named
+from experiments.runs.modes import mode as mode_named
 from experiments.loading import LoadedModel, load_model
 from experiments.pipeline import rank_for
 from experiments.surgery import read_targets

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from experiments.audit.modes import DEFAULT_SEED, MODES
+from experiments.runs.modes import DEFAULT_SEED, MODES
 from experiments.data import CALIBRATION_SOURCES, HELLASWAG_SOURCES
 from experiments.errors import GbdError
 
@@ -267,7 +267,8 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
 def cmd_phase(args: argparse.Namespace) -> None:
     from experiments.loading import load_model
-    from experiments.report import PHASE_HEADER, phase_rows, table
+    from experiments.render.markdown import table
+    from experiments.render.report import PHASE_HEADER, phase_rows
     from experiments.reproduce import phase_part
 
     loaded = load_model(args.model, device=args.device)
@@ -315,7 +316,8 @@ def cmd_surgery(args: argparse.Namespace) -> None:
 
 def surgery_text(loaded: Any, args: argparse.Namespace, part: dict[str, Any]) -> str:
     """What ``gbd-audit surgery`` prints: rank, protocol, the rows as the report's surgery table, Spearman rho."""
-    from experiments.report import SURGERY_HEADER, surgery_rows, table
+    from experiments.render.markdown import table
+    from experiments.render.report import SURGERY_HEADER, surgery_rows
 
     rows = part["rows"]
     original = next((r for r in rows if r["method"] is None), None)
@@ -336,11 +338,11 @@ def surgery_text(loaded: Any, args: argparse.Namespace, part: dict[str, Any]) ->
 
 
 def cmd_beyond(args: argparse.Namespace) -> None:
-    from experiments.audit.modes import mode
+    from experiments.runs.modes import mode
     from experiments.cache import write_json
     from experiments.loading import DEFAULT_MODEL, load_model
     from experiments.methods.open_questions import check_questions, run_open_questions
-    from experiments.methods.open_report import render_section
+    from experiments.render.beyond import render_section
 
     check_questions(args.question)
     model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL

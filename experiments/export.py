@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from experiments.adapters import adapter_for
-from experiments.audit.modes import mode as mode_named
+from experiments.runs.modes import mode as mode_named
 from experiments.cache import ensure_writable
 from experiments.compress import METHODS, Compression
 from experiments.errors import GbdError

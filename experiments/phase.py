@@ -5,7 +5,7 @@ solver as the property tests) and the two-sided error fraction
     sum_l ||W_l - P_l W_l P_{l-1}||_F^2 / sum_l ||W_l||_F^2
 is recorded. lambda is given in units of c = max_i (||W_i||_2^2 + ||W_{i+1}||_2^2), the size of
 the coupling term it competes with (Theorem 1), so the grid means the same on every model; the grid of
-each mode is ``experiments.audit.modes.Mode.phase_lambdas``.
+each mode is ``experiments.runs.modes.Mode.phase_lambdas``.
 
 Each cell records its wall-clock seconds and BCA sweeps, and the diagram the seconds of the per-layer
 truncated SVD of the same stack: the cost of a sweep beside that of SVD-LLM's own factorization.

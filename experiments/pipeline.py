@@ -1,6 +1,6 @@
 """Surgery and evaluation runs on a real model: calibrate once, then compress, install, evaluate each config.
 
-A mode (``experiments.audit.modes``, called the budget here) fixes the calibration size, the evaluation
+A mode (``experiments.runs.modes``, called the budget here) fixes the calibration size, the evaluation
 subset and the BCA stopping rule. Every configuration's result is cached as JSON (atomically) under a key made
 of everything that determines it: the code version (source files and library versions), the model's
 weights, the target kind, the budget, the configuration, d, the seed and the sha256 of every data file
@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from experiments.audit.modes import Mode
+from experiments.runs.modes import Mode
 from experiments.cache import cache_key, code_version, read_entry, write_entry
 from experiments.calibration import calibration_windows, model_fingerprint, second_moments
 from experiments.compress import AllocationError, Compression, compress, errors, frobenius_error_fraction

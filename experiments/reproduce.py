@@ -8,7 +8,7 @@
 - ``reproduce``: all of them, the verdicts (``experiments.audit.verdicts``, the one place that judges), and the
   Markdown report with its figures.
 
-Modes (``experiments.audit.modes``) set every sample size, grid and seed count.
+Modes (``experiments.runs.modes``) set every sample size, grid and seed count.
 Reports hold no absolute local path: data files are named relative to the data folder, the model by its file
 name, package and sha256.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from experiments.audit.measures import SEED_METHODS
-from experiments.audit.modes import Mode
-from experiments.audit.modes import mode as mode_named
+from experiments.runs.modes import Mode
+from experiments.runs.modes import mode as mode_named
 from experiments.audit.results import Results
 from experiments.audit.statistics import coverage_record
 from experiments.audit.verdicts import judge_all
@@ -146,7 +146,7 @@ def reproduce(model: str | None, mode: str, seed: int, ratio: float, kind: str, 
     """Theory audit, phase diagram, surgery (and with ``beyond`` the open questions, on attention outputs), all
     evaluated on one ``sample`` of windows and items seeded by ``seed``; then the verdicts and the report written
     to ``out_dir``."""
-    from experiments.report import write_report   # matplotlib only when a report is made
+    from experiments.render.report import write_report   # matplotlib only when a report is made
 
     check_ratio(ratio)                   # bad options and unwritable folders fail before any work
     check_dtype(dtype)

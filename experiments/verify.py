@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from experiments.audit.modes import MODES
+from experiments.runs.modes import MODES
 from theory.bca import STOP_REASONS, bca_tied
 from theory.counterexamples import (HAND_COUNTEREXAMPLE, SHARP_EXAMPLES, ExactCertificate, decide_exactly,
                                     minimal_counterexample, prove_exactly)
@@ -251,7 +251,7 @@ def audit_corollary3(per_family: int, seed: int) -> dict[str, Any]:
 
 
 def audit_theory(mode: Any = "standard", seed: int = 0) -> dict[str, Any]:
-    """All theory audits at the sample size of ``mode`` (a name in experiments.audit.modes.MODES, or an object
+    """All theory audits at the sample size of ``mode`` (a name in experiments.runs.modes.MODES, or an object
     with a ``name`` attribute)."""
     name = getattr(mode, "name", mode)
     if name not in MODES:

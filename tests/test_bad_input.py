@@ -19,7 +19,7 @@ from experiments.data import data_dir
 from experiments.errors import GbdError
 from experiments.loading import load_model
 from experiments.phase import phase_diagram
-from experiments.audit.modes import MODES as BUDGETS
+from experiments.runs.modes import MODES as BUDGETS
 from experiments.pipeline import fit_to_context
 from experiments.surgery import read_targets
 from theory.stopping import StoppingRule

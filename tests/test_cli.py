@@ -136,7 +136,7 @@ def test_bfloat16_rows_and_measured_nll_change(tiny_dir, tmp_path):
 
 
 def test_seed_runs_recalibrate_v1_v2_and_gbd_with_each_further_seed(tiny_dir, tmp_path):
-    from experiments.audit.modes import MODES
+    from experiments.runs.modes import MODES
     from experiments.audit.results import Row, typed
     from experiments.reproduce import seed_runs
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
-from experiments.audit.modes import MODES
+from experiments.runs.modes import MODES
 from experiments.data import data_dir, hellaswag_items, wikitext2_test
 from experiments.errors import GbdError
 from experiments.evaluation import (

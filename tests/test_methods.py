@@ -14,9 +14,9 @@ from experiments.cli import main
 from experiments.compress import METHODS, Compression, LowRankFactors, compress, register_method
 from experiments.errors import GbdError
 from experiments.loading import load_model
-from experiments.audit.modes import MODES
+from experiments.runs.modes import MODES
 from experiments.methods.open_questions import QUESTIONS, run_open_questions
-from experiments.methods.open_report import SECTION_TITLE, render_section
+from experiments.render.beyond import SECTION_TITLE, render_section
 from experiments.pipeline import Config, Context, compress_config
 from theory.stopping import StoppingRule
 
@@ -228,7 +228,7 @@ def test_equal_factors_are_evaluated_once_whatever_produced_them(tiny_dir, tmp_p
 def test_ratio_sweep_answer_names_a_tie_at_the_printed_precision():
     """Two configurations with the same PPL to the printed digits are a tie, not a win of whichever came first;
     a clearly lower PPL is a single winner."""
-    from experiments.methods.open_report import _answer_sweep
+    from experiments.render.beyond import _answer_sweep
     rows = [{"ratio": 0.5, "label": "SVD-LLM V1", "ppl": 23.1800001}, {"ratio": 0.5, "label": "SVD-LLM V2", "ppl": 23.18},
             {"ratio": 0.5, "label": "GBD", "ppl": 30.0},
             {"ratio": 0.25, "label": "SVD-LLM V1", "ppl": 26.5}, {"ratio": 0.25, "label": "SVD-LLM V2", "ppl": 26.9}]
@@ -241,7 +241,7 @@ def test_per_kind_answer_calls_v1_best_when_it_has_the_lowest_ppl_and_three_wind
     """'best' means lowest PPL: V2 at 1.28x V1 is not the best of mlp_out; a ratio over three windows cannot be
     decided (fewer than five), so it reads 'undecided', never 'not distinguishable'."""
     from experiments.audit.statistics import Interval
-    from experiments.methods.open_report import _answer_per_kind
+    from experiments.render.beyond import _answer_per_kind
     v2 = {"kind": "mlp_out", "label": "SVD-LLM V2", "windows": 3, "ratio": 0.25,
           "vs_v1": Interval(1.28, 0.9, 1.6, 3, "test", decisive=False)}
     answer = _answer_per_kind([v2])

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from experiments import data, evaluation, loading
-from experiments.audit.modes import mode
+from experiments.runs.modes import mode
 from experiments.calibration import svd_llm_batch
 from experiments.cli import main
 from experiments.data import HellaSwagItem

@@ -9,14 +9,14 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from experiments.audit.modes import MODES
+from experiments.runs.modes import MODES
 from experiments.calibration import second_moments
 from experiments.compress import compress, errors
 from experiments.errors import GbdError
 from experiments.evaluation import windows_available
 from experiments.loading import LoadedModel, load_model
 from experiments.methods.open_questions import run_open_questions
-from experiments.methods.open_report import render_section
+from experiments.render.beyond import render_section
 from experiments.methods.other_weights import (MLP_CHAIN, QKV_SHARED, budget_optimal_ranks, fused_v1,
                                                interface_ranks, matrix_ranks, per_matrix_v1, qkv_optimal_ranks)
 from experiments.pipeline import Context, measure, perplexity_part

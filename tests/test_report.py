@@ -13,7 +13,7 @@ from experiments.audit.ledger import CLAIMS, KINDS, LOST
 from experiments.audit.results import OLDEST_READABLE, SCHEMA_VERSION, Results, Row, typed
 from experiments.audit.verdicts import RULES, Verdict, judge_all, rule_text
 from experiments.errors import GbdError
-from experiments.report import write_report
+from experiments.render.report import write_report
 from experiments.verify import audit_theory
 
 DEFAULT_PPL = {"original": 20.0, "v1": 40.0, "v2": 45.0, "gbd": 400.0, "bs-core": 3000.0, "anchored": 5000.0}
@@ -270,7 +270,7 @@ def test_schema_6_takes_a_seed_row_not_scored_on_hellaswag_which_schema_5_refuse
 
 
 def test_the_report_names_the_sample_and_prints_each_procedures_measured_coverage(results, tmp_path):
-    from experiments.report import sampling_section
+    from experiments.render.report import sampling_section
     from experiments.sampling import Sample
 
     surgery = results["surgery"]

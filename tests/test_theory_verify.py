@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from experiments.audit.modes import MODES
-from experiments.theory_section import render_theory
+from experiments.runs.modes import MODES
+from experiments.render.theory import render_theory
 from experiments.verify import (audit_bca, audit_corollary3, audit_theorem1, audit_theorem2,
                                 audit_theory)
 

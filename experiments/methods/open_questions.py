@@ -9,13 +9,13 @@ every configuration of every question and returns JSON-ready data::
                "ppl_window_tokens", "ppl_window_index", "windows", "hellaswag_item_index", "activation_fraction", "frobenius_fraction", "hellaswag_*",
                "notes", ...}]}
 
-The mode (``experiments.audit.modes.Mode``) sizes everything: calibration, windows, items and BCA stopping as
+The mode (``experiments.runs.modes.Mode``) sizes everything: calibration, windows, items and BCA stopping as
 in the surgery, and its ``open_*`` fields for the sweeps, Table 4's lambdas and the joint objective's mu. Each
 row is cached as JSON under ``<cache>/beyond`` with the key of ``experiments.pipeline.row_key`` (code version,
 model weights, kind, mode, configuration, d, seed, every data file's sha256), so a code fix or a changed input
 is never served a stale row.
 
-``experiments.methods.open_report.render_section(data, out_dir)`` turns it into Markdown (with the ratio plot).
+``experiments.render.beyond.render_section(data, out_dir)`` turns it into Markdown (with the ratio plot).
 
 Questions (``QUESTIONS``):
 - ``cross-layer``: sequential (error-propagating) compression, plain and shrunk toward W, and the activation-coupled joint objective
@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from experiments.adapters import adapter_for
-from experiments.audit.modes import Mode
+from experiments.runs.modes import Mode
 from experiments.cache import read_entry, write_entry
 from experiments.calibration import calibration_windows
 from experiments.compress import Compression, compress

@@ -15,7 +15,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Callable
 
-from experiments.audit.modes import mode as mode_named
+from experiments.runs.modes import mode as mode_named
 from experiments.audit.statistics import Interval, spearman_interval
 from experiments.cache import ensure_writable
 from experiments.compress import METHODS

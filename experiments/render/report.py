@@ -9,7 +9,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from experiments import plots
+from experiments.render import plots
+from experiments.render.markdown import fmt, lam_label, pct, table
 from experiments.audit import statistics
 from experiments.audit.measures import (correlations, hs_accuracy, hs_paired, interior_rows, ppl_interval,
                                         ppl_ratio, seed_spread)
@@ -18,37 +19,12 @@ from experiments.audit.verdicts import Judgement, Verdict, rule_text
 from experiments.audit.verdicts import __doc__ as VERDICT_CLASSES
 from experiments.cache import atomic_write, write_json
 from experiments.compress import V2_RULE
-from experiments.theory_section import render_theory
+from experiments.render.beyond import render_section
+from experiments.render.theory import render_theory
 from experiments.threads import RULE as THREAD_RULE
 
 REPORT_NAME = "report.md"
 RESULTS_NAME = "results.json"
-
-
-def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A Markdown table; cells are str()-ed with '|' escaped."""
-    def cell(x: Any) -> str:
-        return str(x).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def fmt(x: float | None, digits: int = 4) -> str:
-    """Numbers for tables: None -> '-', infinities spelled out, else ``digits`` significant digits."""
-    if x is None:
-        return "-"
-    if isinstance(x, float) and math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.{digits}g}"
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f} %"
-
-
-def lam_label(x: float) -> str:
-    return "0" if x == 0 else "inf" if math.isinf(x) else f"{x:g} c"
 
 
 # ------------------------------------------------------------------------------------------------ sections
@@ -360,7 +336,6 @@ def render(results: dict[str, Any], judgements: Sequence[Judgement], out_dir: Pa
                 surgery_section(results, out_dir), sampling_section(results["surgery"]),
                 seeds_section(results), mechanism_section(results, out_dir)]
     if results.get("beyond"):
-        from experiments.methods.open_report import render_section   # it imports this module's table helpers
         sections.append(render_section(results["beyond"], out_dir))
     sections.append(reproducibility_section(results))
     return "\n\n".join(sections) + "\n"

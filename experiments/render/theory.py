@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments import plots
+from experiments.render import plots
+from experiments.render.markdown import table
 
 
-def _bca(bca: dict[str, Any], table: Any) -> list[str]:
+def _bca(bca: dict[str, Any]) -> list[str]:
     worst = sorted(bca["rows"], key=lambda r: -r["gap"])[:3]
     failures = bca["solver_failures"]
     untied, tied = bca["rules"]["untied"], bca["rules"]["tied"]
@@ -53,7 +54,7 @@ def _bca(bca: dict[str, Any], table: Any) -> list[str]:
                 r["kind"]) for r in worst])]
 
 
-def _theorem1(t1: dict[str, Any], table: Any, out_dir: Path | None) -> list[str]:
+def _theorem1(t1: dict[str, Any], out_dir: Path | None) -> list[str]:
     tight = t1["tightness"]
     grid = tight["lam_over_c"]
     picks = [i for i, x in enumerate(grid) if any(abs(x / v - 1) < 1e-6 for v in (0.01, 0.1, 1.0, 10.0, 100.0, 1e4))]
@@ -88,7 +89,7 @@ def _theorem1(t1: dict[str, Any], table: Any, out_dir: Path | None) -> list[str]
     return out
 
 
-def _theorem2(t2: dict[str, Any], table: Any) -> list[str]:
+def _theorem2(t2: dict[str, Any]) -> list[str]:
     hand, minimal, sharp = t2["hand"], t2["minimal"], t2["sharp"]
     ex = sharp["examples"]
     return [
@@ -130,7 +131,7 @@ def _theorem2(t2: dict[str, Any], table: Any) -> list[str]:
         "Larger stacks (n = 3, 4 or d > 1) in this class stay undecided."]
 
 
-def _corollary3(c3: dict[str, Any], table: Any, out_dir: Path | None) -> list[str]:
+def _corollary3(c3: dict[str, Any], out_dir: Path | None) -> list[str]:
     rows, third = c3["rows"], c3["third_order"]
     worst_second = max((r["rel_err_t1"] for r in rows), default=float("nan"))
     out = ["### Corollary 3 (second-order expansion)",
@@ -165,12 +166,11 @@ def _corollary3(c3: dict[str, Any], table: Any, out_dir: Path | None) -> list[st
 
 def render_theory(theory: dict[str, Any], out_dir: Path | None = None) -> str:
     """The report's whole theory section (figures written into ``out_dir`` when given)."""
-    from experiments.report import table     # the report's Markdown table (report imports this module)
 
     head = ["## Theory audit",
             f"Seeded stacks of every family (random, low-rank, near-symmetric, block, rectangular), "
             f"{theory['per_family']} per family, seed {theory['seed']}. The property tests (`pytest`) search the "
             "same families with hypothesis."]
-    parts = (head + _bca(theory["bca"], table) + _theorem1(theory["theorem1"], table, out_dir)
-             + _theorem2(theory["theorem2"], table) + _corollary3(theory["corollary3"], table, out_dir))
+    parts = (head + _bca(theory["bca"]) + _theorem1(theory["theorem1"], out_dir)
+             + _theorem2(theory["theorem2"]) + _corollary3(theory["corollary3"], out_dir))
     return "\n\n".join(parts)

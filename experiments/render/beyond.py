@@ -16,7 +16,7 @@ from experiments.audit.measures import ppl_interval, ppl_ratio
 from experiments.audit.statistics import MIN_DECISIVE_UNITS
 from experiments.methods.open_questions import (ALLOCATED_V1_LABEL, FUSED_V1_LABEL, MLP_MILD_RATIO, ORIGINAL_LABEL,
                                                 QKV_SHARED_LABEL, V1_LABEL)
-from experiments.report import fmt, table
+from experiments.render.markdown import fmt, table
 
 SECTION_TITLE = "What the paper left open, measured here"
 HEADER = ["configuration", "d/D", "PPL [95 % CI]", "PPL / V1 [95 % CI]", "activation error", "Frobenius",
