@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from experiments.runs.modes import Mode
@@ -348,13 +349,24 @@ def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Pa
     return row
 
 
+def left_singular(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(U, s) of the thin SVD M = U diag(s) V^T: LAPACK's divide and conquer (gesdd), and where it fails to converge
+    (it can on an exactly low-rank matrix, such as a rank-d approximation, depending on the BLAS threads that made
+    it) the QR-iteration driver gesvd, which converges on the same matrices."""
+    try:
+        U, s, _ = np.linalg.svd(M, full_matrices=False)
+    except np.linalg.LinAlgError:
+        U, s, _ = scipy.linalg.svd(M, full_matrices=False, lapack_driver="gesvd")
+    return U, s
+
+
 def one_sided_fraction(weights: Sequence[np.ndarray], approximations: Sequence[np.ndarray]) -> float:
     """sum_l ||W_l - P_l W_l||^2 / sum_l ||W_l||^2, P_l the orthogonal projector onto the range of W_hat_l (the
     method's output space): the best any weight with that output space can do. Rank-d SVD of W_l (Eckart-Young)
     gives the per-layer floor."""
     projected = []
     for W, Wh in zip(weights, approximations, strict=True):
-        U, s, _ = np.linalg.svd(np.asarray(Wh, dtype=np.float64), full_matrices=False)
+        U, s = left_singular(np.asarray(Wh, dtype=np.float64))
         U = U[:, s > s[0] * max(Wh.shape) * np.finfo(np.float64).eps] if s.size and s[0] > 0 else U[:, :0]
         projected.append(U @ (U.T @ np.asarray(W, dtype=np.float64)))
     return frobenius_error_fraction([np.asarray(W, dtype=np.float64) for W in weights], projected)
