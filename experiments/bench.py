@@ -56,7 +56,7 @@ from experiments.errors import GbdError
 from experiments.evaluation import _processed_docs, model_context, perplexity, quiet_lm_eval, tokenize_corpus
 from experiments.runs.modes import mode as mode_named
 from experiments.loading import LoadedModel, load_model
-from experiments.pipeline import rank_for
+from experiments.methods.ranks import rank_for
 from experiments.surgery import read_targets
 from theory.anchors import anchors as make_anchors
 from theory.bca import bca_untied, untied_sweep

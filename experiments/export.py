@@ -26,10 +26,12 @@ from torch import nn
 from experiments.adapters import adapter_for
 from experiments.runs.modes import mode as mode_named
 from experiments.cache import ensure_writable
-from experiments.compress import METHODS, Compression
+from experiments.methods.factors import Compression
+from experiments.methods.registry import method_names
 from experiments.errors import GbdError
 from experiments.loading import LoadedModel
-from experiments.pipeline import Config, check_ratio, compress_config, configs, prepare, rank_for
+from experiments.pipeline import Config, compress_config, configs, prepare
+from experiments.methods.ranks import check_ratio, rank_for
 from experiments.surgery import install, module_parameters, save_compressed
 
 RECORD = "gbd_compress.json"
@@ -37,13 +39,13 @@ RECORD = "gbd_compress.json"
 
 def export_config(method: str) -> Config:
     """The report's main-table configuration of ``method`` (its lambda, tying and convention); a method only
-    in the registry (``experiments.compress.METHODS``) gets the default options. Unknown: a GbdError."""
+    in the registry (``experiments.methods.registry``) gets the default options. Unknown: a GbdError."""
     for config in configs(mode_named("full")):
         if config.method == method and config.table == "main":
             return config
-    if method in METHODS:
+    if method in method_names():
         return Config(method, method, "export")
-    raise GbdError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    raise GbdError(f"unknown method {method!r}; choose one of {', '.join(method_names())}")
 
 
 def check_export(method: str, ratio: float, out: Path) -> Config:

@@ -19,7 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from experiments.compress import frobenius_error_fraction, solve_memo
+from experiments.methods.bundle import solve_memo
+from experiments.methods.ranks import absolute_lambda
+from experiments.methods.metrics import frobenius_error_fraction
 from experiments.errors import GbdError
 from theory.anchors import AnchorConvention
 from theory.corners import per_layer_truncated_svd, sandwich
@@ -40,10 +42,6 @@ class PhasePoint:
     seconds: float
     stop_reason: str | None = None    # theory.stopping.STOP_REASONS (None: a corner, no BCA)
 
-
-def absolute_lambda(lam_over_c: float, c: float) -> float:
-    """lambda = (lambda / c) * c; lambda / c = inf stays inf when c = 0 (an all-zero stack), never NaN."""
-    return float(np.inf) if np.isinf(lam_over_c) else lam_over_c * c
 
 
 def phase_point(stack: Stack, d: int, lam_over_c: float, tied: bool, convention: AnchorConvention,

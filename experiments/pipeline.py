@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import scipy.linalg
 import torch
 
 from experiments.runs.modes import Mode
 from experiments.cache import cache_key, code_version, read_entry, write_entry
 from experiments.calibration import calibration_windows, model_fingerprint, second_moments
-from experiments.compress import AllocationError, Compression, compress, errors, frobenius_error_fraction
+from experiments.methods.factors import Compression
+from experiments.methods.metrics import errors, frobenius_error_fraction, one_sided_fraction
+from experiments.methods.ranks import AllocationError
+from experiments.methods.registry import compress
 from experiments.data import (HELLASWAG_SOURCES, calibration_text, checksum_status, display_path, hellaswag_source,
                               source_choice, wikitext2_test)
 from experiments.errors import GbdError
@@ -32,7 +34,7 @@ from experiments.evaluation import (DTYPES, LM_EVAL_NOTE, chosen_items, docs_sha
                                     hellaswag_lm_eval, hub_items, lm_eval_hellaswag, model_context, perplexity,
                                     tokenize_corpus, windows_available)
 from experiments.loading import LoadedModel
-from experiments.phase import absolute_lambda
+from experiments.methods.ranks import absolute_lambda
 from experiments.sampling import Sample
 from experiments.surgery import installed, module_parameters, read_targets
 from experiments.unigram import unigram_baseline
@@ -349,29 +351,6 @@ def run_config(ctx: Context, config: Config, d: int, budget: Mode, cache_dir: Pa
     return row
 
 
-def left_singular(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(U, s) of the thin SVD M = U diag(s) V^T: LAPACK's divide and conquer (gesdd), and where it fails to converge
-    (it can on an exactly low-rank matrix, such as a rank-d approximation, depending on the BLAS threads that made
-    it) the QR-iteration driver gesvd, which converges on the same matrices."""
-    try:
-        U, s, _ = np.linalg.svd(M, full_matrices=False)
-    except np.linalg.LinAlgError:
-        U, s, _ = scipy.linalg.svd(M, full_matrices=False, lapack_driver="gesvd")
-    return U, s
-
-
-def one_sided_fraction(weights: Sequence[np.ndarray], approximations: Sequence[np.ndarray]) -> float:
-    """sum_l ||W_l - P_l W_l||^2 / sum_l ||W_l||^2, P_l the orthogonal projector onto the range of W_hat_l (the
-    method's output space): the best any weight with that output space can do. Rank-d SVD of W_l (Eckart-Young)
-    gives the per-layer floor."""
-    projected = []
-    for W, Wh in zip(weights, approximations, strict=True):
-        U, s = left_singular(np.asarray(Wh, dtype=np.float64))
-        U = U[:, s > s[0] * max(Wh.shape) * np.finfo(np.float64).eps] if s.size and s[0] > 0 else U[:, :0]
-        projected.append(U @ (U.T @ np.asarray(W, dtype=np.float64)))
-    return frobenius_error_fraction([np.asarray(W, dtype=np.float64) for W in weights], projected)
-
-
 def measure(ctx: Context, compression: Compression, windows: int | None, items: int | None,
             progress: bool = True) -> dict[str, Any]:
     """Frobenius and activation error on the calibration moments, parameters kept, the bias rule, and ``evaluate``
@@ -431,14 +410,4 @@ def unigram_of(ctx: Context, rows: Sequence[dict[str, Any]]) -> dict[str, Any] |
                             original["ppl_window_tokens"][0] + 1, len(original["ppl_window_tokens"]), calib.name)
 
 
-def check_ratio(ratio: float) -> None:
-    """The rank ratio d/D must lie in (0, 1]."""
-    if not 0 < ratio <= 1:
-        raise GbdError(f"rank ratio d/D must lie in (0, 1], got {ratio}")
 
-
-def rank_for(weights: Sequence[np.ndarray], ratio: float) -> int:
-    """d = round(ratio * D), D the smallest side of the targets (the hidden size for W_O); the paper's ratio is 0.25."""
-    check_ratio(ratio)
-    n = min(min(w.shape) for w in weights)
-    return max(1, int(round(ratio * n)))

@@ -23,7 +23,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from experiments.adapters import adapter_for
-from experiments.compress import Compression, LowRankFactors, compress
+from experiments.methods.factors import Compression, LowRankFactors
+from experiments.methods.registry import compress
 from experiments.errors import GbdError
 
 MANIFEST = "gbd_lowrank.json"

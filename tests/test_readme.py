@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import compress
+from experiments.methods import registry
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
@@ -29,5 +29,6 @@ def test_each_python_block_runs(index, tiny_dir, tmp_path, monkeypatch):
     for folder in MODEL_FOLDERS:
         block = block.replace(f'"{folder}"', repr(tiny_dir))
     monkeypatch.chdir(tmp_path)                                       # what a block writes lands here
-    monkeypatch.setattr(compress, "METHODS", dict(compress.METHODS))  # a block's register_method stays in this test
+    for table in ("METHODS", "BIAS_DEFAULTS", "LAZY"):               # a block's register_method stays in this test
+        monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
     exec(compile(block, f"README.md python block {index}", "exec"), {"__name__": f"readme_block_{index}"})

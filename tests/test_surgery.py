@@ -178,7 +178,7 @@ def test_installed_parameters_count_a_shared_factor_once():
 def test_one_sided_fraction_is_eckart_young_for_rank_d_svd_and_zero_for_the_weight_itself():
     import numpy as np
 
-    from experiments.pipeline import one_sided_fraction
+    from experiments.methods.metrics import one_sided_fraction
     W = np.random.default_rng(0).normal(size=(6, 5))
     U, s, Vt = np.linalg.svd(W, full_matrices=False)
     rank2 = U[:, :2] * s[:2] @ Vt[:2]
@@ -245,7 +245,7 @@ def test_bias_option_projects_or_keeps_for_any_method(build):
 def test_one_sided_fraction_survives_lapacks_divide_and_conquer_not_converging(monkeypatch):
     """gesdd can fail to converge on an exactly low-rank matrix (it did once in a report run): the same fraction
     comes from gesvd instead of an error hours into a run."""
-    from experiments.pipeline import one_sided_fraction
+    from experiments.methods.metrics import one_sided_fraction
 
     rng = np.random.default_rng(5)
     W = rng.standard_normal((12, 9))

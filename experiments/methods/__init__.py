@@ -1,12 +1,10 @@
-"""Beyond the paper (issue 13): methods and measurements the paper left open.
+"""Compression methods: numpy only, no model, no torch (``tests/test_layers.py`` keeps it so).
 
-- ``plugin``: run any method of the registry (``experiments.compress.register_method``) through the diagnostic.
-- ``hooks``: streamed input moments of modules under a chosen set of installed replacements.
-- ``sequential``: error-propagating layer-by-layer compression (closed-form reduced-rank regression).
-- ``coupled``: a joint activation objective with a residual-stream cross-layer term, solved by BCA.
-- ``controls``: the unification-gap corners, the activation-aware bundle corners, Table 4's anchor variants.
-- ``other_weights``: the MLP as a rectangular chain (per-interface-rank bundle) and Q/K/V on one shared input basis.
-- ``open_questions``: runs all of them on a model and renders the report section.
+- ``registry``: the one table of methods by name (``compress``, ``register_method``; built-ins of the modules
+  below load on first use), ``factors``: the types every method returns, ``ranks``: every rank rule,
+  ``metrics``: error fractions.
+- ``svd_llm`` (SVD-LLM V1, V2), ``bundle`` (the paper's bundle, its corners and Basis-Sharing-core),
+  ``basis_sharing`` (the reference Basis Sharing), ``coupled`` (a joint activation objective with a
+  residual-stream term), ``other_weights`` (the MLP as a rectangular chain, Q/K/V on one shared input basis),
+  ``controls`` (the unification-gap corners, activation-aware corners, Table 4's anchor variants).
 """
-from experiments.methods import coupled  # noqa: F401,E402  (registers the "act-coupled" method)
-from experiments.methods import other_weights  # noqa: F401,E402  (registers "mlp-chain" and "qkv-shared")

@@ -23,9 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from experiments.compress import Compression, LowRankFactors, compress, output_bias
+from experiments.methods.factors import Compression, LowRankFactors, output_bias
+from experiments.methods.registry import compress
 from experiments.errors import GbdError
-from experiments.phase import absolute_lambda
+from experiments.methods.ranks import absolute_lambda
 from theory.anchors import anchors
 from theory.grassmann import Array
 from theory.stack import Stack

@@ -27,7 +27,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from experiments.compress import Compression, LowRankFactors, output_bias, register_method
+from experiments.methods.factors import Compression, LowRankFactors, output_bias
+from experiments.methods.registry import builtin_method
 from experiments.errors import GbdError
 from theory.bca import bca_untied
 from theory.grassmann import Array, top_left_singular
@@ -55,7 +56,7 @@ def joint_objective(weights: Sequence[Array], sigmas: Sequence[Array], residual:
     return own + mu * c * cross
 
 
-@register_method(METHOD)
+@builtin_method(METHOD)
 def activation_coupled(weights: list[Array], sigmas: list[Array], biases: list[Array | None], d: int,
                        options: Mapping[str, Any]) -> Compression:
     """Maximize J (module docstring) by BCA; options: "mu" (>= 0, default 1), "residual" ([H_2..H_L]),

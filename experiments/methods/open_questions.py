@@ -44,17 +44,19 @@ from experiments.adapters import adapter_for
 from experiments.runs.modes import Mode
 from experiments.cache import read_entry, write_entry
 from experiments.calibration import calibration_windows
-from experiments.compress import Compression, compress
+from experiments.methods.factors import Compression
+from experiments.methods.registry import compress
 from experiments.data import calibration_text
 from experiments.errors import GbdError
 from experiments.loading import LoadedModel
 from experiments.methods.controls import table4, unification_gap, whitened_corners
 from experiments.methods.coupled import METHOD as COUPLED
 from experiments.methods.hooks import block_input_moments
-from experiments.methods.other_weights import (MLP_CHAIN, QKV_SHARED, fused_v1, matrix_ranks, per_matrix_v1,
-                                               qkv_optimal_ranks)
+from experiments.methods.other_weights import MLP_CHAIN, QKV_SHARED, fused_v1, per_matrix_v1
+from experiments.methods.ranks import matrix_ranks, qkv_optimal_ranks
 from experiments.methods.sequential import sequential_compress
-from experiments.pipeline import Config, Context, compress_config, evaluated, measure, prepare, rank_for, row_key
+from experiments.pipeline import Config, Context, compress_config, evaluated, measure, prepare, row_key
+from experiments.methods.ranks import rank_for
 from experiments.sampling import Sample, check_sampling
 from theory.grassmann import Array
 

@@ -50,67 +50,23 @@ Two more Q/K/V baselines separate what the shared basis gains by allocation from
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from experiments.compress import (Compression, LowRankFactors, _whiten, compress, register_method,
-                                  section_factors, shared_basis, solve_memo)
+from experiments.methods.basis_sharing import shared_basis
+from experiments.methods.bundle import solve_memo
+from experiments.methods.factors import Compression, LowRankFactors, whiten, section_factors
+from experiments.methods.registry import builtin_method, compress
 from experiments.errors import GbdError
-from experiments.pipeline import rank_for
+from experiments.methods.ranks import interface_ranks, qkv_blocks, shared_parity_rank
 from theory.grassmann import Array
 from theory.stack import Stack
 from theory.stopping import COMPRESSION
-from theory.whitening import whitening
 
 MLP_CHAIN = "mlp-chain"
 QKV_SHARED = "qkv-shared"
 
-
-def matrix_ranks(weights: Sequence[Array], ratio: float) -> list[int]:
-    """r(W) = round(ratio min(m, n)) per matrix: V1's rank for each matrix alone (module docstring)."""
-    return [rank_for([W], ratio) for W in weights]
-
-
-def budget_optimal_ranks(spectra: Sequence[Array], costs: Sequence[int], budget: int) -> list[int]:
-    """argmax over integer r_m in [1, len(s_m)] with sum_m r_m c_m = budget (exactly) of sum_m sum_{i <= r_m} s_m,i^2.
-
-    ``spectra``: each matrix's singular values (of W_m S_m, descending); ``costs``: parameters per unit of rank,
-    c_m = n_in + n_out. Exact dynamic programme over the budget in units of g = gcd(c_1, ..., budget): the best
-    energy at every reachable exact cost, one matrix at a time. An unreachable budget is an error.
-    """
-    if len(spectra) != len(costs) or not spectra:
-        raise GbdError(f"need one spectrum per cost, got {len(spectra)} spectra and {len(costs)} costs")
-    g = math.gcd(int(budget), *(int(c) for c in costs))
-    units, steps = int(budget) // g, [int(c) // g for c in costs]
-    best = np.full(units + 1, -np.inf)
-    best[0] = 0.0
-    choice = []
-    for s, step in zip(spectra, steps):
-        kept = np.cumsum(np.asarray(s, dtype=np.float64) ** 2)           # kept[r - 1]: energy at rank r
-        new, pick = np.full(units + 1, -np.inf), np.zeros(units + 1, dtype=int)
-        for r in range(1, min(len(kept), units // step) + 1):
-            cand = np.full(units + 1, -np.inf)
-            cand[r * step:] = best[:units + 1 - r * step] + kept[r - 1]
-            better = cand > new
-            new[better], pick[better] = cand[better], r
-        best = new
-        choice.append(pick)
-    if not np.isfinite(best[units]):
-        raise GbdError(f"no ranks >= 1 with costs {list(costs)} spend exactly {budget} parameters")
-    ranks, left = [], units
-    for pick, step in zip(reversed(choice), reversed(steps)):
-        ranks.append(int(pick[left]))
-        left -= ranks[-1] * step
-    return ranks[::-1]
-
-
-def interface_ranks(d: int, widths: Sequence[int]) -> tuple[int, ...]:
-    """d_k = round(d n_k / min n), clipped to [1, n_k]: the narrowest interfaces get d, the others the same
-    fraction of their width."""
-    narrow = min(widths)
-    return tuple(int(min(n, max(1, round(d * n / narrow)))) for n in widths)
 
 
 def per_matrix_v1(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence[Array | None],
@@ -120,36 +76,6 @@ def per_matrix_v1(weights: Sequence[Array], sigmas: Sequence[Array], biases: Seq
     return Compression("v1 per matrix", [p.layers[0] for p in parts], list(ranks),
                        [f"SVD-LLM V1 on each matrix at ranks {sorted(set(ranks))}"] + [n for p in parts for n in p.notes])
 
-
-def shared_parity_rank(weights: Sequence[Array], ranks: Sequence[int]) -> int:
-    """k = floor(sum_m r_m (n_in + n_m) / (n_in + sum_m n_m)), clipped to n_in: one k x n_in input factor and
-    per-matrix n_m x k output factors within the count of V1 at ranks r_m (module docstring)."""
-    n_in = weights[0].shape[1]
-    if any(W.shape[1] != n_in for W in weights):
-        raise GbdError(f"a shared input factor needs one input width, got {[W.shape[1] for W in weights]}")
-    budget = sum(r * (n_in + W.shape[0]) for r, W in zip(ranks, weights, strict=True))
-    return min(budget // (n_in + sum(W.shape[0] for W in weights)), n_in)
-
-
-def qkv_blocks(weights: Sequence[Array], ranks: Sequence[int], what: str) -> list[int]:
-    """The first index of each [q, k, v] block, after checking the layout and one rank per matrix."""
-    if len(weights) % 3 or not weights:
-        raise GbdError(f"{what}: need [q, k, v] per block, got {len(weights)} matrices")
-    if len(ranks) != len(weights):
-        raise GbdError(f"{what}: need one parity rank per matrix, got {len(ranks)} for {len(weights)}")
-    return list(range(0, len(weights), 3))
-
-
-def qkv_optimal_ranks(weights: Sequence[Array], sigmas: Sequence[Array], ranks: Sequence[int]) -> list[int]:
-    """Per block, ``budget_optimal_ranks`` on the whitened spectra s(W_m chol(Sigma_m)) at the count of V1 at
-    ``ranks``: the per-matrix V1 ranks with the least total activation error at exactly that count."""
-    out: list[int] = []
-    for g in qkv_blocks(weights, ranks, "budget-optimal V1"):
-        Ws, Ss = weights[g:g + 3], sigmas[g:g + 3]
-        spectra = [np.linalg.svd(W @ whitening(S, "cholesky").S, compute_uv=False) for W, S in zip(Ws, Ss)]
-        costs = [W.shape[0] + W.shape[1] for W in Ws]
-        out += budget_optimal_ranks(spectra, costs, sum(r * c for r, c in zip(ranks[g:g + 3], costs)))
-    return out
 
 
 def fused_v1(weights: Sequence[Array], sigmas: Sequence[Array], biases: Sequence[Array | None],
@@ -184,7 +110,7 @@ def _mlp_blocks(weights: Sequence[Array]) -> int:
     return len(weights) // 3
 
 
-@register_method(MLP_CHAIN, bias="project")
+@builtin_method(MLP_CHAIN, bias="project")
 def mlp_chain(weights: list[Array], sigmas: list[Array], biases: list[Array | None], d: int,
               options: Mapping[str, Any]) -> Compression:
     """The MLP chain bundle (module docstring); options: "whitened" (default True), "stopping" (a
@@ -193,7 +119,7 @@ def mlp_chain(weights: list[Array], sigmas: list[Array], biases: list[Array | No
     whitened = bool(options.get("whitened", True))
     notes: list[str] = []
     chain = [k for l in range(L) for k in (3 * l, 3 * l + 2)]             # up_1, down_1, up_2, ...
-    whs = {k: _whiten(sigmas[k], "cholesky", f"matrix {k + 1}", notes) for k in chain} if whitened else None
+    whs = {k: whiten(sigmas[k], "cholesky", f"matrix {k + 1}", notes) for k in chain} if whitened else None
     stack = Stack.of([weights[k] for k in chain])
     if whs is not None:
         stack = stack.whitened([whs[k].S for k in chain])
@@ -216,7 +142,7 @@ def mlp_chain(weights: list[Array], sigmas: list[Array], biases: list[Array | No
     return Compression(MLP_CHAIN, layers, [f.rank for f in layers], notes, sol.sections, run.sweeps, run.history)
 
 
-@register_method(QKV_SHARED, bias="keep")
+@builtin_method(QKV_SHARED, bias="keep")
 def qkv_shared(weights: list[Array], sigmas: list[Array], biases: list[Array | None], d: int,
                options: Mapping[str, Any]) -> Compression:
     """One whitened input basis per block for [q, k, v] (module docstring); option "ranks": per-matrix V1 ranks."""
@@ -225,7 +151,6 @@ def qkv_shared(weights: list[Array], sigmas: list[Array], biases: list[Array | N
     notes: list[str] = []
     for g in qkv_blocks(weights, ranks, QKV_SHARED):
         Ws, Ss = weights[g:g + 3], sigmas[g:g + 3]
-        D = Ws[0].shape[1]
         try:
             k = shared_parity_rank(Ws, ranks[g:g + 3])
         except GbdError as e:

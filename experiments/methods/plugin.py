@@ -1,4 +1,4 @@
-"""Any method of the registry (``experiments.compress.METHODS``, built-in or added with ``register_method``)
+"""Any method of the registry (``experiments.methods.registry``, built-in or added with ``register_method``)
 through the whole diagnostic of ``gbd-audit surgery``: Frobenius and activation error, surgery, perplexity,
 HellaSwag, parameters kept, beside the original model and SVD-LLM V1, and the Spearman correlation of activation
 error and of Frobenius error with perplexity over those rows (with its bootstrap interval,
@@ -18,10 +18,11 @@ from typing import Any, Callable
 from experiments.runs.modes import mode as mode_named
 from experiments.audit.statistics import Interval, spearman_interval
 from experiments.cache import ensure_writable
-from experiments.compress import METHODS
+from experiments.methods.registry import get_method, method_names
 from experiments.errors import GbdError
 from experiments.loading import LoadedModel
-from experiments.pipeline import Config, check_dtype, check_ratio, prepare, rank_for, run_config
+from experiments.pipeline import Config, check_dtype, prepare, run_config
+from experiments.methods.ranks import check_ratio, rank_for
 from experiments.sampling import Sample
 
 
@@ -74,8 +75,8 @@ def method_part(loaded: LoadedModel, method: str, kind: str, ratio: float, mode:
     """Pipeline rows of the original model, the references (V1, V2, GBD, BS-core) and ``method``, plus Spearman's
     rho of activation and of Frobenius error against perplexity over the compressed rows (perplexity under
     ``dtype``, windows and items drawn by ``sample``, as in ``experiments.reproduce.surgery_part``)."""
-    if method not in METHODS:
-        raise GbdError(f"unknown method {method!r}; registered: {sorted(METHODS)}")
+    if method not in method_names():
+        raise GbdError(f"unknown method {method!r}; registered: {method_names()}")
     check_ratio(ratio)
     check_dtype(dtype)
     ensure_writable(cache_dir, "cache folder")
@@ -84,7 +85,7 @@ def method_part(loaded: LoadedModel, method: str, kind: str, ratio: float, mode:
     budget = ctx.budget                 # the calibration window clipped to the model's context, if it had to be
     d = rank_for(ctx.weights, ratio)
     configs = [Config(label, m, "main") for label, m in REFERENCES if m != method]
-    configs.append(Config(method, method, f"method {code_digest(METHODS[method])}"))
+    configs.append(Config(method, method, f"method {code_digest(get_method(method))}"))
     rows = [run_config(ctx, c, d, budget, cache_dir, progress) for c in configs]
     compressed = [r for r in rows if r["method"] is not None]
     checks = {key: _rho([r[key] for r in compressed], [r["ppl"] for r in compressed])

@@ -42,7 +42,7 @@ from torch import nn
 from tqdm import tqdm
 
 from experiments.adapters import adapter_for
-from experiments.compress import Compression, LowRankFactors
+from experiments.methods.factors import Compression, LowRankFactors
 from experiments.errors import GbdError
 from experiments.methods.hooks import block_with_target_input, first_block_calls, swapped
 from experiments.surgery import LowRankLinear

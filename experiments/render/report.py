@@ -5,9 +5,8 @@ judged (``experiments.audit.verdicts``): this module only renders.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from experiments.render import plots
 from experiments.render.markdown import fmt, lam_label, pct, table
@@ -18,7 +17,7 @@ from experiments.audit.results import SCHEMA_VERSION, Results
 from experiments.audit.verdicts import Judgement, Verdict, rule_text
 from experiments.audit.verdicts import __doc__ as VERDICT_CLASSES
 from experiments.cache import atomic_write, write_json
-from experiments.compress import V2_RULE
+from experiments.methods.ranks import V2_RULE
 from experiments.render.beyond import render_section
 from experiments.render.theory import render_theory
 from experiments.threads import RULE as THREAD_RULE
