@@ -285,3 +285,29 @@ def test_bias_rule_by_method_family_and_the_option_overrides_it(method, rule):
             assert np.allclose(f.bias, b if expected == "keep" else Q @ (Q.T @ b), atol=1e-12)
     with pytest.raises(GbdError, match="unknown bias mode"):
         compress(Ws, Ss, bs, method, 2, bias_mode="drop")
+
+
+def test_every_built_in_method_resolves_after_importing_experiments_compress_alone():
+    """The registry imports a built-in method's module on first use (lm-eval's lazy model table): in a fresh
+    interpreter, after ``import experiments.compress`` only, every listed name resolves, and ``mlp-chain`` runs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+import numpy as np
+from experiments.compress import compress, get_method, method_names
+assert "experiments.methods.other_weights" not in sys.modules and "mlp-chain" in method_names()
+rng = np.random.default_rng(0)
+Ws = [rng.standard_normal((6, 4)), rng.standard_normal((6, 4)), rng.standard_normal((4, 6))]
+X, H = rng.standard_normal((4, 40)), rng.standard_normal((6, 40))
+c = compress(Ws, [X @ X.T, X @ X.T, H @ H.T], None, "mlp-chain", 2)
+assert len(c.layers) == 3
+for name in method_names():
+    assert callable(get_method(name))
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
