@@ -49,15 +49,15 @@ from threadpoolctl import threadpool_info
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 from transformers.pytorch_utils import Conv1D
 
-from experiments.adapters import adapter_for
-from experiments.calibration import calibration_batch, second_moments
+from experiments.model.adapters import adapter_for
+from experiments.model.moments import calibration_batch, second_moments
 from experiments.data import calibration_text, data_dir, hellaswag_items, wikitext2_test
 from experiments.errors import GbdError
 from experiments.evaluation import _processed_docs, model_context, perplexity, quiet_lm_eval, tokenize_corpus
 from experiments.runs.modes import mode as mode_named
-from experiments.loading import LoadedModel, load_model
+from experiments.model.loading import LoadedModel, load_model
 from experiments.methods.ranks import rank_for
-from experiments.surgery import read_targets
+from experiments.model.lowrank import read_targets
 from theory.anchors import anchors as make_anchors
 from theory.bca import bca_untied, untied_sweep
 from theory.energy import bundle_energy

@@ -131,7 +131,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dense", action="store_true",
                    help="write W_hat = B A as a standard checkpoint (config, tokenizer, safetensors) that "
                         "transformers and lm-eval's hf model load without this project; default: the factored "
-                        "model (fewer parameters), read by experiments.surgery.load_compressed")
+                        "model (fewer parameters), read by experiments.model.lowrank.load_compressed")
     p.set_defaults(run=cmd_compress)
     return top
 
@@ -209,7 +209,7 @@ def no_progress_bars() -> Iterator[None]:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from experiments.loading import DEFAULT_MODEL
+    from experiments.model.loading import DEFAULT_MODEL
     from experiments.reproduce import reproduce
 
     command = shown_command(args.argv)
@@ -266,7 +266,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_phase(args: argparse.Namespace) -> None:
-    from experiments.loading import load_model
+    from experiments.model.loading import load_model
     from experiments.render.markdown import table
     from experiments.render.report import PHASE_HEADER, phase_rows
     from experiments.reproduce import phase_part
@@ -280,7 +280,7 @@ def cmd_phase(args: argparse.Namespace) -> None:
 
 def cmd_surgery(args: argparse.Namespace) -> None:
     from experiments.cache import ensure_writable
-    from experiments.loading import load_model
+    from experiments.model.loading import load_model
     from experiments.methods.plugin import load_plugin, method_part
     from experiments.reproduce import surgery_part
 
@@ -340,7 +340,7 @@ def surgery_text(loaded: Any, args: argparse.Namespace, part: dict[str, Any]) ->
 def cmd_beyond(args: argparse.Namespace) -> None:
     from experiments.runs.modes import mode
     from experiments.cache import write_json
-    from experiments.loading import DEFAULT_MODEL, load_model
+    from experiments.model.loading import DEFAULT_MODEL, load_model
     from experiments.methods.open_questions import check_questions, run_open_questions
     from experiments.render.beyond import render_section
 
@@ -363,7 +363,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> None:
     from experiments.export import check_export, compress_and_save
-    from experiments.loading import load_model
+    from experiments.model.loading import load_model
 
     check_export(args.method, args.ratio, args.out)      # before the model is read
     loaded = load_model(args.model, device=args.device)

@@ -6,7 +6,7 @@
 - Calibration: a text file (``$GBD_CALIB_TEXT``), else the local *tokenized* WikiText-2 valid split
   (``<unk>`` tokens; the train split is not shipped), never the test split. Online, ``--calibration
   wikitext2-train`` (``$GBD_CALIBRATION``) is the paper's: the wikitext-2-raw-v1 train split through ``datasets``,
-  rows joined with "\\n\\n", windows drawn as SVD-LLM draws them (``experiments.calibration.svd_llm_batch``).
+  rows joined with "\\n\\n", windows drawn as SVD-LLM draws them (``experiments.model.moments.svd_llm_batch``).
 - HellaSwag validation: 6 lines per item (activity_label + ": " + ctx, gold label, 4 endings).
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class TextSource:
     name: str
     path: str
     sha256: str
-    windows: str = "token-offsets"   # how calibration draws its windows (experiments.calibration.calibration_windows)
+    windows: str = "token-offsets"   # how calibration draws its windows (experiments.model.moments.calibration_windows)
 
 
 @dataclass

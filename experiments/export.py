@@ -3,8 +3,8 @@
 ``gbd-audit compress`` calibrates and compresses with the pipeline (``experiments.pipeline.prepare`` and
 ``compress_config``: the report's options for the method), then writes either
 
-- the factored model (``experiments.surgery.save_compressed``): each target y = W x + b stored as A (d x n_in)
-  and B (n_out x d) with b_hat, read back by ``experiments.surgery.load_compressed``; the targets keep
+- the factored model (``experiments.model.lowrank.save_compressed``): each target y = W x + b stored as A (d x n_in)
+  and B (n_out x d) with b_hat, read back by ``experiments.model.lowrank.load_compressed``; the targets keep
   d (n_in + n_out) parameters instead of n_in n_out; or
 - ``dense``: the same architecture with each target's weight replaced by W_hat = B A (and its bias by b_hat),
   saved by ``save_pretrained`` with the tokenizer: plain ``transformers.AutoModelForCausalLM.from_pretrained``
@@ -23,16 +23,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from experiments.adapters import adapter_for
+from experiments.model.adapters import adapter_for
 from experiments.runs.modes import mode as mode_named
 from experiments.cache import ensure_writable
 from experiments.methods.factors import Compression
 from experiments.methods.registry import method_names
 from experiments.errors import GbdError
-from experiments.loading import LoadedModel
+from experiments.model.loading import LoadedModel
 from experiments.pipeline import Config, compress_config, configs, prepare
 from experiments.methods.ranks import check_ratio, rank_for
-from experiments.surgery import install, module_parameters, save_compressed
+from experiments.model.lowrank import install, module_parameters, save_compressed
 
 RECORD = "gbd_compress.json"
 

@@ -22,7 +22,7 @@ import torch
 
 from experiments.runs.modes import Mode
 from experiments.cache import cache_key, code_version, read_entry, write_entry
-from experiments.calibration import calibration_windows, model_fingerprint, second_moments
+from experiments.model.moments import calibration_windows, model_fingerprint, second_moments
 from experiments.methods.factors import Compression
 from experiments.methods.metrics import errors, frobenius_error_fraction, one_sided_fraction
 from experiments.methods.ranks import AllocationError
@@ -33,10 +33,10 @@ from experiments.errors import GbdError
 from experiments.evaluation import (DTYPES, LM_EVAL_NOTE, chosen_items, docs_sha256, every_item, hellaswag_direct,
                                     hellaswag_lm_eval, hub_items, lm_eval_hellaswag, model_context, perplexity,
                                     tokenize_corpus, windows_available)
-from experiments.loading import LoadedModel
+from experiments.model.loading import LoadedModel
 from experiments.methods.ranks import absolute_lambda
 from experiments.sampling import Sample
-from experiments.surgery import installed, module_parameters, read_targets
+from experiments.model.lowrank import installed, module_parameters, read_targets
 from experiments.unigram import unigram_baseline
 from theory.corners import sandwich
 from theory.objective import lambda_unit
@@ -99,7 +99,7 @@ class Context:
     adjustments: list[str] = field(default_factory=list)
     dtype: str = "float32"            # perplexity's autocast dtype (experiments.evaluation.DTYPES)
     cache_dir: Path | None = None     # where ``evaluated`` keeps evaluations by content (None: not cached)
-    device: str = "cpu"               # where the model runs (experiments.loading.device_of): part of every key
+    device: str = "cpu"               # where the model runs (experiments.model.loading.device_of): part of every key
     sample: Sample = Sample()         # the run's one draw of windows and items (experiments.sampling)
     windows_available: int = 0        # N: the test set's windows
     items_available: int = 0          # the HellaSwag validation file's items

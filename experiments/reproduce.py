@@ -30,14 +30,14 @@ from experiments.audit.statistics import coverage_record
 from experiments.audit.verdicts import judge_all
 from experiments.cache import ensure_writable
 from experiments.data import sha256
-from experiments.loading import LoadedModel, load_model
+from experiments.model.loading import LoadedModel, load_model
 from experiments.methods.open_questions import run_open_questions
 from experiments.phase import phase_diagram
 from experiments.pipeline import Context, check_dtype, choose_configs, configs, dtype_check, hellaswag_cross_check, prepare, run_surgery, unigram_of
 from experiments.methods.ranks import check_ratio, rank_for
-from experiments.quantization import rounding_noise_fraction
+from experiments.model.quantization import rounding_noise_fraction
 from experiments.sampling import Sample, check_sampling
-from experiments.surgery import read_targets
+from experiments.model.lowrank import read_targets
 from experiments.threads import part_threads
 from experiments.verify import audit_theory
 from theory.anchors import CONVENTIONS

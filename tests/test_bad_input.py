@@ -12,16 +12,17 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
-from experiments import loading, reproduce
+from experiments import reproduce
+from experiments.model import loading
 from experiments.cli import main
 from experiments.compress import compress, errors, method_names
 from experiments.data import data_dir
 from experiments.errors import GbdError
-from experiments.loading import load_model
+from experiments.model.loading import load_model
 from experiments.phase import phase_diagram
 from experiments.runs.modes import MODES as BUDGETS
 from experiments.pipeline import fit_to_context
-from experiments.surgery import read_targets
+from experiments.model.lowrank import read_targets
 from theory.stopping import StoppingRule
 
 VOCAB = 50304     # the GPT-NeoX-20B tokenizer of the shared data

@@ -79,7 +79,7 @@ def test_default_code_version_covers_every_package_source_file(tmp_path, monkeyp
             copy.write_bytes(f.read_bytes())
     monkeypatch.setattr(cache, "PACKAGE_ROOT", tmp_path)
     versions = [cache.code_version()]
-    for edited in ("experiments/evaluation.py", "experiments/audit/statistics.py", "experiments/methods/sequential.py"):
+    for edited in ("experiments/evaluation.py", "experiments/audit/statistics.py", "experiments/model/sequential.py"):
         with open(tmp_path / edited, "a") as f:
             f.write("\n# a fix\n")
         versions.append(cache.code_version())

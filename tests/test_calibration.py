@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from experiments.adapters import adapter_for
+from experiments.model.adapters import adapter_for
 from experiments.cache import cache_key
-from experiments.calibration import calibration_batch, second_moments
+from experiments.model.moments import calibration_batch, second_moments
 from experiments.errors import GbdError
 
 N, T = 4, 16
@@ -167,7 +167,7 @@ def test_a_negative_seed_is_a_clear_error():
 
 
 def test_a_calibration_cache_of_another_code_version_is_not_reused(model, names, input_ids, tmp_path, monkeypatch):
-    import experiments.calibration as calibration
+    import experiments.model.moments as calibration
 
     cache = tmp_path / "sigma.pt"
     second_moments(model, names, input_ids[:1], progress=False, cache=cache)
@@ -179,7 +179,7 @@ def test_a_calibration_cache_of_another_code_version_is_not_reused(model, names,
 
 def test_a_cache_made_on_another_device_is_not_reused(model, names, input_ids, tmp_path, monkeypatch):
     """float32 activations differ between devices: the state's key names the device it was measured on."""
-    from experiments import calibration
+    from experiments.model import moments as calibration
 
     cache = tmp_path / "sigma.pt"
     second_moments(model, names, input_ids, progress=False, cache=cache)

@@ -11,7 +11,7 @@ import pytest
 from experiments.audit.ledger import CLAIMS
 from experiments.cli import default_out, main
 from experiments.data import data_dir
-from experiments.loading import load_model
+from experiments.model.loading import load_model
 from experiments.reproduce import surgery_part
 from experiments.sampling import Sample
 

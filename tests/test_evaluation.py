@@ -21,7 +21,7 @@ from experiments.evaluation import (
     tokenize_corpus,
     windows_available,
 )
-from experiments.loading import LoadedModel
+from experiments.model.loading import LoadedModel
 from experiments.pipeline import Context, evaluated
 from experiments.sampling import Sample
 

@@ -10,12 +10,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from experiments import export, loading
+from experiments import export
+from experiments.model import loading
 from experiments.cli import main
 from experiments.data import hellaswag_items
 from experiments.evaluation import LOCAL_TASK, _write_local_task
 from experiments.errors import GbdError
-from experiments.surgery import LowRankLinear, compress_model, load_compressed, save_compressed
+from experiments.model.lowrank import LowRankLinear, compress_model, load_compressed, save_compressed
 from test_surgery import TOKENS, gpt2, llama, logits, neox, second_moments
 
 D_RANK = 8

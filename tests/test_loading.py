@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, OPTConfig, OPTForCausalLM
 
-from experiments.adapters import adapter_for
+from experiments.model.adapters import adapter_for
 from experiments.errors import GbdError
-from experiments.loading import load_model
+from experiments.model.loading import load_model
 
 
 @pytest.mark.parametrize("spec", ["/nonexistent/model.gguf", "/nonexistent/dir", "./missing"])

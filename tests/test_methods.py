@@ -13,7 +13,7 @@ import torch
 from experiments.cli import main
 from experiments.compress import METHODS, Compression, LowRankFactors, compress, register_method
 from experiments.errors import GbdError
-from experiments.loading import load_model
+from experiments.model.loading import load_model
 from experiments.runs.modes import MODES
 from experiments.methods.open_questions import QUESTIONS, run_open_questions
 from experiments.render.beyond import SECTION_TITLE, render_section

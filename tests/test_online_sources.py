@@ -12,13 +12,14 @@ import lm_eval
 import pytest
 import torch
 
-from experiments import data, evaluation, loading
+from experiments import data, evaluation
+from experiments.model import loading
 from experiments.runs.modes import mode
-from experiments.calibration import svd_llm_batch
+from experiments.model.moments import svd_llm_batch
 from experiments.cli import main
 from experiments.data import HellaSwagItem
 from experiments.errors import GbdError
-from experiments.loading import load_model
+from experiments.model.loading import load_model
 from experiments.pipeline import hellaswag_data_source, prepare
 from test_calibration import CharTokenizer
 

@@ -5,7 +5,7 @@ import gguf
 import numpy as np
 import pytest
 
-from experiments.quantization import rounding_noise_fraction
+from experiments.model.quantization import rounding_noise_fraction
 
 
 def test_rounding_noise_is_block_size_times_step_squared_over_twelve_per_block(tmp_path):

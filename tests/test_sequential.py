@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
                           LlamaForCausalLM)
 
-from experiments.calibration import model_fingerprint, second_moments
+from experiments.model.moments import model_fingerprint, second_moments
 from experiments.compress import Compression, compress
 from experiments.errors import GbdError
-from experiments.methods.sequential import (PropagatedMoments, propagated_error, reduced_rank_regression,
+from experiments.model.sequential import (PropagatedMoments, propagated_error, reduced_rank_regression,
                                             sequential_compress)
-from experiments.surgery import installed, read_targets
+from experiments.model.lowrank import installed, read_targets
 
 
 def data(seed: int, n_out: int = 7, n_in: int = 6, tokens: int = 40, noise: float = 0.3):

@@ -1,4 +1,4 @@
-"""experiments.surgery on tiny random models of every adapter family (GPT-NeoX, Llama, GPT-2 Conv1D)."""
+"""experiments.model.lowrank on tiny random models of every adapter family (GPT-NeoX, Llama, GPT-2 Conv1D)."""
 import json
 from pathlib import Path
 
@@ -8,11 +8,11 @@ import torch
 from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
                           LlamaForCausalLM, PreTrainedTokenizerFast)
 
-from experiments import calibration
-from experiments.adapters import adapter_for
+from experiments.model import moments as calibration
+from experiments.model.adapters import adapter_for
 from experiments.compress import compress
 from experiments.errors import GbdError
-from experiments.surgery import (MANIFEST, LowRankLinear, compress_model, install, installed, load_compressed,
+from experiments.model.lowrank import (MANIFEST, LowRankLinear, compress_model, install, installed, load_compressed,
                                  read_targets, save_compressed)
 
 D, VOCAB = 32, 128
@@ -42,7 +42,7 @@ TOKENS = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manual_see
 
 
 def second_moments(model, kind: str = "attn_out") -> dict[str, np.ndarray]:
-    """Sigma = sum_t x_t x_t^T of each target's input over TOKENS (experiments.calibration, tested there)."""
+    """Sigma = sum_t x_t x_t^T of each target's input over TOKENS (experiments.model.moments, tested there)."""
     names = adapter_for(model).target_names(model, kind)
     return calibration.second_moments(model, names, TOKENS, batch_size=len(TOKENS), progress=False)
 
@@ -166,7 +166,7 @@ def test_installed_compression_is_undone_after_the_block_even_on_error():
 
 
 def test_installed_parameters_count_a_shared_factor_once():
-    from experiments.surgery import module_parameters as installed_parameters
+    from experiments.model.lowrank import module_parameters as installed_parameters
 
     model = neox()
     compression, names = compress_model(model, "attn_out", second_moments(model), "basis-sharing", 8)

@@ -40,21 +40,21 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from experiments.adapters import adapter_for
+from experiments.model.adapters import adapter_for
 from experiments.runs.modes import Mode
 from experiments.cache import read_entry, write_entry
-from experiments.calibration import calibration_windows
+from experiments.model.moments import calibration_windows
 from experiments.methods.factors import Compression
 from experiments.methods.registry import compress
 from experiments.data import calibration_text
 from experiments.errors import GbdError
-from experiments.loading import LoadedModel
+from experiments.model.loading import LoadedModel
 from experiments.methods.controls import table4, unification_gap, whitened_corners
 from experiments.methods.coupled import METHOD as COUPLED
-from experiments.methods.hooks import block_input_moments
+from experiments.model.hooks import block_input_moments
 from experiments.methods.other_weights import MLP_CHAIN, QKV_SHARED, fused_v1, per_matrix_v1
 from experiments.methods.ranks import matrix_ranks, qkv_optimal_ranks
-from experiments.methods.sequential import sequential_compress
+from experiments.model.sequential import sequential_compress
 from experiments.pipeline import Config, Context, compress_config, evaluated, measure, prepare, row_key
 from experiments.methods.ranks import rank_for
 from experiments.sampling import Sample, check_sampling
@@ -64,7 +64,7 @@ RATIOS = (0.5, 0.375, 0.25, 0.125, 0.0625)
 QUESTIONS = ("cross-layer", "unification-gap", "whitened-bundle", "table4", "ratio-sweep", "other-weights")
 V1_LABEL = "SVD-LLM V1"
 ORIGINAL_LABEL = "original"
-# Sequential compression's shrinkage toward W (experiments.methods.sequential): delta = 0.1 mean(diag Sigma~),
+# Sequential compression's shrinkage toward W (experiments.model.sequential): delta = 0.1 mean(diag Sigma~),
 # chosen on held-out calibration text (seed 11, not the test set) for SmolLM2's mlp_out layers 2 and 3 at quick
 # size, where it brought the held-out propagated error below V1's (0.238 against 0.278, 0.153 against 0.166).
 SEQUENTIAL_DAMPING = 0.1
@@ -173,7 +173,7 @@ def plan(mode: Mode, ratio: float, kind: str = "attn_out") -> list[Entry]:
 
 
 # ---------------------------------------------------------------- other weight classes: MLP chain, Q/K/V shared
-# Composite kinds (experiments.adapters.COMPOSITE_KINDS): every matrix keeps V1's parameter count at the run's
+# Composite kinds (experiments.model.adapters.COMPOSITE_KINDS): every matrix keeps V1's parameter count at the run's
 # ratio (experiments.methods.other_weights: r(W) = round(ratio min(m, n))); a family lacking a part is skipped.
 
 def _per_matrix_v1(ratio: float) -> Build:

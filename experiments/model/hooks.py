@@ -14,7 +14,7 @@ from typing import Iterator, Mapping
 import torch
 from torch import nn
 
-from experiments.adapters import adapter_for
+from experiments.model.adapters import adapter_for
 from experiments.errors import GbdError
 
 
