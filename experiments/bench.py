@@ -29,7 +29,7 @@ and what the ratio is; ``run_bench`` returns the same figures as a dict.
    2 P T + 2 n_layer T^2 D per window (P: weights of every Linear / Conv1D incl. lm_head; the second term: causal
    QK^T and AV), against torch's float32 (or bfloat16) peak.
 4. HellaSwag: the same lm-eval loglikelihood requests (lm-eval's process_docs queries, " " + ending) scored by
-   experiments.lm_eval_packed.PackedHFLM and by lm-eval's HFLM, batch 8; items/s, ratio, the largest relative
+   experiments.evaluation.lm_eval_packed.PackedHFLM and by lm-eval's HFLM, batch 8; items/s, ratio, the largest relative
    log-likelihood difference and the number of items whose choice differs (goal: >= 2x, within 1e-4, none).
 """
 from __future__ import annotations
@@ -53,7 +53,8 @@ from experiments.model.adapters import adapter_for
 from experiments.model.moments import calibration_batch, second_moments
 from experiments.data import calibration_text, data_dir, hellaswag_items, wikitext2_test
 from experiments.errors import GbdError
-from experiments.evaluation import _processed_docs, model_context, perplexity, quiet_lm_eval, tokenize_corpus
+from experiments.evaluation.hellaswag import processed_docs, quiet_lm_eval
+from experiments.evaluation.perplexity import model_context, perplexity, tokenize_corpus
 from experiments.runs.modes import mode as mode_named
 from experiments.model.loading import LoadedModel, load_model
 from experiments.methods.ranks import rank_for
@@ -389,7 +390,7 @@ def hellaswag_requests(n: int) -> list:
     own hellaswag process_docs."""
     from lm_eval.api.instance import Instance
 
-    docs = _processed_docs(hellaswag_items(limit=n))
+    docs = processed_docs(hellaswag_items(limit=n))
     return [Instance(request_type="loglikelihood", doc=d, arguments=(d["query"], " " + c), idx=j)
             for d in docs for j, c in enumerate(d["choices"])]
 
@@ -398,7 +399,7 @@ def bench_hellaswag(loaded: LoadedModel, sizes: BenchSizes, repeats: int) -> dic
     """Items/s of PackedHFLM vs HFLM (batch 8) on the same requests; agreement of log-likelihoods and choices."""
     from lm_eval.models.huggingface import HFLM
 
-    from experiments.lm_eval_packed import PackedHFLM
+    from experiments.evaluation.lm_eval_packed import PackedHFLM
 
     requests = hellaswag_requests(sizes.items)
     with quiet_lm_eval():

@@ -30,14 +30,13 @@ from experiments.methods.registry import compress
 from experiments.data import (HELLASWAG_SOURCES, calibration_text, checksum_status, display_path, hellaswag_source,
                               source_choice, wikitext2_test)
 from experiments.errors import GbdError
-from experiments.evaluation import (DTYPES, LM_EVAL_NOTE, chosen_items, docs_sha256, every_item, hellaswag_direct,
-                                    hellaswag_lm_eval, hub_items, lm_eval_hellaswag, model_context, perplexity,
-                                    tokenize_corpus, windows_available)
+from experiments.evaluation.hellaswag import LM_EVAL_NOTE, chosen_items, docs_sha256, every_item, hellaswag_direct, hellaswag_lm_eval, hub_items, lm_eval_hellaswag
+from experiments.evaluation.perplexity import DTYPES, model_context, perplexity, tokenize_corpus, windows_available
 from experiments.model.loading import LoadedModel
 from experiments.methods.ranks import absolute_lambda
 from experiments.sampling import Sample
 from experiments.model.lowrank import installed, module_parameters, read_targets
-from experiments.unigram import unigram_baseline
+from experiments.evaluation.unigram import unigram_baseline
 from theory.corners import sandwich
 from theory.objective import lambda_unit
 from theory.stack import Stack
@@ -400,7 +399,7 @@ def run_surgery(ctx: Context, budget: Mode, d: int, cache_dir: Path, only: Seque
 
 def unigram_of(ctx: Context, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """A unigram model fitted on the calibration text's tokens, evaluated on the windows of the uncompressed
-    model's row (``experiments.unigram``); None without that row."""
+    model's row (``experiments.evaluation.unigram``); None without that row."""
     original = next((r for r in rows if r["method"] is None and r.get("ppl_window_tokens")), None)
     if original is None:
         return None

@@ -13,14 +13,8 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerF
 from experiments.runs.modes import MODES
 from experiments.data import data_dir, hellaswag_items, wikitext2_test
 from experiments.errors import GbdError
-from experiments.evaluation import (
-    hellaswag_direct,
-    hellaswag_lm_eval,
-    perplexity,
-    spearman,
-    tokenize_corpus,
-    windows_available,
-)
+from experiments.evaluation.hellaswag import hellaswag_direct, hellaswag_lm_eval
+from experiments.evaluation.perplexity import perplexity, tokenize_corpus, windows_available
 from experiments.model.loading import LoadedModel
 from experiments.pipeline import Context, evaluated
 from experiments.sampling import Sample
@@ -147,16 +141,6 @@ def test_hellaswag_missing_file_raises(model, tokenizer, tmp_path):
         hellaswag_lm_eval(model, tokenizer, items_path=str(tmp_path / "missing.txt.bz2"), limit=2)
 
 
-def test_spearman():
-    assert spearman([1, 2, 3, 4], [10, 20, 25, 100])[0] == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1])[0] == pytest.approx(-1.0)
-    with pytest.raises(GbdError, match="at least 3"):
-        spearman([1, 2], [2, 1])
-    with pytest.raises(GbdError, match="constant"):
-        spearman([1, 1, 1], [1, 2, 3])
-
-
-@pytest.mark.slow
 def test_smollm2_wikitext2_first_windows():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -216,7 +200,7 @@ def test_the_evaluation_cache_is_keyed_by_the_drawn_windows(model, long_ids, tmp
 def test_window_and_item_indices_outside_the_test_set_are_refused(model, long_ids):
     with pytest.raises(GbdError, match="window indices"):
         perplexity(model, long_ids, window_index=[10], progress=False)
-    from experiments.evaluation import chosen_items
+    from experiments.evaluation.hellaswag import chosen_items
     with pytest.raises(GbdError, match="item indices"):
         chosen_items(item_index=[10_042])
     assert [it.label for it in chosen_items(item_index=[5, 2])] == [hellaswag_items(limit=6)[i].label for i in (5, 2)]

@@ -14,7 +14,7 @@ from experiments import export
 from experiments.model import loading
 from experiments.cli import main
 from experiments.data import hellaswag_items
-from experiments.evaluation import LOCAL_TASK, _write_local_task
+from experiments.evaluation.hellaswag import LOCAL_TASK, write_local_task
 from experiments.errors import GbdError
 from experiments.model.lowrank import LowRankLinear, compress_model, load_compressed, save_compressed
 from test_surgery import TOKENS, gpt2, llama, logits, neox, second_moments
@@ -74,7 +74,7 @@ def test_compress_writes_a_dense_checkpoint_that_lm_eval_hf_evaluates(tiny_dir, 
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    _write_local_task(tmp_path, hellaswag_items(limit=4))
+    write_local_task(tmp_path, hellaswag_items(limit=4))
     result = simple_evaluate(model="hf", model_args=f"pretrained={out},dtype=float32", tasks=[LOCAL_TASK],
                              task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
                              device="cpu", batch_size=4)

@@ -1,4 +1,4 @@
-"""experiments.lm_eval_packed: the packed model class gives HFLM's log-likelihoods and greedy flags, request by
+"""experiments.evaluation.lm_eval_packed: the packed model class gives HFLM's log-likelihoods and greedy flags, request by
 request, on tiny GPT-NeoX and Llama models; its mask lets no continuation see another."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaFo
 from experiments.bench import hellaswag_requests
 from experiments.data import data_dir
 from experiments.errors import GbdError
-from experiments.evaluation import hellaswag_lm_eval, quiet_lm_eval
-from experiments.lm_eval_packed import MODEL_NAME, PackedHFLM, packed_mask, packed_row
+from experiments.evaluation.hellaswag import hellaswag_lm_eval, quiet_lm_eval
+from experiments.evaluation.lm_eval_packed import MODEL_NAME, PackedHFLM, packed_mask, packed_row
 
 VOCAB = 50304
 

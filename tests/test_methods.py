@@ -155,7 +155,7 @@ def test_hellaswag_cross_check_scores_a_random_subset_of_the_evaluated_items_aga
     """The cross-check's lm-eval half is the uncompressed row's (not scored again); the direct scorer sees the
     run's draw of ``cross_check_items`` items, a subset of the evaluated ones, and both accuracies are over it."""
     from experiments import pipeline
-    from experiments.evaluation import chosen_items
+    from experiments.evaluation.hellaswag import chosen_items
 
     loaded = load_model(tiny_dir)
     budget = replace(SMALL, hellaswag_items=6, cross_check_items=3)

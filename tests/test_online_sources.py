@@ -12,7 +12,8 @@ import lm_eval
 import pytest
 import torch
 
-from experiments import data, evaluation
+from experiments import data
+from experiments.evaluation import hellaswag as evaluation
 from experiments.model import loading
 from experiments.runs.modes import mode
 from experiments.model.moments import svd_llm_batch

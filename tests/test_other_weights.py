@@ -13,7 +13,7 @@ from experiments.runs.modes import MODES
 from experiments.model.moments import second_moments
 from experiments.compress import compress, errors
 from experiments.errors import GbdError
-from experiments.evaluation import windows_available
+from experiments.evaluation.perplexity import windows_available
 from experiments.model.loading import LoadedModel, load_model
 from experiments.methods.open_questions import run_open_questions
 from experiments.render.beyond import render_section

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from experiments.errors import GbdError
-from experiments.evaluation import perplexity
+from experiments.evaluation.perplexity import perplexity
 from tests.test_evaluation import manual_nll
 from tests.test_lm_eval_packed import tiny
 

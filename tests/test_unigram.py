@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from experiments.errors import GbdError
-from experiments.unigram import unigram_baseline, unigram_log_probs
+from experiments.evaluation.unigram import unigram_baseline, unigram_log_probs
 
 
 def test_unigram_probabilities_are_add_one_frequencies_and_sum_to_one():
