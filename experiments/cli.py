@@ -228,7 +228,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_verify(args: argparse.Namespace) -> None:
     from experiments.audit.ledger import claim
     from experiments.audit.verdicts import judge
-    from experiments.verify import audit_theory
+    from experiments.runs.theory_audit import audit_theory
 
     results = {"theory": audit_theory(args.mode, args.seed)}
     theory = results["theory"]
@@ -281,7 +281,7 @@ def cmd_phase(args: argparse.Namespace) -> None:
 def cmd_surgery(args: argparse.Namespace) -> None:
     from experiments.cache import ensure_writable
     from experiments.model.loading import load_model
-    from experiments.methods.plugin import load_plugin, method_part
+    from experiments.runs.plugin import load_plugin, method_part
     from experiments.reproduce import surgery_part
 
     if args.method is not None and args.only is not None:
@@ -341,7 +341,7 @@ def cmd_beyond(args: argparse.Namespace) -> None:
     from experiments.runs.modes import mode
     from experiments.cache import write_json
     from experiments.model.loading import DEFAULT_MODEL, load_model
-    from experiments.methods.open_questions import check_questions, run_open_questions
+    from experiments.runs.beyond import check_questions, run_open_questions
     from experiments.render.beyond import render_section
 
     check_questions(args.question)
@@ -356,13 +356,13 @@ def cmd_beyond(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from experiments.bench import run_bench
+    from experiments.runs.bench import run_bench
 
     run_bench(quick=args.quick, model=args.model)
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
-    from experiments.export import check_export, compress_and_save
+    from experiments.runs.export import check_export, compress_and_save
     from experiments.model.loading import load_model
 
     check_export(args.method, args.ratio, args.out)      # before the model is read

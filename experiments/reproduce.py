@@ -1,9 +1,9 @@
 """The parts of the reproduction, each returning plain data (JSON-ready) for the report.
 
-- ``experiments.verify.audit_theory``: the theorem audits on seeded stacks (no model needed).
+- ``experiments.runs.theory_audit.audit_theory``: the theorem audits on seeded stacks (no model needed).
 - ``phase_part``: the Frobenius phase diagram over lambda x tying on the model's real target weights.
 - ``surgery_part``: calibration, then every configuration of the mode compressed, installed and evaluated.
-- ``experiments.methods.open_questions.run_open_questions`` (with ``beyond``): the questions the paper left
+- ``experiments.runs.beyond.run_open_questions`` (with ``beyond``): the questions the paper left
   open, measured with the same calibration, windows and items (the report's section "What the paper left open").
 - ``reproduce``: all of them, the verdicts (``experiments.audit.verdicts``, the one place that judges), and the
   Markdown report with its figures.
@@ -31,15 +31,15 @@ from experiments.audit.verdicts import judge_all
 from experiments.cache import ensure_writable
 from experiments.data import sha256
 from experiments.model.loading import LoadedModel, load_model
-from experiments.methods.open_questions import run_open_questions
-from experiments.phase import phase_diagram
-from experiments.pipeline import Context, check_dtype, choose_configs, configs, dtype_check, hellaswag_cross_check, prepare, run_surgery, unigram_of
+from experiments.runs.beyond import run_open_questions
+from experiments.runs.phase import phase_diagram
+from experiments.runs.pipeline import Context, check_dtype, choose_configs, configs, dtype_check, hellaswag_cross_check, prepare, run_surgery, unigram_of
 from experiments.methods.ranks import check_ratio, rank_for
 from experiments.model.quantization import rounding_noise_fraction
 from experiments.sampling import Sample, check_sampling
 from experiments.model.lowrank import read_targets
 from experiments.threads import part_threads
-from experiments.verify import audit_theory
+from experiments.runs.theory_audit import audit_theory
 from theory.anchors import CONVENTIONS
 
 PACKAGES = ("numpy", "scipy", "sympy", "torch", "transformers", "lm_eval", "datasets", "pymanopt", "hypothesis",

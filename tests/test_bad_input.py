@@ -19,9 +19,9 @@ from experiments.compress import compress, errors, method_names
 from experiments.data import data_dir
 from experiments.errors import GbdError
 from experiments.model.loading import load_model
-from experiments.phase import phase_diagram
+from experiments.runs.phase import phase_diagram
 from experiments.runs.modes import MODES as BUDGETS
-from experiments.pipeline import fit_to_context
+from experiments.runs.pipeline import fit_to_context
 from experiments.model.lowrank import read_targets
 from theory.stopping import StoppingRule
 
@@ -148,7 +148,7 @@ def test_a_corrupt_hellaswag_file_fails_before_calibration(tiny_dir, tmp_path, m
     whole = (data_dir() / "hellaswag" / "hellaswag_val_full.txt.bz2").read_bytes()
     (data / "hellaswag" / "hellaswag_val_full.txt.bz2").write_bytes(whole[: len(whole) // 3])
     monkeypatch.setenv("GBD_DATA_DIR", str(data))
-    from experiments import pipeline
+    from experiments.runs import pipeline
     forbid(monkeypatch, pipeline, "second_moments")
     fails_with(["surgery", "--model", tiny_dir, "--mode", "quick", "--cache-dir", str(tmp_path / "c"), "--quiet"],
                capsys, "truncated or corrupt")

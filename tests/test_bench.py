@@ -1,4 +1,4 @@
-"""experiments.bench and the fast paths it times: the Gram route gives the reference sections and energy, the
+"""experiments.runs.bench and the fast paths it times: the Gram route gives the reference sections and energy, the
 benchmark's cross-checks hold end to end (quick sizes), and its flop counts match closed forms (no speed tested)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from experiments.bench import forward_gflop, random_problem, run_bench, sweep_distance, tiny_neox, neox_tokenizer
+from experiments.runs.bench import forward_gflop, random_problem, run_bench, sweep_distance, tiny_neox, neox_tokenizer
 from theory.anchors import anchors as make_anchors
 from theory.bca import untied_sweep
 from theory.energy import bundle_energy

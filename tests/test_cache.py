@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from experiments import pipeline
+from experiments.runs import pipeline
 from experiments.cache import PACKAGE_ROOT, code_version, ensure_writable, library_versions, read_entry, write_entry
 from experiments.errors import GbdError
 from experiments.runs.modes import MODES as BUDGETS
-from experiments.pipeline import Config, is_row_of, row_key
+from experiments.runs.pipeline import Config, is_row_of, row_key
 from experiments.sampling import Sample
 
 CONFIG = Config("SVD-LLM V1", "v1", "main")

@@ -16,7 +16,7 @@ from experiments.errors import GbdError
 from experiments.evaluation.hellaswag import hellaswag_direct, hellaswag_lm_eval
 from experiments.evaluation.perplexity import perplexity, tokenize_corpus, windows_available
 from experiments.model.loading import LoadedModel
-from experiments.pipeline import Context, evaluated
+from experiments.runs.pipeline import Context, evaluated
 from experiments.sampling import Sample
 
 SEQ = 32

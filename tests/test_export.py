@@ -1,4 +1,4 @@
-"""experiments.export and ``gbd-audit compress``: the factored model, the dense checkpoint reloaded by plain
+"""experiments.runs.export and ``gbd-audit compress``: the factored model, the dense checkpoint reloaded by plain
 transformers and the in-memory compressed model give the same logits (tiny GPT-NeoX, Llama, GPT-2); lm-eval's
 own ``hf`` model evaluates a dense export; bad options fail in one line before the model is read."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from experiments import export
+from experiments.runs import export
 from experiments.model import loading
 from experiments.cli import main
 from experiments.data import hellaswag_items

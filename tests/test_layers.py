@@ -31,11 +31,6 @@ LEAVES = ("experiments.errors", "experiments.cache", "experiments.data", "experi
 PUBLIC = {"experiments.compress": "methods", "experiments.surgery": "model", "experiments.calibration": "model",
           "experiments.loading": "model"}
 TOP = ("experiments", "experiments.cli", "experiments.reproduce", "experiments.__main__")
-# Modules not yet moved into a layer (the move is under way; this list only shrinks): their imports are not
-# checked, and a module missing from it that belongs to no layer fails.
-UNPLACED = {"experiments.bench", "experiments.evaluation", "experiments.export", "experiments.evaluation.lm_eval_packed",
-            "experiments.phase", "experiments.pipeline", "experiments.evaluation.unigram", "experiments.verify",
-            "experiments.methods.plugin", "experiments.methods.open_questions"}
 
 
 def module_name(path: Path) -> str:
@@ -57,8 +52,6 @@ def layer_of(name: str) -> str:
         return "shared"
     if name in PUBLIC:
         return PUBLIC[name]
-    if name in UNPLACED:
-        return "unplaced"
     package = name.split(".")[1] if name.count(".") >= 1 else ""
     if package in ("render", "runs", "model", "evaluation", "methods"):
         return package
@@ -118,10 +111,8 @@ def test_theory_never_imports_experiments():
     assert not any(wrong.values()), {a: b for a, b in wrong.items() if b}
 
 
-def test_every_module_is_in_a_layer_or_listed_as_not_yet_moved():
-    found = set(graph())
-    assert UNPLACED <= found, f"listed as not yet moved but gone: {sorted(UNPLACED - found)}"
-    for name in found:
+def test_every_module_is_in_a_layer():
+    for name in graph():
         layer_of(name)
 
 
@@ -131,8 +122,6 @@ def test_every_import_goes_down_the_layers():
         mine = layer_of(name)
         for target in sorted(targets):
             theirs = layer_of(target)
-            if "unplaced" in (mine, theirs):
-                continue
             if theirs != mine and LAYERS[theirs] >= LAYERS[mine]:
                 upward.append(f"{name} ({mine}) imports {target} ({theirs})")
     assert not upward, "imports against the layers:\n" + "\n".join(upward)

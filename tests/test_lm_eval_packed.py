@@ -8,7 +8,7 @@ from lm_eval.api.registry import get_model
 from lm_eval.models.huggingface import HFLM
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from experiments.bench import hellaswag_requests
+from experiments.runs.bench import hellaswag_requests
 from experiments.data import data_dir
 from experiments.errors import GbdError
 from experiments.evaluation.hellaswag import hellaswag_lm_eval, quiet_lm_eval

@@ -15,9 +15,9 @@ from experiments.compress import METHODS, Compression, LowRankFactors, compress,
 from experiments.errors import GbdError
 from experiments.model.loading import load_model
 from experiments.runs.modes import MODES
-from experiments.methods.open_questions import QUESTIONS, run_open_questions
+from experiments.runs.beyond import QUESTIONS, run_open_questions
 from experiments.render.beyond import SECTION_TITLE, render_section
-from experiments.pipeline import Config, Context, compress_config
+from experiments.runs.pipeline import Config, Context, compress_config
 from theory.stopping import StoppingRule
 
 TOY = '''
@@ -137,7 +137,7 @@ def test_the_sections_questions_skip_hellaswag_when_the_mode_says_so_and_reuse_t
                                                                                               monkeypatch):
     """``open_hellaswag`` False (standard): the section's questions are scored on perplexity only, over the same
     windows; every perplexity is the one already evaluated for the same installed factors (served from the cache)."""
-    from experiments import pipeline
+    from experiments.runs import pipeline
 
     loaded = load_model(tiny_dir)
     scored = run_open_questions(loaded, SMALL, 0.25, 3, tmp_path, questions=["cross-layer"], progress=False)
@@ -154,7 +154,7 @@ def test_the_sections_questions_skip_hellaswag_when_the_mode_says_so_and_reuse_t
 def test_hellaswag_cross_check_scores_a_random_subset_of_the_evaluated_items_again(tiny_dir, tmp_path, monkeypatch):
     """The cross-check's lm-eval half is the uncompressed row's (not scored again); the direct scorer sees the
     run's draw of ``cross_check_items`` items, a subset of the evaluated ones, and both accuracies are over it."""
-    from experiments import pipeline
+    from experiments.runs import pipeline
     from experiments.evaluation.hellaswag import chosen_items
 
     loaded = load_model(tiny_dir)
@@ -200,7 +200,7 @@ def test_equal_factors_are_evaluated_once_whatever_produced_them(tiny_dir, tmp_p
     (another method name, another label) is served the first one's row without evaluating; a factor changed in
     its last bit, other windows, or the uncompressed model are evaluated anew; a run without a cache folder
     always evaluates."""
-    from experiments import pipeline
+    from experiments.runs import pipeline
 
     loaded = load_model(tiny_dir)
     ctx = pipeline.prepare(loaded, SMALL, 3, tmp_path / "cache", progress=False)

@@ -21,7 +21,7 @@ from experiments.cli import main
 from experiments.data import HellaSwagItem
 from experiments.errors import GbdError
 from experiments.model.loading import load_model
-from experiments.pipeline import hellaswag_data_source, prepare
+from experiments.runs.pipeline import hellaswag_data_source, prepare
 from test_calibration import CharTokenizer
 
 HUB_README = """---

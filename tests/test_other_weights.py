@@ -15,11 +15,11 @@ from experiments.compress import compress, errors
 from experiments.errors import GbdError
 from experiments.evaluation.perplexity import windows_available
 from experiments.model.loading import LoadedModel, load_model
-from experiments.methods.open_questions import run_open_questions
+from experiments.runs.beyond import run_open_questions
 from experiments.render.beyond import render_section
 from experiments.methods.other_weights import MLP_CHAIN, QKV_SHARED, fused_v1, per_matrix_v1
 from experiments.methods.ranks import budget_optimal_ranks, interface_ranks, matrix_ranks, qkv_optimal_ranks
-from experiments.pipeline import Context, measure, perplexity_part
+from experiments.runs.pipeline import Context, measure, perplexity_part
 from experiments.model.lowrank import installed, module_parameters, read_targets
 from theory.stopping import StoppingRule
 

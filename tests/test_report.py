@@ -14,7 +14,7 @@ from experiments.audit.results import OLDEST_READABLE, SCHEMA_VERSION, Results, 
 from experiments.audit.verdicts import RULES, Verdict, judge_all, rule_text
 from experiments.errors import GbdError
 from experiments.render.report import write_report
-from experiments.verify import audit_theory
+from experiments.runs.theory_audit import audit_theory
 
 DEFAULT_PPL = {"original": 20.0, "v1": 40.0, "v2": 45.0, "gbd": 400.0, "bs-core": 3000.0, "anchored": 5000.0}
 WINDOWS, TOKENS, ITEMS = 8, 100, 300

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from experiments.bench import random_problem
+from experiments.runs.bench import random_problem
 from experiments.compress import compress, solve_memo
 from theory.corners import solve
 from theory.stopping import StoppingRule

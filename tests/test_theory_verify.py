@@ -5,7 +5,7 @@ import pytest
 
 from experiments.runs.modes import MODES
 from experiments.render.theory import render_theory
-from experiments.verify import (audit_bca, audit_corollary3, audit_theorem1, audit_theorem2,
+from experiments.runs.theory_audit import (audit_bca, audit_corollary3, audit_theorem1, audit_theorem2,
                                 audit_theory)
 
 

@@ -1,6 +1,6 @@
 """The typed, versioned results of a run: what ``results.json`` holds and the report renders.
 
-``Row`` is one configuration's measurements (what ``experiments.pipeline.run_config`` writes); ``Results``
+``Row`` is one configuration's measurements (what ``experiments.runs.pipeline.run_config`` writes); ``Results``
 the whole run. ``SCHEMA_VERSION`` changes whenever a field is added, removed or changes meaning; reading a
 file of a version before ``OLDEST_READABLE`` or after ``SCHEMA_VERSION``, or a row with missing or unknown fields,
 is one clear error. An older version stays readable only while every difference is a field added with the
@@ -107,7 +107,7 @@ class Results:
     surgery: dict[str, Any]
     timings_s: dict[str, float]
     threads: dict[str, Any] = field(default_factory=dict)   # BLAS / torch threads per part (experiments.threads)
-    beyond: dict[str, Any] | None = None    # experiments.methods.open_questions.run_open_questions (report --beyond)
+    beyond: dict[str, Any] | None = None    # experiments.runs.beyond.run_open_questions (report --beyond)
     verdicts: dict[str, dict[str, str]] = field(default_factory=dict)
     version: int = SCHEMA_VERSION
 

@@ -1,7 +1,7 @@
 """Other weight classes (the paper's section 8.3): the MLP as a rectangular chain, and Q/K/V sharing one input basis.
 
 Parameter rule (both methods and their V1 baselines): the run's ratio d/D gives every matrix W (m x n) the rank
-r(W) = round(ratio min(m, n)) that SVD-LLM V1 gives it alone (``experiments.pipeline.rank_for`` on that matrix),
+r(W) = round(ratio min(m, n)) that SVD-LLM V1 gives it alone (``experiments.runs.pipeline.rank_for`` on that matrix),
 i.e. r(W) (m + n) parameters; every method below stores exactly as many in total.
 
 MLP chain (``mlp-chain``, composite kind ``mlp_chain`` = [up_1, gate_1, down_1, up_2, ...], Llama family). up_l

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from experiments.audit.measures import ppl_interval, ppl_ratio
 from experiments.audit.statistics import MIN_DECISIVE_UNITS
-from experiments.methods.open_questions import (ALLOCATED_V1_LABEL, FUSED_V1_LABEL, MLP_MILD_RATIO, ORIGINAL_LABEL,
+from experiments.runs.beyond import (ALLOCATED_V1_LABEL, FUSED_V1_LABEL, MLP_MILD_RATIO, ORIGINAL_LABEL,
                                                 QKV_SHARED_LABEL, V1_LABEL)
 from experiments.render.markdown import fmt, table
 

@@ -1,4 +1,4 @@
-"""The theory section of the Markdown report, rendered from ``experiments.verify.audit_theory``'s dict.
+"""The theory section of the Markdown report, rendered from ``experiments.runs.theory_audit.audit_theory``'s dict.
 
 BCA (stop reasons, end-point classes, each solver checked on its own), Theorem 1 (both bounds, tightness,
 the slope by lambda window), Theorem 2 (refuted as stated; the sharp statement as a table with exact

@@ -10,7 +10,7 @@ by every configuration (``experiments.sampling``; ``--sample first`` takes the f
 30 of 148 windows and 1,000 of 10,042 items give intervals whose measured coverage of the whole-set value is at
 least 93 % at nominal 95 % (``experiments.audit.statistics.coverage``); quick's 2 windows are too few to decide.
 
-The ``open_*`` fields size the section "What the paper left open" (``experiments.methods.open_questions``),
+The ``open_*`` fields size the section "What the paper left open" (``experiments.runs.beyond``),
 which shares the calibration, windows, items and BCA stopping rule above: its ratio sweep and other weight
 classes are evaluated on ``open_sweep_windows`` windows and ``open_sweep_items`` HellaSwag items (0: skipped,
 None: all); Table 4's bundle runs at lambda / c in ``open_lambdas``; the activation-coupled joint objective at

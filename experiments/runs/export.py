@@ -1,6 +1,6 @@
 """Write a compressed model to disk: two factors per layer, or a standard dense checkpoint any harness loads.
 
-``gbd-audit compress`` calibrates and compresses with the pipeline (``experiments.pipeline.prepare`` and
+``gbd-audit compress`` calibrates and compresses with the pipeline (``experiments.runs.pipeline.prepare`` and
 ``compress_config``: the report's options for the method), then writes either
 
 - the factored model (``experiments.model.lowrank.save_compressed``): each target y = W x + b stored as A (d x n_in)
@@ -30,7 +30,7 @@ from experiments.methods.factors import Compression
 from experiments.methods.registry import method_names
 from experiments.errors import GbdError
 from experiments.model.loading import LoadedModel
-from experiments.pipeline import Config, compress_config, configs, prepare
+from experiments.runs.pipeline import Config, compress_config, configs, prepare
 from experiments.methods.ranks import check_ratio, rank_for
 from experiments.model.lowrank import install, module_parameters, save_compressed
 

@@ -21,7 +21,7 @@ from experiments.cache import ensure_writable
 from experiments.methods.registry import get_method, method_names
 from experiments.errors import GbdError
 from experiments.model.loading import LoadedModel
-from experiments.pipeline import Config, check_dtype, prepare, run_config
+from experiments.runs.pipeline import Config, check_dtype, prepare, run_config
 from experiments.methods.ranks import check_ratio, rank_for
 from experiments.sampling import Sample
 

@@ -1,6 +1,6 @@
 """The data of the report section "What the paper left open, measured here".
 
-``run_open_questions(loaded, mode, ...)`` calibrates the model (``experiments.pipeline.prepare``, cached), runs
+``run_open_questions(loaded, mode, ...)`` calibrates the model (``experiments.runs.pipeline.prepare``, cached), runs
 every configuration of every question and returns JSON-ready data::
 
     {"model", "mode", "budget", "kind", "ratio", "d", "D", "lambda_unit_c", "seed", "calibration", "sources",
@@ -11,7 +11,7 @@ every configuration of every question and returns JSON-ready data::
 
 The mode (``experiments.runs.modes.Mode``) sizes everything: calibration, windows, items and BCA stopping as
 in the surgery, and its ``open_*`` fields for the sweeps, Table 4's lambdas and the joint objective's mu. Each
-row is cached as JSON under ``<cache>/beyond`` with the key of ``experiments.pipeline.row_key`` (code version,
+row is cached as JSON under ``<cache>/beyond`` with the key of ``experiments.runs.pipeline.row_key`` (code version,
 model weights, kind, mode, configuration, d, seed, every data file's sha256), so a code fix or a changed input
 is never served a stale row.
 
@@ -55,7 +55,7 @@ from experiments.model.hooks import block_input_moments
 from experiments.methods.other_weights import MLP_CHAIN, QKV_SHARED, fused_v1, per_matrix_v1
 from experiments.methods.ranks import matrix_ranks, qkv_optimal_ranks
 from experiments.model.sequential import sequential_compress
-from experiments.pipeline import Config, Context, compress_config, evaluated, measure, prepare, row_key
+from experiments.runs.pipeline import Config, Context, compress_config, evaluated, measure, prepare, row_key
 from experiments.methods.ranks import rank_for
 from experiments.sampling import Sample, check_sampling
 from theory.grassmann import Array
@@ -234,7 +234,7 @@ def available(loaded: LoadedModel, entry: Entry) -> bool:
 
 
 def run_entry(setting: Setting, entry: Entry, cache_dir: Path) -> dict[str, Any]:
-    """Compress, install, evaluate, restore one entry (cached under ``experiments.pipeline.row_key``)."""
+    """Compress, install, evaluate, restore one entry (cached under ``experiments.runs.pipeline.row_key``)."""
     ctx = setting.ctx
     mode = ctx.budget
     d = rank_for(ctx.weights, entry.ratio)
