@@ -12,7 +12,7 @@ import os
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, IO, Sequence
+from typing import IO, Any, Callable, Sequence
 
 from experiments.errors import GbdError
 

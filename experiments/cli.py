@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from experiments.runs.modes import DEFAULT_SEED, MODES
 from experiments.data import CALIBRATION_SOURCES, HELLASWAG_SOURCES
 from experiments.errors import GbdError
+from experiments.runs.modes import DEFAULT_SEED, MODES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = Path(os.environ.get("GBD_CACHE_DIR", REPO / ".cache" / "gbd"))
@@ -269,7 +269,7 @@ def cmd_phase(args: argparse.Namespace) -> None:
     from experiments.model.loading import load_model
     from experiments.render.markdown import table
     from experiments.render.report import PHASE_HEADER, phase_rows
-    from experiments.reproduce import phase_part
+    from experiments.runs.phase import phase_part
 
     loaded = load_model(args.model, device=args.device)
     phase = phase_part(loaded, args.kind, args.ratio, args.mode, progress=not args.quiet)
@@ -282,7 +282,8 @@ def cmd_surgery(args: argparse.Namespace) -> None:
     from experiments.cache import ensure_writable
     from experiments.model.loading import load_model
     from experiments.runs.plugin import load_plugin, method_part
-    from experiments.reproduce import surgery_part
+    from experiments.render.surgery import surgery_text
+    from experiments.runs.surgery import surgery_part
 
     if args.method is not None and args.only is not None:
         raise GbdError("--method runs its own rows beside the references; it does not combine with --only")
@@ -298,7 +299,7 @@ def cmd_surgery(args: argparse.Namespace) -> None:
     else:
         part = surgery_part(loaded, args.kind, args.ratio, args.mode, args.seed, args.cache_dir, args.only,
                             progress=not args.quiet, dtype=args.dtype, sample=args.sample)
-    text = surgery_text(loaded, args, part)
+    text = surgery_text(loaded.name, args.kind, part)
     print(text)
     if args.out is not None:
         from experiments.cache import write_json
@@ -314,35 +315,12 @@ def cmd_surgery(args: argparse.Namespace) -> None:
         print(f"written to {args.out / 'surgery.md'} and {args.out / 'surgery.json'}")
 
 
-def surgery_text(loaded: Any, args: argparse.Namespace, part: dict[str, Any]) -> str:
-    """What ``gbd-audit surgery`` prints: rank, protocol, the rows as the report's surgery table, Spearman rho."""
-    from experiments.render.markdown import table
-    from experiments.render.report import SURGERY_HEADER, surgery_rows
-
-    rows = part["rows"]
-    original = next((r for r in rows if r["method"] is None), None)
-    lines = []
-    if original is None:
-        lines.append("(ratios to the original need the 'original' row too)")
-        original = {"ppl": float("nan")}
-    lines.append(f"{loaded.name}: {args.kind}, d = {part['d']} of {part['D']}; {rows[0]['ppl_protocol']}")
-    if part.get("dtype_check"):
-        check = part["dtype_check"]
-        lines.append(f"perplexity under {check['dtype']} autocast: mean NLL change on the uncompressed model "
-                     f"{check['nll_relative_change']:+.2e} relative to float32")
-    lines.append(table(SURGERY_HEADER, surgery_rows(rows, original)))
-    for key, rho in part.get("spearman_vs_ppl", {}).items():
-        lines.append(f"Spearman rho, {key} vs PPL over the compressed rows: "
-                     f"{'undefined' if rho is None else rho.text(3)}")
-    return "\n".join(lines)
-
-
 def cmd_beyond(args: argparse.Namespace) -> None:
-    from experiments.runs.modes import mode
     from experiments.cache import write_json
     from experiments.model.loading import DEFAULT_MODEL, load_model
-    from experiments.runs.beyond import check_questions, run_open_questions
     from experiments.render.beyond import render_section
+    from experiments.runs.beyond import check_questions, run_open_questions
+    from experiments.runs.modes import mode
 
     check_questions(args.question)
     model = args.model or os.environ.get("GBD_MODEL") or DEFAULT_MODEL
@@ -362,8 +340,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
-    from experiments.runs.export import check_export, compress_and_save
     from experiments.model.loading import load_model
+    from experiments.runs.export import check_export, compress_and_save
 
     check_export(args.method, args.ratio, args.out)      # before the model is read
     loaded = load_model(args.model, device=args.device)

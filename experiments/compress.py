@@ -9,13 +9,13 @@ bs-core-two-sided, anchored, bs-core), ``basis_sharing`` (basis-sharing), ``othe
 qkv-shared), ``coupled`` (act-coupled); ``registry`` (METHODS, register_method, compress), ``ranks`` (every rank
 rule), ``metrics`` (error fractions), ``factors`` (the types).
 """
+from experiments.methods.basis_sharing import shared_basis
+from experiments.methods.bundle import solve_memo
 from experiments.methods.factors import (BIAS_MODES, Compression, LowRankFactors, Request, generalized_projection,
                                          output_bias, section_factors, with_bias)
 from experiments.methods.metrics import error_fraction, errors, frobenius_error_fraction
 from experiments.methods.ranks import V2_RULE, AllocationError, shared_rank, v2_allocation
 from experiments.methods.registry import METHODS, bias_rule, compress, get_method, method_names, register_method
-from experiments.methods.basis_sharing import shared_basis
-from experiments.methods.bundle import solve_memo
 
 __all__ = ["AllocationError", "LowRankFactors", "Compression", "Request", "METHODS", "register_method", "compress",
            "get_method", "method_names", "errors", "error_fraction", "frobenius_error_fraction",

@@ -13,16 +13,17 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from experiments import reproduce
-from experiments.model import loading
 from experiments.cli import main
 from experiments.compress import compress, errors, method_names
 from experiments.data import data_dir
 from experiments.errors import GbdError
+from experiments.model import loading
 from experiments.model.loading import load_model
-from experiments.runs.phase import phase_diagram
-from experiments.runs.modes import MODES as BUDGETS
-from experiments.runs.pipeline import fit_to_context
 from experiments.model.lowrank import read_targets
+from experiments.runs.context import fit_to_context
+from experiments.runs import surgery
+from experiments.runs.modes import MODES as BUDGETS
+from experiments.runs.phase import phase_diagram
 from theory.stopping import StoppingRule
 
 VOCAB = 50304     # the GPT-NeoX-20B tokenizer of the shared data
@@ -148,8 +149,8 @@ def test_a_corrupt_hellaswag_file_fails_before_calibration(tiny_dir, tmp_path, m
     whole = (data_dir() / "hellaswag" / "hellaswag_val_full.txt.bz2").read_bytes()
     (data / "hellaswag" / "hellaswag_val_full.txt.bz2").write_bytes(whole[: len(whole) // 3])
     monkeypatch.setenv("GBD_DATA_DIR", str(data))
-    from experiments.runs import pipeline
-    forbid(monkeypatch, pipeline, "second_moments")
+    from experiments.runs import context
+    forbid(monkeypatch, context, "second_moments")
     fails_with(["surgery", "--model", tiny_dir, "--mode", "quick", "--cache-dir", str(tmp_path / "c"), "--quiet"],
                capsys, "truncated or corrupt")
 
@@ -159,14 +160,14 @@ def test_unwritable_output_or_cache_folders_fail_before_any_work(tiny_dir, tmp_p
     blocker.write_text("")
     forbid(monkeypatch, reproduce, "load_model")
     forbid(monkeypatch, reproduce, "audit_theory")
-    forbid(monkeypatch, reproduce, "prepare")
+    forbid(monkeypatch, surgery, "prepare")
     fails_with(["report", "--model", tiny_dir, "--mode", "quick", "--out", str(blocker / "out"), "--cache-dir",
                 str(tmp_path / "c")], capsys, "output folder")
     fails_with(["report", "--model", tiny_dir, "--mode", "quick", "--out", str(tmp_path / "out"), "--cache-dir",
                 str(blocker / "c")], capsys, "cache folder")
     loaded = load_model(tiny_dir)
     with pytest.raises(GbdError, match="cache folder"):
-        reproduce.surgery_part(loaded, "attn_out", 0.25, "quick", 3, blocker / "c", progress=False)
+        surgery.surgery_part(loaded, "attn_out", 0.25, "quick", 3, blocker / "c", progress=False)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -199,9 +200,9 @@ def test_a_bad_device_fails_before_the_model_is_read(device, message, tiny_dir, 
 
 def test_a_zero_ratio_through_the_api_fails_before_calibration(tiny_dir, tmp_path, monkeypatch):
     loaded = load_model(tiny_dir)
-    forbid(monkeypatch, reproduce, "prepare")
+    forbid(monkeypatch, surgery, "prepare")
     with pytest.raises(GbdError, match="rank ratio"):
-        reproduce.surgery_part(loaded, "attn_out", 0.0, "quick", 3, tmp_path, progress=False)
+        surgery.surgery_part(loaded, "attn_out", 0.0, "quick", 3, tmp_path, progress=False)
 
 
 # ------------------------------------------------------------------------------------------- broken models

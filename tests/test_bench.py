@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from experiments.runs.bench import forward_gflop, random_problem, run_bench, sweep_distance, tiny_neox, neox_tokenizer
+from experiments.runs.bench import forward_gflop, neox_tokenizer, random_problem, run_bench, sweep_distance, tiny_neox
 from theory.anchors import anchors as make_anchors
 from theory.bca import untied_sweep
 from theory.energy import bundle_energy

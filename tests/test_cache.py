@@ -9,11 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from experiments.runs import pipeline
 from experiments.cache import PACKAGE_ROOT, code_version, ensure_writable, library_versions, read_entry, write_entry
 from experiments.errors import GbdError
+from experiments.runs import rows
 from experiments.runs.modes import MODES as BUDGETS
-from experiments.runs.pipeline import Config, is_row_of, row_key
+from experiments.runs.plan import Config
+from experiments.runs.rows import is_row_of, row_key
 from experiments.sampling import Sample
 
 CONFIG = Config("SVD-LLM V1", "v1", "main")
@@ -22,7 +23,7 @@ SOURCES = {"calibration": {"sha256": "a" * 64, "seed": 3}, "wikitext2_test": {"s
 
 
 def context(**changes) -> SimpleNamespace:
-    """The fields of a pipeline.Context that a row key reads."""
+    """The fields of a runs.context.Context that a row key reads."""
     fields = {"fingerprint": "f" * 64, "kind": "attn_out", "sources": copy.deepcopy(SOURCES), "dtype": "float32",
               "device": "cpu", "sample": Sample("random", 3)}
     fields.update(changes)
@@ -53,7 +54,7 @@ def test_model_kind_seed_options_and_rank_change_the_row_key():
 
 def test_a_code_change_changes_the_row_key(monkeypatch):
     base = key()
-    monkeypatch.setattr(pipeline, "code_version", lambda: "another version")
+    monkeypatch.setattr(rows, "code_version", lambda: "another version")
     assert key() != base
 
 

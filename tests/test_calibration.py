@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from experiments.model.adapters import adapter_for
 from experiments.cache import cache_key
-from experiments.model.moments import calibration_batch, second_moments
 from experiments.errors import GbdError
+from experiments.model.adapters import adapter_for
+from experiments.model.moments import calibration_batch, second_moments
 
 N, T = 4, 16
 

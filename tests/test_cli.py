@@ -12,7 +12,7 @@ from experiments.audit.ledger import CLAIMS
 from experiments.cli import default_out, main
 from experiments.data import data_dir
 from experiments.model.loading import load_model
-from experiments.reproduce import surgery_part
+from experiments.runs.surgery import surgery_part
 from experiments.sampling import Sample
 
 
@@ -136,9 +136,9 @@ def test_bfloat16_rows_and_measured_nll_change(tiny_dir, tmp_path):
 
 
 def test_seed_runs_recalibrate_v1_v2_and_gbd_with_each_further_seed(tiny_dir, tmp_path):
-    from experiments.runs.modes import MODES
     from experiments.audit.results import Row, typed
-    from experiments.reproduce import seed_runs
+    from experiments.runs.modes import MODES
+    from experiments.runs.surgery import seed_runs
 
     loaded = load_model(tiny_dir)
     quick = MODES["quick"]

@@ -5,8 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.compress import (METHODS, compress, errors, generalized_projection, shared_rank,
-                                  v2_allocation)
+from experiments.compress import METHODS, compress, errors, generalized_projection, shared_rank, v2_allocation
 from experiments.errors import GbdError
 from theory.bca import basis_sharing_core
 from theory.energy import activation_error, two_sided_error

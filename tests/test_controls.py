@@ -1,6 +1,8 @@
 """The controls (unification-gap cube, whitened corners, Table 4) and the activation-coupled joint objective."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -8,8 +10,10 @@ from hypothesis import strategies as st
 
 from experiments.compress import compress
 from experiments.errors import GbdError
-from experiments.methods.controls import corner_variant, table4, unification_gap, whitened_corners
+from experiments.methods.controls import corner_variant
 from experiments.methods.coupled import joint_objective
+from experiments.runs.beyond import table4, unification_gap, whitened_corners
+from experiments.runs.rows import compression_of
 from theory.grassmann import projector, top_left_singular
 from theory.stopping import COMPRESSION, StoppingRule
 from theory.whitening import whitening
@@ -25,22 +29,32 @@ def group(seed: int, D: int = 6, L: int = 3, tokens: int = 30):
     return Ws, Ss, [rng.standard_normal(D) for _ in range(L)]
 
 
-@pytest.mark.parametrize("control", unification_gap() + whitened_corners() + table4([0.1, 1.0]),
-                         ids=lambda c: f"{c.question}: {c.label}")
+CONTROLS = (unification_gap("attn_out", 0.25) + whitened_corners("attn_out", 0.25)
+            + table4([0.1, 1.0], "attn_out", 0.25))
+
+
+def run(config, Ws, Ss, bs, d, c, stopping):
+    """The runner's compression of a control configuration on a bare stack (the context's and mode's fields it
+    reads: weights, second moments, biases, lambda unit c; the stopping rule)."""
+    return compression_of(SimpleNamespace(weights=Ws, sigmas=Ss, biases=bs, c=c), config, d,
+                          SimpleNamespace(stopping=stopping))
+
+
+@pytest.mark.parametrize("control", CONTROLS, ids=lambda c: f"{c.table}: {c.label}")
 def test_every_control_at_full_rank_reproduces_the_weights(control):
     Ws, Ss, bs = group(0)
-    c = control.run(Ws, Ss, bs, 6, 10.0, COMPRESSION)
+    c = run(control, Ws, Ss, bs, 6, 10.0, COMPRESSION)
     for W, f, b in zip(Ws, c.layers, bs):
         assert np.allclose(f.W_hat, W, atol=1e-8) and np.allclose(f.bias, b, atol=1e-8)
 
 
-@pytest.mark.parametrize("control", [c for c in whitened_corners() + table4([0.1]) if "BCA," in c.label
-                                     or c.label.startswith(("pure bundle", "tied bundle"))], ids=lambda c: c.label)
+@pytest.mark.parametrize("control", [c for c in CONTROLS if c.table != "unification-gap" and (
+    "BCA," in c.label or c.label.startswith(("pure bundle", "tied bundle")))], ids=lambda c: c.label)
 def test_every_control_solved_by_bca_stops_by_the_modes_rule(control):
     """A control's BCA obeys the sweep limit it is given (the mode's, as the surgery's rows do), not the solver's
     default of hundreds of sweeps: with a limit of 2 sweeps and an unreachable tolerance it stops at 2."""
     Ws, Ss, bs = group(1, D=12)
-    c = control.run(Ws, Ss, bs, 3, 10.0, StoppingRule(gtol=0.0, stall_tol=0.0, max_sweeps=2))
+    c = run(control, Ws, Ss, bs, 3, 10.0, StoppingRule(gtol=0.0, stall_tol=0.0, max_sweeps=2))
     assert c.bca_sweeps is not None and c.bca_sweeps <= 2
 
 

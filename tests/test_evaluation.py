@@ -10,13 +10,14 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
-from experiments.runs.modes import MODES
 from experiments.data import data_dir, hellaswag_items, wikitext2_test
 from experiments.errors import GbdError
 from experiments.evaluation.hellaswag import hellaswag_direct, hellaswag_lm_eval
 from experiments.evaluation.perplexity import perplexity, tokenize_corpus, windows_available
 from experiments.model.loading import LoadedModel
-from experiments.runs.pipeline import Context, evaluated
+from experiments.runs.context import Context
+from experiments.runs.modes import MODES
+from experiments.runs.rows import evaluated
 from experiments.sampling import Sample
 
 SEQ = 32

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_surgery import TOKENS, gpt2, llama, logits, neox, second_moments
 from transformers import AutoModelForCausalLM
 
-from experiments.runs import export
-from experiments.model import loading
 from experiments.cli import main
 from experiments.data import hellaswag_items
-from experiments.evaluation.hellaswag import LOCAL_TASK, write_local_task
 from experiments.errors import GbdError
+from experiments.evaluation.hellaswag import LOCAL_TASK, write_local_task
+from experiments.model import loading
 from experiments.model.lowrank import LowRankLinear, compress_model, load_compressed, save_compressed
-from test_surgery import TOKENS, gpt2, llama, logits, neox, second_moments
+from experiments.runs import export
 
 D_RANK = 8
 # W_hat = B A in float64 then float32 (dense) against B (A x) in float32 (factored): the two roundings differ by a

@@ -8,11 +8,11 @@ from lm_eval.api.registry import get_model
 from lm_eval.models.huggingface import HFLM
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from experiments.runs.bench import hellaswag_requests
 from experiments.data import data_dir
 from experiments.errors import GbdError
 from experiments.evaluation.hellaswag import hellaswag_lm_eval, quiet_lm_eval
 from experiments.evaluation.lm_eval_packed import MODEL_NAME, PackedHFLM, packed_mask, packed_row
+from experiments.runs.bench import hellaswag_requests
 
 VOCAB = 50304
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, OPTConfig, OPTForCausalLM
 
-from experiments.model.adapters import adapter_for
 from experiments.errors import GbdError
+from experiments.model.adapters import adapter_for
 from experiments.model.loading import load_model
 
 

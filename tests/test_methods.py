@@ -14,10 +14,12 @@ from experiments.cli import main
 from experiments.compress import METHODS, Compression, LowRankFactors, compress, register_method
 from experiments.errors import GbdError
 from experiments.model.loading import load_model
-from experiments.runs.modes import MODES
-from experiments.runs.beyond import QUESTIONS, run_open_questions
 from experiments.render.beyond import SECTION_TITLE, render_section
-from experiments.runs.pipeline import Config, Context, compress_config
+from experiments.runs.beyond import QUESTIONS, run_open_questions
+from experiments.runs.context import Context
+from experiments.runs.modes import MODES
+from experiments.runs.plan import Config
+from experiments.runs.rows import compress_config
 from theory.stopping import StoppingRule
 
 TOY = '''
@@ -113,8 +115,8 @@ def test_open_questions_end_to_end(tiny_dir, tmp_path):
     data = run_open_questions(loaded, SMALL, 0.25, 3, tmp_path / "cache", progress=False)
     json.dumps(data)                                            # JSON-ready
     rows = data["rows"]
-    assert {r["question"] for r in rows} == set(QUESTIONS)
-    by = {(r["question"], r["label"], r["ratio"]): r for r in rows}
+    assert {r["table"] for r in rows} == set(QUESTIONS)
+    by = {(r["table"], r["label"], r["ratio"]): r for r in rows}
     v1 = by[("cross-layer", "SVD-LLM V1", 0.25)]
     cell = by[("unification-gap", "one-sided, whitened, v1-output anchors", 0.25)]
     assert cell["ppl_window_nll"] == pytest.approx(v1["ppl_window_nll"], rel=1e-6)   # the cube's V1 cell is V1
@@ -123,7 +125,7 @@ def test_open_questions_end_to_end(tiny_dir, tmp_path):
                                             and "activation_fraction" in r) + 1e-12
     sweep_v1 = [by[("ratio-sweep", "SVD-LLM V1", x)]["activation_fraction"] for x in (0.5, 0.25, 0.0625)]
     assert sweep_v1 == sorted(sweep_v1)                          # less rank, more activation error
-    assert all(r["windows"] == 1 and "hellaswag_acc" not in r for r in rows if r["question"] == "ratio-sweep")
+    assert all(r["windows"] == 1 and "hellaswag_acc" not in r for r in rows if r["table"] == "ratio-sweep")
     for r in (v1, by[("cross-layer", "original", 0.25)]):         # per-item HellaSwag data, for paired tests
         assert r["hellaswag_n"] == 2 and len(r["hellaswag_gold"]) == len(r["hellaswag_pred_norm"]) == 2
         assert r["hellaswag_acc_norm"] == np.mean(np.equal(r["hellaswag_gold"], r["hellaswag_pred_norm"]))
@@ -137,13 +139,13 @@ def test_the_sections_questions_skip_hellaswag_when_the_mode_says_so_and_reuse_t
                                                                                               monkeypatch):
     """``open_hellaswag`` False (standard): the section's questions are scored on perplexity only, over the same
     windows; every perplexity is the one already evaluated for the same installed factors (served from the cache)."""
-    from experiments.runs import pipeline
+    from experiments.runs import rows
 
     loaded = load_model(tiny_dir)
     scored = run_open_questions(loaded, SMALL, 0.25, 3, tmp_path, questions=["cross-layer"], progress=False)
     calls = []
-    real = pipeline.perplexity_part
-    monkeypatch.setattr(pipeline, "perplexity_part", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = rows.perplexity_part
+    monkeypatch.setattr(rows, "perplexity_part", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     plain = run_open_questions(loaded, replace(SMALL, open_hellaswag=False), 0.25, 3, tmp_path,
                                questions=["cross-layer"], progress=False)
     assert all(r["hellaswag_n"] == 2 for r in scored["rows"]) and not any("hellaswag_n" in r for r in plain["rows"])
@@ -154,18 +156,19 @@ def test_the_sections_questions_skip_hellaswag_when_the_mode_says_so_and_reuse_t
 def test_hellaswag_cross_check_scores_a_random_subset_of_the_evaluated_items_again(tiny_dir, tmp_path, monkeypatch):
     """The cross-check's lm-eval half is the uncompressed row's (not scored again); the direct scorer sees the
     run's draw of ``cross_check_items`` items, a subset of the evaluated ones, and both accuracies are over it."""
-    from experiments.runs import pipeline
     from experiments.evaluation.hellaswag import chosen_items
+    from experiments.runs import rows, surgery
+    from experiments.runs.context import prepare
 
     loaded = load_model(tiny_dir)
     budget = replace(SMALL, hellaswag_items=6, cross_check_items=3)
-    ctx = pipeline.prepare(loaded, budget, 3, tmp_path, progress=False)
-    original = pipeline.evaluated(ctx, None, budget.ppl_windows, budget.hellaswag_items, progress=False)
+    ctx = prepare(loaded, budget, 3, tmp_path, progress=False)
+    original = rows.evaluated(ctx, None, budget.ppl_windows, budget.hellaswag_items, progress=False)
     scored, checked = [], []
-    real_part, real_direct = pipeline.hellaswag_part, pipeline.hellaswag_direct
-    monkeypatch.setattr(pipeline, "hellaswag_part", lambda *a, **k: scored.append(a) or real_part(*a, **k))
-    monkeypatch.setattr(pipeline, "hellaswag_direct", lambda m, t, items: checked.append(items) or real_direct(m, t, items))
-    cross = pipeline.hellaswag_cross_check(ctx, budget)
+    real_part, real_direct = rows.hellaswag_part, surgery.hellaswag_direct
+    monkeypatch.setattr(rows, "hellaswag_part", lambda *a, **k: scored.append(a) or real_part(*a, **k))
+    monkeypatch.setattr(surgery, "hellaswag_direct", lambda m, t, items: checked.append(items) or real_direct(m, t, items))
+    cross = surgery.hellaswag_cross_check(ctx, budget)
     subset = ctx.item_index(3)
     assert scored == [] and checked == [chosen_items(item_index=subset)]
     assert set(subset) < set(original["hellaswag_item_index"]) and (cross["n"], cross["of"]) == (3, 6)
@@ -196,32 +199,33 @@ def test_per_layer_methods_run_on_targets_that_do_not_chain():
 
 
 def test_equal_factors_are_evaluated_once_whatever_produced_them(tiny_dir, tmp_path, monkeypatch):
-    """pipeline.evaluated keys an evaluation by what is installed: a second Compression with the same factors
+    """rows.evaluated keys an evaluation by what is installed: a second Compression with the same factors
     (another method name, another label) is served the first one's row without evaluating; a factor changed in
     its last bit, other windows, or the uncompressed model are evaluated anew; a run without a cache folder
     always evaluates."""
-    from experiments.runs import pipeline
+    from experiments.runs import rows
+    from experiments.runs.context import prepare
 
     loaded = load_model(tiny_dir)
-    ctx = pipeline.prepare(loaded, SMALL, 3, tmp_path / "cache", progress=False)
+    ctx = prepare(loaded, SMALL, 3, tmp_path / "cache", progress=False)
     calls = []
-    real = pipeline.perplexity_part
-    monkeypatch.setattr(pipeline, "perplexity_part", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = rows.perplexity_part
+    monkeypatch.setattr(rows, "perplexity_part", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     v1 = compress(ctx.weights, ctx.sigmas, ctx.biases, "v1", 8)
     twin = Compression("renamed", [LowRankFactors(f.A.copy(), f.B.copy(), f.bias) for f in v1.layers], v1.ranks, [])
-    first = pipeline.evaluated(ctx, v1, 1, 0, progress=False)
-    assert pipeline.evaluated(ctx, twin, 1, 0, progress=False) == first and len(calls) == 1
+    first = rows.evaluated(ctx, v1, 1, 0, progress=False)
+    assert rows.evaluated(ctx, twin, 1, 0, progress=False) == first and len(calls) == 1
     nudged = [LowRankFactors(f.A, f.B, f.bias) for f in v1.layers]
     nudged[-1] = LowRankFactors(np.nextafter(v1.layers[-1].A, np.inf), v1.layers[-1].B, v1.layers[-1].bias)
-    pipeline.evaluated(ctx, Compression("v1", nudged, v1.ranks, []), 1, 0, progress=False)
-    pipeline.evaluated(ctx, v1, 2, 0, progress=False)
-    original = pipeline.evaluated(ctx, None, 1, 0, progress=False)
+    rows.evaluated(ctx, Compression("v1", nudged, v1.ranks, []), 1, 0, progress=False)
+    rows.evaluated(ctx, v1, 2, 0, progress=False)
+    original = rows.evaluated(ctx, None, 1, 0, progress=False)
     assert len(calls) == 4 and original["ppl"] != first["ppl"]
     ctx.device = "cuda (another device)"                 # the same factors measured elsewhere: evaluated anew
-    pipeline.evaluated(ctx, v1, 1, 0, progress=False)
+    rows.evaluated(ctx, v1, 1, 0, progress=False)
     assert len(calls) == 5
     ctx.cache_dir = None
-    pipeline.evaluated(ctx, twin, 1, 0, progress=False)
+    rows.evaluated(ctx, twin, 1, 0, progress=False)
     assert len(calls) == 6
 
 

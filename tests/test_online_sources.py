@@ -11,18 +11,18 @@ import datasets
 import lm_eval
 import pytest
 import torch
+from test_calibration import CharTokenizer
 
 from experiments import data
-from experiments.evaluation import hellaswag as evaluation
-from experiments.model import loading
-from experiments.runs.modes import mode
-from experiments.model.moments import svd_llm_batch
 from experiments.cli import main
 from experiments.data import HellaSwagItem
 from experiments.errors import GbdError
+from experiments.evaluation import hellaswag as evaluation
+from experiments.model import loading
 from experiments.model.loading import load_model
-from experiments.runs.pipeline import hellaswag_data_source, prepare
-from test_calibration import CharTokenizer
+from experiments.model.moments import svd_llm_batch
+from experiments.runs.context import hellaswag_data_source, prepare
+from experiments.runs.modes import mode
 
 HUB_README = """---
 configs:

@@ -9,18 +9,19 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from experiments.runs.modes import MODES
-from experiments.model.moments import second_moments
 from experiments.compress import compress, errors
 from experiments.errors import GbdError
 from experiments.evaluation.perplexity import windows_available
-from experiments.model.loading import LoadedModel, load_model
-from experiments.runs.beyond import run_open_questions
-from experiments.render.beyond import render_section
 from experiments.methods.other_weights import MLP_CHAIN, QKV_SHARED, fused_v1, per_matrix_v1
 from experiments.methods.ranks import budget_optimal_ranks, interface_ranks, matrix_ranks, qkv_optimal_ranks
-from experiments.runs.pipeline import Context, measure, perplexity_part
+from experiments.model.loading import LoadedModel, load_model
 from experiments.model.lowrank import installed, module_parameters, read_targets
+from experiments.model.moments import second_moments
+from experiments.render.beyond import render_section
+from experiments.runs.beyond import run_open_questions
+from experiments.runs.context import Context
+from experiments.runs.modes import MODES
+from experiments.runs.rows import measure, perplexity_part
 from theory.stopping import StoppingRule
 
 D, I, KV = 16, 40, 8          # hidden, MLP width, K/V width (2 of 4 heads of 4)

@@ -326,7 +326,7 @@ def test_the_open_questions_become_a_section_of_the_report_with_their_own_time(r
     read from the rows: sequential's PPL 30 against V1's 40 on the same windows beats V1) and its time is told
     apart from the reproduction's."""
     def open_row(label: str, ppl: float) -> dict:
-        return {**row(label, "x", "beyond", ppl), "question": "cross-layer", "kind": "attn_out", "ratio": 0.25,
+        return {**row(label, "x", "beyond", ppl), "table": "cross-layer", "kind": "attn_out", "ratio": 0.25,
                 "windows": WINDOWS}
     results["beyond"] = {"model": "tiny", "mode": "quick", "kind": "attn_out", "ratio": 0.25, "d": 4, "D": 16,
                          "calibration": {"sequences": 2, "tokens_each": 8, "seed": 0},

@@ -8,15 +8,14 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
-                          LlamaForCausalLM)
+from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from experiments.model.moments import model_fingerprint, second_moments
 from experiments.compress import Compression, compress
 from experiments.errors import GbdError
-from experiments.model.sequential import (PropagatedMoments, propagated_error, reduced_rank_regression,
-                                            sequential_compress)
 from experiments.model.lowrank import installed, read_targets
+from experiments.model.moments import model_fingerprint, second_moments
+from experiments.model.sequential import (PropagatedMoments, propagated_error, reduced_rank_regression,
+                                          sequential_compress)
 
 
 def data(seed: int, n_out: int = 7, n_in: int = 6, tokens: int = 40, noise: float = 0.3):

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from experiments.runs.bench import random_problem
 from experiments.compress import compress, solve_memo
+from experiments.runs.bench import random_problem
 from theory.corners import solve
 from theory.stopping import StoppingRule
 

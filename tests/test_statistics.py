@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-
 from scipy import stats
 
 from experiments.audit.statistics import (CONFIDENCE, FULL_RUN, accuracy, coverage, coverage_record, full_run,

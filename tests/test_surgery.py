@@ -5,15 +5,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
-                          LlamaForCausalLM, PreTrainedTokenizerFast)
+from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedTokenizerFast)
 
-from experiments.model import moments as calibration
-from experiments.model.adapters import adapter_for
 from experiments.compress import compress
 from experiments.errors import GbdError
+from experiments.model import moments as calibration
+from experiments.model.adapters import adapter_for
 from experiments.model.lowrank import (MANIFEST, LowRankLinear, compress_model, install, installed, load_compressed,
-                                 read_targets, save_compressed)
+                                       read_targets, save_compressed)
 
 D, VOCAB = 32, 128
 TOKENIZER_FILE = Path(__file__).resolve().parents[2] / "shared/data/gpt-neox-20b-tokenizer/20B_tokenizer.json"

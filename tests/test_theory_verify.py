@@ -3,10 +3,9 @@ import json
 
 import pytest
 
-from experiments.runs.modes import MODES
 from experiments.render.theory import render_theory
-from experiments.runs.theory_audit import (audit_bca, audit_corollary3, audit_theorem1, audit_theorem2,
-                                audit_theory)
+from experiments.runs.modes import MODES
+from experiments.runs.theory_audit import audit_bca, audit_corollary3, audit_theorem1, audit_theorem2, audit_theory
 
 
 @pytest.fixture(scope="module")

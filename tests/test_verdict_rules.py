@@ -108,7 +108,7 @@ def test_activation_ratio_is_a_coincidence_when_the_ratios_diverge_across_d_over
     assert verdicts(results)["activation-ratio"] is Verdict.NOT_MEASURED                # one point only
 
     def sweep_row(label: str, ratio: float, ppl: float, act: float) -> dict:
-        return {**row(label, "x", "beyond", ppl), "question": "ratio-sweep", "ratio": ratio, "activation_fraction": act}
+        return {**row(label, "x", "beyond", ppl), "table": "ratio-sweep", "ratio": ratio, "activation_fraction": act}
     rows = [sweep_row("SVD-LLM V1", r, 40.0, 0.01) for r in (0.125, 0.25, 0.5)]
     rows += [sweep_row("pure bundle (GBD)", r, 40.0 * k, 0.01 * k) for r, k in ((0.125, 8), (0.25, 4), (0.5, 2))]
     results["beyond"] = {"rows": rows}

@@ -1,11 +1,11 @@
 """The typed, versioned results of a run: what ``results.json`` holds and the report renders.
 
-``Row`` is one configuration's measurements (what ``experiments.runs.pipeline.run_config`` writes); ``Results``
+``Row`` is one configuration's measurements (what ``experiments.runs.rows.run_config`` writes); ``Results``
 the whole run. ``SCHEMA_VERSION`` changes whenever a field is added, removed or changes meaning; reading a
 file of a version before ``OLDEST_READABLE`` or after ``SCHEMA_VERSION``, or a row with missing or unknown fields,
 is one clear error. An older version stays readable only while every difference is a field added with the
 default None ("not run", "not measured"): ``Results.beyond`` (schema 3), ``Row.layer_activation`` and
-``one_sided_fraction`` (schema 5), the HellaSwag fields of a row not scored on HellaSwag (schema 6: the
+``one_sided_fraction`` (schema 5), the fields of the one ``Config`` (schema 7), the HellaSwag fields of a row not scored on HellaSwag (schema 6: the
 calibration-seed rows of standard mode) and the row fields that ``ROW_FIELDS_SINCE`` names by the version that
 added them, which a file of that version or later must have (its HellaSwag ones only on a row scored on
 HellaSwag).
@@ -17,8 +17,9 @@ from typing import Any, Mapping, TypeVar
 
 from experiments.errors import GbdError
 
-SCHEMA_VERSION = 6                 # 3: Results.beyond; 4: Row.hellaswag_acc_norm_stderr; 5: the drawn indices,
-                                   # Row.layer_activation, one_sided_fraction; 6: rows not scored on HellaSwag
+SCHEMA_VERSION = 7                 # 3: Results.beyond; 4: Row.hellaswag_acc_norm_stderr; 5: the drawn indices,
+                                   # Row.layer_activation, one_sided_fraction; 6: rows not scored on HellaSwag;
+                                   # 7: one Config for every row (options, kind, ratio, sample, D, windows)
 OLDEST_READABLE = 2
 ROW_FIELDS_SINCE = {4: ("hellaswag_acc_norm_stderr",),
                     5: ("ppl_window_index", "ppl_windows_available", "hellaswag_item_index",
@@ -69,13 +70,19 @@ class Row:
     hellaswag_acc_norm_stderr: float | None = None     # schema 4 (ROW_FIELDS_SINCE); None: an older row
     layer_activation: list[float] | None = None        # schema 5: each layer's activation error fraction (None:
                                                        # uncompressed, or a row of an older version)
-    one_sided_fraction: float | None = None            # schema 5: pipeline.one_sided_fraction
+    one_sided_fraction: float | None = None            # schema 5: methods.metrics.one_sided_fraction
     ppl_window_index: list[int] | None = None          # schema 5: the windows evaluated (indices into the test set's)
     ppl_windows_available: int | None = None           # schema 5: N, the test set's windows
     hellaswag_item_index: list[int] | None = None      # schema 5: the items evaluated (indices into the file)
     hellaswag_items_available: int | None = None       # schema 5: the file's items
     bias_mode: str = "method-default"                  # schema 5: the bias option asked for (compress's BIAS_MODES)
     bias_rule: str | None = None                       # schema 5: the rule applied ("keep" or "project"; None: none)
+    options: list[list[Any]] = field(default_factory=list)   # schema 7: further compress options (name, value)
+    kind: str | None = None                            # schema 7: the targets' kind (None: an older row)
+    ratio: float | None = None                         # schema 7: the configuration's own d/D (None: the run's)
+    sample: str = "main"                               # schema 7: which windows and items (Mode.sizes)
+    D: int | None = None                               # schema 7: the targets' smallest side
+    windows: int | None = None                         # schema 7: windows evaluated
 
 
 def typed(cls: type[T], data: Mapping[str, Any], what: str) -> T:

@@ -31,8 +31,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from experiments.audit.ledger import CLAIMS, Claim
-from experiments.audit.measures import (Results, correlations, hs_paired, interior_rows, main_rows, ppl_ratio,
-                                        ppl_interval, ratio_text, rows, side, spearman_exact)
+from experiments.audit.measures import (Results, correlations, hs_paired, interior_rows, main_rows, ppl_interval,
+                                        ppl_ratio, ratio_text, rows, side, spearman_exact)
 from experiments.audit.statistics import accuracy, items_to_detect, spearman_interval, windows_to_detect
 
 EVIDENCE = ("measurement", "mathematics", "fact")    # kinds whose verdicts count as evidence about the paper
@@ -788,7 +788,7 @@ def _ratio_sweep(results: Results) -> dict[float, dict[str, dict[str, Any]]]:
     """The ratio sweep of ``report --beyond`` (question 'ratio-sweep'): rows by d/D and method label."""
     out: dict[float, dict[str, dict[str, Any]]] = {}
     for r in (results.get("beyond") or {}).get("rows", []):
-        if r.get("question") == "ratio-sweep":
+        if r.get("table") == "ratio-sweep":
             out.setdefault(r["ratio"], {})[r["label"]] = r
     return out
 

@@ -29,8 +29,7 @@ from torch import nn
 
 from experiments.data import HELLASWAG_SOURCES, HELLASWAG_VAL, HellaSwagItem, data_dir, hellaswag_items, source_choice
 from experiments.errors import GbdError
-from experiments.evaluation.perplexity import DEFAULT_SEQ_LEN, model_device, model_context
-
+from experiments.evaluation.perplexity import DEFAULT_SEQ_LEN, model_context, model_device
 
 LOCAL_TASK = "hellaswag_local_gbd"
 

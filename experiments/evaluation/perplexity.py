@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from experiments.errors import GbdError
 
-
 DEFAULT_SEQ_LEN = 2048  # SVD-LLM's evaluation window
 
 

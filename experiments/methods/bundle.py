@@ -25,7 +25,6 @@ from theory.grassmann import top_left_singular
 from theory.stack import Stack
 from theory.stopping import StoppingRule
 
-
 SOLVE_MEMO_SIZE = 16
 
 

@@ -20,13 +20,11 @@ v1-output) IS V1: U_out = top-d left singular vectors of W S.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
+from experiments.errors import GbdError
 from experiments.methods.factors import Compression, LowRankFactors, output_bias
 from experiments.methods.registry import compress
-from experiments.errors import GbdError
-from experiments.methods.ranks import absolute_lambda
 from theory.anchors import anchors
 from theory.grassmann import Array
 from theory.stack import Stack
@@ -54,53 +52,3 @@ def corner_variant(weights: Sequence[Array], sigmas: Sequence[Array], biases: Se
     layers = [LowRankFactors(U.T @ W, U, output_bias(U, b, "project"))
               for U, W, b in zip(sections[1:], raw.weights, biases or [None] * raw.L)]
     return Compression(label, layers, [d] * len(layers), [f"{label}: W_hat_l = P_l W_l, P_l from the anchor A_l"])
-
-
-@dataclass(frozen=True)
-class Control:
-    """One configuration of a control question: a label, the question it answers, how to compress."""
-
-    question: str
-    label: str
-    run: Callable[..., Compression]       # (weights, sigmas, biases, d, c, stopping): BCA stops by the mode's rule
-
-
-def _compress_with(method: str, **kw: Any) -> Callable[..., Compression]:
-    """A Control.run calling experiments.compress with the mode's BCA stopping rule (a StoppingRule), as the
-    surgery's rows do; ``lam_over_c`` multiplies the lambda unit c."""
-    lam_over_c = kw.pop("lam_over_c", None)
-
-    def run(weights, sigmas, biases, d, c, stopping):
-        lam = {} if lam_over_c is None else {"lam": absolute_lambda(lam_over_c, c)}
-        return compress(weights, sigmas, biases, method, d, **lam, **kw, stopping=stopping)
-    return run
-
-
-def unification_gap() -> list[Control]:
-    """The 2 x 2 x 2 cube of the lambda -> inf untied corner (sides x whitening x convention)."""
-    return [Control("unification-gap", f"{sides}, {'whitened' if w else 'unwhitened'}, {conv} anchors",
-                    lambda W, S, b, d, c, stopping, sides=sides, w=w, conv=conv:   # no BCA at lambda -> inf
-                    corner_variant(W, S, b, d, sides, w, conv))
-            for conv in ("original", "v1-output") for w in (False, True) for sides in SIDES]
-
-
-def whitened_corners() -> list[Control]:
-    """The activation-aware (whitened, Cholesky) bundle at every corner, installed by the generalized projection."""
-    names = {"gbd": "pure bundle (GBD)", "gbd-tied": "tied bundle (GBD-tied)",
-             "bs-core-two-sided": "Basis-Sharing-core, two-sided (tied corner)", "anchored": "anchored corner"}
-    return [Control("whitened-bundle", f"{label}, {kind}", _compress_with(m, whitened=whitened))
-            for m, label in names.items() for whitened, kind in ((False, "unwhitened"), (True, "whitened"))]
-
-
-def table4(lambdas_over_c: Sequence[float]) -> list[Control]:
-    """The paper's Table 4: original anchors + BCA at each lambda; V1-output anchors used directly (no BCA);
-    V1-output anchors + BCA at each lambda (lambda in units of c)."""
-    if len(lambdas_over_c) == 0:
-        raise GbdError("Table 4 needs at least one lambda")
-    rows = [Control("table4", f"original anchors, BCA, lambda/c={x:g}",
-                    _compress_with("bundle", lam_over_c=x, convention="original")) for x in lambdas_over_c]
-    rows.append(Control("table4", "V1-output anchors used directly (no BCA)",
-                        _compress_with("anchored", convention="v1-output")))
-    rows += [Control("table4", f"V1-output anchors, BCA, lambda/c={x:g}",
-                     _compress_with("bundle", lam_over_c=x, convention="v1-output")) for x in lambdas_over_c]
-    return rows

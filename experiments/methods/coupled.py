@@ -27,9 +27,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from experiments.errors import GbdError
 from experiments.methods.factors import Compression, LowRankFactors, output_bias
 from experiments.methods.registry import builtin_method
-from experiments.errors import GbdError
 from theory.bca import bca_untied
 from theory.grassmann import Array, top_left_singular
 from theory.stack import Stack

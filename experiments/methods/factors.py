@@ -16,7 +16,6 @@ from theory.grassmann import Array
 from theory.stopping import StoppingRule
 from theory.whitening import Whitening, whitening
 
-
 INSTALLATIONS = ("projection", "sandwich")
 
 

@@ -1,7 +1,7 @@
 """Other weight classes (the paper's section 8.3): the MLP as a rectangular chain, and Q/K/V sharing one input basis.
 
 Parameter rule (both methods and their V1 baselines): the run's ratio d/D gives every matrix W (m x n) the rank
-r(W) = round(ratio min(m, n)) that SVD-LLM V1 gives it alone (``experiments.runs.pipeline.rank_for`` on that matrix),
+r(W) = round(ratio min(m, n)) that SVD-LLM V1 gives it alone (``experiments.methods.ranks.rank_for`` on that matrix),
 i.e. r(W) (m + n) parameters; every method below stores exactly as many in total.
 
 MLP chain (``mlp-chain``, composite kind ``mlp_chain`` = [up_1, gate_1, down_1, up_2, ...], Llama family). up_l
@@ -54,12 +54,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from experiments.errors import GbdError
 from experiments.methods.basis_sharing import shared_basis
 from experiments.methods.bundle import solve_memo
-from experiments.methods.factors import Compression, LowRankFactors, whiten, section_factors
-from experiments.methods.registry import builtin_method, compress
-from experiments.errors import GbdError
+from experiments.methods.factors import Compression, LowRankFactors, section_factors, whiten
 from experiments.methods.ranks import interface_ranks, qkv_blocks, shared_parity_rank
+from experiments.methods.registry import builtin_method, compress
 from theory.grassmann import Array
 from theory.stack import Stack
 from theory.stopping import COMPRESSION

@@ -28,7 +28,6 @@ from theory.anchors import CONVENTIONS
 from theory.grassmann import Array
 from theory.stopping import COMPRESSION, StoppingRule
 
-
 BIAS_KEEPING = ("v1", "v2", "basis-sharing")   # the built-in methods whose authors' code leaves the bias as it is
 
 

@@ -28,7 +28,6 @@ from torch import nn
 
 from experiments.errors import GbdError
 
-
 COMPOSITE_KINDS: dict[str, tuple[str, ...]] = {
     "mlp_chain": ("mlp_in", "mlp_gate", "mlp_out"),     # per block: up, gate, down
     "q_k_v": ("q", "k", "v"),                            # per block: the three projections reading one input

@@ -14,8 +14,8 @@ from typing import Iterator, Mapping
 import torch
 from torch import nn
 
-from experiments.model.adapters import adapter_for
 from experiments.errors import GbdError
+from experiments.model.adapters import adapter_for
 
 
 class _Reached(Exception):

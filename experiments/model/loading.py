@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from importlib import metadata
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from experiments.model.adapters import adapter_for
 from experiments.errors import GbdError
+from experiments.model.adapters import adapter_for
 
 DEFAULT_MODEL = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -22,10 +22,10 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from experiments.model.adapters import adapter_for
+from experiments.errors import GbdError
 from experiments.methods.factors import Compression, LowRankFactors
 from experiments.methods.registry import compress
-from experiments.errors import GbdError
+from experiments.model.adapters import adapter_for
 
 MANIFEST = "gbd_lowrank.json"
 ENTRY_KEYS = frozenset({"name", "n_in", "d", "n_out", "has_bias", "shares_first_with"})

@@ -41,9 +41,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from experiments.model.adapters import adapter_for
-from experiments.methods.factors import Compression, LowRankFactors
 from experiments.errors import GbdError
+from experiments.methods.factors import Compression, LowRankFactors
+from experiments.model.adapters import adapter_for
 from experiments.model.hooks import block_with_target_input, first_block_calls, swapped
 from experiments.model.lowrank import LowRankLinear
 from theory.grassmann import Array, top_left_singular

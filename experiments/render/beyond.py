@@ -14,9 +14,9 @@ from typing import Any, Callable, Sequence
 
 from experiments.audit.measures import ppl_interval, ppl_ratio
 from experiments.audit.statistics import MIN_DECISIVE_UNITS
-from experiments.runs.beyond import (ALLOCATED_V1_LABEL, FUSED_V1_LABEL, MLP_MILD_RATIO, ORIGINAL_LABEL,
-                                                QKV_SHARED_LABEL, V1_LABEL)
 from experiments.render.markdown import fmt, table
+from experiments.runs.beyond import (ALLOCATED_V1_LABEL, FUSED_V1_LABEL, MLP_MILD_RATIO, ORIGINAL_LABEL,
+                                     QKV_SHARED_LABEL, V1_LABEL)
 
 SECTION_TITLE = "What the paper left open, measured here"
 HEADER = ["configuration", "d/D", "PPL [95 % CI]", "PPL / V1 [95 % CI]", "activation error", "Frobenius",
@@ -42,7 +42,7 @@ def _cells(r: dict[str, Any]) -> tuple:
     hs = (f"{100 * r['hellaswag_acc']:.1f} ± {100 * r['hellaswag_acc_stderr']:.1f} %"
           if "hellaswag_acc" in r else "-")
     v = r["vs_v1"]
-    label = f"{r['label']} [{r['kind']}]" if r["question"] == "other-weights" else r["label"]
+    label = f"{r['label']} [{r['kind']}]" if r["table"] == "other-weights" else r["label"]
     return (label, f"{r['ratio']:g}", ppl_interval(r).text(),
             "-" if v is None else v.text(RATIO_DIGITS),
             fmt(r.get("activation_fraction")), fmt(r.get("frobenius_fraction")), hs,
@@ -265,7 +265,7 @@ def render_section(data: dict[str, Any], out_dir: Path) -> str:
              "intervals\"); 'PPL / V1' is paired on the same windows; HellaSwag acc ± its standard error. Windows and "
              f"items: {_sample_text(data.get('sample'))}."]
     for question, (title, what, answer) in QUESTION_TEXT.items():
-        q = [r for r in rows if r["question"] == question]
+        q = [r for r in rows if r["table"] == question]
         if not q:
             continue
         parts += [f"### {title}", what, table(HEADER, [_cells(r) for r in q]), f"**Answer.** {answer(q)}"]

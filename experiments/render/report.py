@@ -8,17 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from experiments.render import plots
-from experiments.render.markdown import fmt, lam_label, pct, table
 from experiments.audit import statistics
-from experiments.audit.measures import (correlations, hs_accuracy, hs_paired, interior_rows, ppl_interval,
-                                        ppl_ratio, seed_spread)
+from experiments.audit.measures import (correlations, hs_accuracy, hs_paired, interior_rows, ppl_interval, ppl_ratio,
+                                        seed_spread)
 from experiments.audit.results import SCHEMA_VERSION, Results
-from experiments.audit.verdicts import Judgement, Verdict, rule_text
+from experiments.audit.verdicts import Judgement, Verdict
 from experiments.audit.verdicts import __doc__ as VERDICT_CLASSES
+from experiments.audit.verdicts import rule_text
 from experiments.cache import atomic_write, write_json
 from experiments.methods.ranks import V2_RULE
+from experiments.render import plots
 from experiments.render.beyond import render_section
+from experiments.render.markdown import fmt, lam_label, pct, table
 from experiments.render.theory import render_theory
 from experiments.threads import RULE as THREAD_RULE
 

@@ -49,16 +49,16 @@ from threadpoolctl import threadpool_info
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 from transformers.pytorch_utils import Conv1D
 
-from experiments.model.adapters import adapter_for
-from experiments.model.moments import calibration_batch, second_moments
 from experiments.data import calibration_text, data_dir, hellaswag_items, wikitext2_test
 from experiments.errors import GbdError
 from experiments.evaluation.hellaswag import processed_docs, quiet_lm_eval
 from experiments.evaluation.perplexity import model_context, perplexity, tokenize_corpus
-from experiments.runs.modes import mode as mode_named
-from experiments.model.loading import LoadedModel, load_model
 from experiments.methods.ranks import rank_for
+from experiments.model.adapters import adapter_for
+from experiments.model.loading import LoadedModel, load_model
 from experiments.model.lowrank import read_targets
+from experiments.model.moments import calibration_batch, second_moments
+from experiments.runs.modes import mode as mode_named
 from theory.anchors import anchors as make_anchors
 from theory.bca import bca_untied, untied_sweep
 from theory.energy import bundle_energy

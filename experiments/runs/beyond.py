@@ -1,19 +1,19 @@
 """The data of the report section "What the paper left open, measured here".
 
-``run_open_questions(loaded, mode, ...)`` calibrates the model (``experiments.runs.pipeline.prepare``, cached), runs
+``run_open_questions(loaded, mode, ...)`` calibrates the model (``experiments.runs.context.prepare``, cached), runs
 every configuration of every question and returns JSON-ready data::
 
     {"model", "mode", "budget", "kind", "ratio", "d", "D", "lambda_unit_c", "seed", "calibration", "sources",
      "sample",
-     "rows": [{"question", "label", "kind", "d", "D", "ratio", "ppl", "ppl_protocol", "ppl_window_nll",
-               "ppl_window_tokens", "ppl_window_index", "windows", "hellaswag_item_index", "activation_fraction", "frobenius_fraction", "hellaswag_*",
-               "notes", ...}]}
+     "rows": [rows of the one runner, experiments.runs.rows.run_config: the Config's fields ("table" is the
+              question), "kind", "d", "D", "ppl", "ppl_window_*", "windows", "activation_fraction",
+              "frobenius_fraction", "hellaswag_*" where scored, "notes", ...]}
 
-The mode (``experiments.runs.modes.Mode``) sizes everything: calibration, windows, items and BCA stopping as
-in the surgery, and its ``open_*`` fields for the sweeps, Table 4's lambdas and the joint objective's mu. Each
-row is cached as JSON under ``<cache>/beyond`` with the key of ``experiments.runs.pipeline.row_key`` (code version,
-model weights, kind, mode, configuration, d, seed, every data file's sha256), so a code fix or a changed input
-is never served a stale row.
+Every configuration is one ``experiments.runs.plan.Config`` (a registry method with options, or a ``build`` for
+the sequential, coupled and control compressions and the other weight classes) run by the surgery's runner, so it
+is cached the same way. The mode (``experiments.runs.modes.Mode``) sizes everything: calibration, windows, items
+and BCA stopping as in the surgery, and its ``open_*`` fields for the sweeps, Table 4's lambdas and the joint
+objective's mu.
 
 ``experiments.render.beyond.render_section(data, out_dir)`` turns it into Markdown (with the ratio plot).
 
@@ -33,32 +33,26 @@ Questions (``QUESTIONS``):
 """
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import torch
 
-from experiments.model.adapters import adapter_for
-from experiments.runs.modes import Mode
-from experiments.cache import read_entry, write_entry
-from experiments.model.moments import calibration_windows
-from experiments.methods.factors import Compression
-from experiments.methods.registry import compress
-from experiments.data import calibration_text
 from experiments.errors import GbdError
-from experiments.model.loading import LoadedModel
-from experiments.methods.controls import table4, unification_gap, whitened_corners
+from experiments.methods.controls import SIDES, corner_variant
 from experiments.methods.coupled import METHOD as COUPLED
-from experiments.model.hooks import block_input_moments
+from experiments.methods.factors import Compression
 from experiments.methods.other_weights import MLP_CHAIN, QKV_SHARED, fused_v1, per_matrix_v1
-from experiments.methods.ranks import matrix_ranks, qkv_optimal_ranks
+from experiments.methods.ranks import matrix_ranks, qkv_optimal_ranks, rank_for
+from experiments.methods.registry import compress
+from experiments.model.adapters import adapter_for
+from experiments.model.loading import LoadedModel
 from experiments.model.sequential import sequential_compress
-from experiments.runs.pipeline import Config, Context, compress_config, evaluated, measure, prepare, row_key
-from experiments.methods.ranks import rank_for
+from experiments.runs.context import Context, prepare
+from experiments.runs.modes import Mode
+from experiments.runs.plan import Build, Config
+from experiments.runs.rows import run_config
 from experiments.sampling import Sample, check_sampling
-from theory.grassmann import Array
 
 RATIOS = (0.5, 0.375, 0.25, 0.125, 0.0625)
 QUESTIONS = ("cross-layer", "unification-gap", "whitened-bundle", "table4", "ratio-sweep", "other-weights")
@@ -79,97 +73,75 @@ SEQUENTIAL_LABELS = {0.0: "sequential (error-propagating)",
                      SEQUENTIAL_DAMPING: f"sequential, shrunk toward W (damping {SEQUENTIAL_DAMPING:g})"}
 
 
-@dataclass
-class Setting:
-    """One target kind of one model: the pipeline's context (targets, moments, test ids, data sources), the
-    calibration token ids (for the methods that run the model on them), lazy extras."""
-
-    ctx: Context
-    calib_ids: torch.Tensor
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def residual(self) -> list[Array]:
-        """H_{l+1} = sum h h^T entering the block after each target's block (l = 1..L-1), computed once."""
-        if "residual" not in self.extras:
-            H = block_input_moments(self.ctx.loaded.model, self.calib_ids)
-            self.extras["residual"] = [h.numpy() for h in H[1:len(self.ctx.names)]]
-        return self.extras["residual"]
-
-
-def prepare_setting(loaded: LoadedModel, kind: str, mode: Mode, seed: int, cache_dir: Path,
-                    progress: bool = True, sample: str = "random") -> Setting:
-    """The pipeline's context of ``kind`` (calibrated, cached; windows and items drawn by ``sample`` seeded by
-    ``seed``, the surgery's draw) and the calibration batch it was calibrated on."""
-    ctx = prepare(loaded, mode, seed, cache_dir, kind, progress, Sample(sample, seed))
-    fitted = ctx.budget                    # the calibration window clipped to the model's context, if it had to be
-    ids = calibration_windows(loaded.tokenizer, calibration_text(), fitted.calib_n, fitted.calib_T, seed)
-    return Setting(ctx, ids)
-
-
-Build = Callable[[Setting, int, Mode], Compression | None]     # None: the uncompressed model
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One configuration: the question it answers, its label, target kind, ratio d/D, evaluation sizes."""
-
-    question: str
-    label: str
-    kind: str
-    ratio: float
-    build: Build = field(compare=False, repr=False)
-    sweep: bool = False           # evaluated with the sweep's smaller window / item budget
-
-
-def _method(name: str) -> Build:
-    """The pipeline's compression by method ``name`` (V2's loss rule falls back to uniform ranks where undefined)."""
-    return lambda s, d, b: compress_config(s.ctx, Config(name, name, "beyond"), d, b)
-
-
 def _sequential(damping: float) -> Build:
-    def build(s: Setting, d: int, b: Mode) -> Compression:
-        return sequential_compress(s.ctx.loaded.model, s.ctx.names, s.ctx.weights, s.ctx.biases, s.calib_ids, d,
-                                   damping)[0]
+    def build(ctx: Context, d: int, mode: Mode) -> Compression:
+        return sequential_compress(ctx.loaded.model, ctx.names, ctx.weights, ctx.biases, ctx.calib_ids, d, damping)[0]
     return build
 
 
 def _coupled(mu: float) -> Build:
-    def build(s: Setting, d: int, b: Mode) -> Compression:
-        return compress(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, COUPLED, d,
-                        options={"mu": mu, "residual": s.residual(), "stopping": b.stopping})
+    def build(ctx: Context, d: int, mode: Mode) -> Compression:
+        return compress(ctx.weights, ctx.sigmas, ctx.biases, COUPLED, d,
+                        options={"mu": mu, "residual": ctx.residual(), "stopping": mode.stopping})
     return build
 
 
-def _control(run: Callable[..., Compression]) -> Build:
-    return lambda s, d, b: run(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, d, s.ctx.c, b.stopping)
+def _corner_variant(sides: str, whitened: bool, convention: str) -> Build:
+    """A cell of the unification-gap cube (no BCA at lambda -> inf)."""
+    return lambda ctx, d, mode: corner_variant(ctx.weights, ctx.sigmas, ctx.biases, d, sides, whitened, convention)
 
 
-def _original(s: Setting, d: int, b: Mode) -> None:
-    return None
+def unification_gap(kind: str, ratio: float) -> list[Config]:
+    """The 2 x 2 x 2 cube of the lambda -> inf untied corner (sides x whitening x convention)."""
+    return [Config(f"{sides}, {'whitened' if w else 'unwhitened'}, {conv} anchors", "corner-variant",
+                   "unification-gap", kind=kind, ratio=ratio, sample="open", build=_corner_variant(sides, w, conv))
+            for conv in ("original", "v1-output") for w in (False, True) for sides in SIDES]
 
 
-def plan(mode: Mode, ratio: float, kind: str = "attn_out") -> list[Entry]:
+def whitened_corners(kind: str, ratio: float) -> list[Config]:
+    """The activation-aware (whitened, Cholesky) bundle at every corner, installed by the generalized projection,
+    beside its unwhitened self."""
+    names = {"gbd": "pure bundle (GBD)", "gbd-tied": "tied bundle (GBD-tied)",
+             "bs-core-two-sided": "Basis-Sharing-core, two-sided (tied corner)", "anchored": "anchored corner"}
+    return [Config(f"{label}, {which}", m, "whitened-bundle", options=(("whitened", whitened),), kind=kind,
+                   ratio=ratio, sample="open")
+            for m, label in names.items() for whitened, which in ((False, "unwhitened"), (True, "whitened"))]
+
+
+def table4(lambdas_over_c: Sequence[float], kind: str, ratio: float) -> list[Config]:
+    """The paper's Table 4: original anchors + BCA at each lambda; V1-output anchors used directly (no BCA);
+    V1-output anchors + BCA at each lambda (lambda in units of c)."""
+    if len(lambdas_over_c) == 0:
+        raise GbdError("Table 4 needs at least one lambda")
+    at = {"kind": kind, "ratio": ratio, "sample": "open"}
+    return ([Config(f"original anchors, BCA, lambda/c={x:g}", "bundle", "table4", lam_over_c=x, **at)
+             for x in lambdas_over_c]
+            + [Config("V1-output anchors used directly (no BCA)", "anchored", "table4", convention="v1-output", **at)]
+            + [Config(f"V1-output anchors, BCA, lambda/c={x:g}", "bundle", "table4", lam_over_c=x,
+                      convention="v1-output", **at) for x in lambdas_over_c])
+
+
+def plan(mode: Mode, ratio: float, kind: str = "attn_out") -> list[Config]:
     """Every configuration of every question, in report order."""
-    E = Entry
-    rows = [E("cross-layer", ORIGINAL_LABEL, kind, ratio, _original),
-            E("cross-layer", V1_LABEL, kind, ratio, _method("v1")),
-            E("cross-layer", "SVD-LLM V2", kind, ratio, _method("v2")),
-            E("cross-layer", "pure bundle (GBD)", kind, ratio, _method("gbd"))]
-    rows += [E("cross-layer", label, kind, ratio, _sequential(damping)) for damping, label in SEQUENTIAL_LABELS.items()]
-    rows += [E("cross-layer", f"activation-coupled joint, mu={mu:g}", kind, ratio, _coupled(mu))
-             for mu in mode.open_mus]
-    rows += [E(c.question, c.label, kind, ratio, _control(c.run))
-             for c in unification_gap() + whitened_corners() + table4(mode.open_lambdas)]
+    at = {"kind": kind, "ratio": ratio, "sample": "open"}
+    rows = [Config(ORIGINAL_LABEL, None, "cross-layer", **at), Config(V1_LABEL, "v1", "cross-layer", **at),
+            Config("SVD-LLM V2", "v2", "cross-layer", **at), Config("pure bundle (GBD)", "gbd", "cross-layer", **at)]
+    rows += [Config(label, "sequential", "cross-layer", options=(("damping", damping),), build=_sequential(damping),
+                    **at) for damping, label in SEQUENTIAL_LABELS.items()]
+    rows += [Config(f"activation-coupled joint, mu={mu:g}", COUPLED, "cross-layer", options=(("mu", mu),),
+                    build=_coupled(mu), **at) for mu in mode.open_mus]
+    rows += unification_gap(kind, ratio) + whitened_corners(kind, ratio) + table4(mode.open_lambdas, kind, ratio)
     for r in RATIOS:
-        rows += [E("ratio-sweep", label, kind, r, _method(m), sweep=True) for label, m in
+        rows += [Config(label, m, "ratio-sweep", kind=kind, ratio=r, sample="sweep") for label, m in
                  ((V1_LABEL, "v1"), ("SVD-LLM V2", "v2"), ("pure bundle (GBD)", "gbd"),
                   ("Basis-Sharing-core", "bs-core"),
                   ("Basis-Sharing-core, two-sided (tied corner)", "bs-core-two-sided"))]
-    rows += [E("other-weights", label, "mlp_out", ratio, build, sweep=True) for label, build in
-             ((ORIGINAL_LABEL, _original), (V1_LABEL, _method("v1")), ("SVD-LLM V2", _method("v2")),
-              *((label, _sequential(damping)) for damping, label in SEQUENTIAL_LABELS.items()))]
-    rows += other_weight_classes(ratio)
-    return rows
+    mlp_out = {"kind": "mlp_out", "ratio": ratio, "sample": "sweep"}
+    rows += [Config(ORIGINAL_LABEL, None, "other-weights", **mlp_out), Config(V1_LABEL, "v1", "other-weights", **mlp_out),
+             Config("SVD-LLM V2", "v2", "other-weights", **mlp_out)]
+    rows += [Config(label, "sequential", "other-weights", options=(("damping", damping),), build=_sequential(damping),
+                    **mlp_out) for damping, label in SEQUENTIAL_LABELS.items()]
+    return rows + other_weight_classes(ratio)
 
 
 # ---------------------------------------------------------------- other weight classes: MLP chain, Q/K/V shared
@@ -177,84 +149,62 @@ def plan(mode: Mode, ratio: float, kind: str = "attn_out") -> list[Entry]:
 # ratio (experiments.methods.other_weights: r(W) = round(ratio min(m, n))); a family lacking a part is skipped.
 
 def _per_matrix_v1(ratio: float) -> Build:
-    def build(s: Setting, d: int, b: Mode) -> Compression:
-        return per_matrix_v1(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, matrix_ranks(s.ctx.weights, ratio))
+    def build(ctx: Context, d: int, mode: Mode) -> Compression:
+        return per_matrix_v1(ctx.weights, ctx.sigmas, ctx.biases, matrix_ranks(ctx.weights, ratio))
     return build
 
 
 def _allocated_v1(ratio: float) -> Build:
     """V1 per matrix at the budget-optimal ranks for the count of V1 at ``matrix_ranks``."""
-    def build(s: Setting, d: int, b: Mode) -> Compression:
-        ranks = qkv_optimal_ranks(s.ctx.weights, s.ctx.sigmas, matrix_ranks(s.ctx.weights, ratio))
-        return per_matrix_v1(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, ranks)
+    def build(ctx: Context, d: int, mode: Mode) -> Compression:
+        ranks = qkv_optimal_ranks(ctx.weights, ctx.sigmas, matrix_ranks(ctx.weights, ratio))
+        return per_matrix_v1(ctx.weights, ctx.sigmas, ctx.biases, ranks)
     return build
 
 
 def _fused_v1(ratio: float) -> Build:
-    def build(s: Setting, d: int, b: Mode) -> Compression:
-        return fused_v1(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, matrix_ranks(s.ctx.weights, ratio))
+    def build(ctx: Context, d: int, mode: Mode) -> Compression:
+        return fused_v1(ctx.weights, ctx.sigmas, ctx.biases, matrix_ranks(ctx.weights, ratio))
     return build
 
 
 def _mlp_chain(whitened: bool) -> Build:
-    def build(s: Setting, d: int, b: Mode) -> Compression:
-        return compress(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, MLP_CHAIN, d,
-                        options={"whitened": whitened, "stopping": b.stopping})
+    def build(ctx: Context, d: int, mode: Mode) -> Compression:
+        return compress(ctx.weights, ctx.sigmas, ctx.biases, MLP_CHAIN, d,
+                        options={"whitened": whitened, "stopping": mode.stopping})
     return build
 
 
 def _qkv_shared(ratio: float) -> Build:
-    def build(s: Setting, d: int, b: Mode) -> Compression:
-        return compress(s.ctx.weights, s.ctx.sigmas, s.ctx.biases, QKV_SHARED, d,
-                        options={"ranks": matrix_ranks(s.ctx.weights, ratio)})
+    def build(ctx: Context, d: int, mode: Mode) -> Compression:
+        return compress(ctx.weights, ctx.sigmas, ctx.biases, QKV_SHARED, d,
+                        options={"ranks": matrix_ranks(ctx.weights, ratio)})
     return build
 
 
-def other_weight_classes(ratio: float) -> list[Entry]:
+def other_weight_classes(ratio: float) -> list[Config]:
     """MLP up/gate/down: the chain bundle (whitened and not) against V1 per matrix, at ``ratio`` and at
     MLP_MILD_RATIO; Q/K/V: V1 per matrix at uniform and at budget-optimal ranks, V1 on the fused [W_q; W_k; W_v]
     and the shared whitened input basis, at one parameter count."""
-    E = Entry
-    rows = [E("other-weights", label, "mlp_chain", r, build, sweep=True)
-            for r in dict.fromkeys((ratio, MLP_MILD_RATIO)) for label, build in
-            ((V1_LABEL, _per_matrix_v1(r)), ("MLP chain bundle (GBD, whitened, per-interface ranks)", _mlp_chain(True)),
-             ("MLP chain bundle (GBD, unwhitened, per-interface ranks)", _mlp_chain(False)))]
-    return rows + [E("other-weights", label, "q_k_v", ratio, build, sweep=True) for label, build in
-                   ((V1_LABEL, _per_matrix_v1(ratio)), (ALLOCATED_V1_LABEL, _allocated_v1(ratio)),
-                    (FUSED_V1_LABEL, _fused_v1(ratio)), (QKV_SHARED_LABEL, _qkv_shared(ratio)))]
+    rows = [Config(label, method, "other-weights", kind="mlp_chain", ratio=r, sample="sweep", build=build)
+            for r in dict.fromkeys((ratio, MLP_MILD_RATIO)) for label, method, build in
+            ((V1_LABEL, "v1-per-matrix", _per_matrix_v1(r)),
+             ("MLP chain bundle (GBD, whitened, per-interface ranks)", MLP_CHAIN, _mlp_chain(True)),
+             ("MLP chain bundle (GBD, unwhitened, per-interface ranks)", MLP_CHAIN, _mlp_chain(False)))]
+    return rows + [Config(label, method, "other-weights", kind="q_k_v", ratio=ratio, sample="sweep", build=build)
+                   for label, method, build in
+                   ((V1_LABEL, "v1-per-matrix", _per_matrix_v1(ratio)),
+                    (ALLOCATED_V1_LABEL, "v1-budget-optimal", _allocated_v1(ratio)),
+                    (FUSED_V1_LABEL, "v1-fused", _fused_v1(ratio)), (QKV_SHARED_LABEL, QKV_SHARED, _qkv_shared(ratio)))]
 
 
-def available(loaded: LoadedModel, entry: Entry) -> bool:
-    """Whether the model's family has the entry's target kind (composite kinds: every part)."""
+def available(loaded: LoadedModel, config: Config) -> bool:
+    """Whether the model's family has the configuration's target kind (composite kinds: every part)."""
     try:
-        adapter_for(loaded.model).target_names(loaded.model, entry.kind)
+        adapter_for(loaded.model).target_names(loaded.model, config.kind)
     except GbdError:
         return False
     return True
-
-
-def run_entry(setting: Setting, entry: Entry, cache_dir: Path) -> dict[str, Any]:
-    """Compress, install, evaluate, restore one entry (cached under ``experiments.runs.pipeline.row_key``)."""
-    ctx = setting.ctx
-    mode = ctx.budget
-    d = rank_for(ctx.weights, entry.ratio)
-    windows, items = ((mode.open_sweep_windows, mode.open_sweep_items) if entry.sweep
-                      else (mode.ppl_windows, mode.hellaswag_items if mode.open_hellaswag else 0))
-    key = row_key(ctx, entry, d, mode)
-    path = cache_dir / "beyond" / f"{key[:24]}.json"
-    cached = read_entry(path, key)
-    if cached is not None:
-        return cached
-    start = time.time()
-    row: dict[str, Any] = {"question": entry.question, "label": entry.label, "kind": entry.kind, "ratio": entry.ratio,
-                           "d": d, "D": min(min(w.shape) for w in ctx.weights)}
-    compression = entry.build(setting, d, mode)
-    row.update(evaluated(ctx, None, windows, items, progress=False) if compression is None
-               else measure(ctx, compression, windows, items, progress=False))
-    row["windows"] = len(row["ppl_window_nll"])
-    row["seconds"] = time.time() - start
-    write_entry(path, key, row)
-    return row
 
 
 def check_questions(questions: Sequence[str] | None) -> None:
@@ -272,19 +222,20 @@ def run_open_questions(loaded: LoadedModel, mode: Mode, ratio: float = 0.25, see
     docstring)."""
     check_questions(questions)
     check_sampling(sample)
-    entries = [e for e in plan(mode, ratio) if (questions is None or e.question in questions) and available(loaded, e)]
-    if not entries:
+    chosen = [c for c in plan(mode, ratio) if (questions is None or c.table in questions) and available(loaded, c)]
+    if not chosen:
         raise GbdError("no question chosen")
-    settings: dict[str, Setting] = {}
+    contexts: dict[str, Context] = {}
     rows = []
-    for i, entry in enumerate(entries, start=1):
-        if entry.kind not in settings:
-            settings[entry.kind] = prepare_setting(loaded, entry.kind, mode, seed, cache_dir, progress, sample)
+    for i, config in enumerate(chosen, start=1):
+        if config.kind not in contexts:
+            contexts[config.kind] = prepare(loaded, mode, seed, cache_dir, config.kind, progress, Sample(sample, seed))
+        ctx = contexts[config.kind]
         if progress:
-            print(f"[beyond {i}/{len(entries)}] {entry.question}: {entry.label} (d/D={entry.ratio:g}, {entry.kind})",
+            print(f"[beyond {i}/{len(chosen)}] {config.table}: {config.label} (d/D={config.ratio:g}, {config.kind})",
                   flush=True)
-        rows.append(run_entry(settings[entry.kind], entry, cache_dir))
-    main = next(iter(settings.values())).ctx
+        rows.append(run_config(ctx, config, rank_for(ctx.weights, config.ratio), ctx.budget, cache_dir, progress=False))
+    main = next(iter(contexts.values()))
     fitted = main.budget
     try:
         lambda_unit_c: float | None = main.c

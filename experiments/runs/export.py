@@ -1,6 +1,6 @@
 """Write a compressed model to disk: two factors per layer, or a standard dense checkpoint any harness loads.
 
-``gbd-audit compress`` calibrates and compresses with the pipeline (``experiments.runs.pipeline.prepare`` and
+``gbd-audit compress`` calibrates and compresses with the pipeline (``experiments.runs.context.prepare`` and
 ``compress_config``: the report's options for the method), then writes either
 
 - the factored model (``experiments.model.lowrank.save_compressed``): each target y = W x + b stored as A (d x n_in)
@@ -23,16 +23,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from experiments.model.adapters import adapter_for
-from experiments.runs.modes import mode as mode_named
 from experiments.cache import ensure_writable
-from experiments.methods.factors import Compression
-from experiments.methods.registry import method_names
 from experiments.errors import GbdError
-from experiments.model.loading import LoadedModel
-from experiments.runs.pipeline import Config, compress_config, configs, prepare
+from experiments.methods.factors import Compression
 from experiments.methods.ranks import check_ratio, rank_for
+from experiments.methods.registry import method_names
+from experiments.model.adapters import adapter_for
+from experiments.model.loading import LoadedModel
 from experiments.model.lowrank import install, module_parameters, save_compressed
+from experiments.runs.context import prepare
+from experiments.runs.modes import mode as mode_named
+from experiments.runs.plan import Config, configs
+from experiments.runs.rows import compress_config
 
 RECORD = "gbd_compress.json"
 

@@ -57,6 +57,18 @@ class Mode:
     open_hellaswag: bool = True       # the section's other questions also on the run's HellaSwag items
     cross_check_items: int | None = None          # lm-eval vs the direct scorer: items (None: every evaluated one)
 
+    def sizes(self, sample: str) -> tuple[int | None, int | None]:
+        """(windows, items) a configuration is evaluated on (``experiments.runs.plan.Config.sample``): "main" the
+        reproduction's; "open" its windows, and its items only with ``open_hellaswag`` (else 0: none); "sweep" the
+        sweeps' ``open_sweep_windows`` and ``open_sweep_items``."""
+        if sample == "main":
+            return self.ppl_windows, self.hellaswag_items
+        if sample == "open":
+            return self.ppl_windows, self.hellaswag_items if self.open_hellaswag else 0
+        if sample == "sweep":
+            return self.open_sweep_windows, self.open_sweep_items
+        raise GbdError(f"unknown sample {sample!r}; choose main, open or sweep")
+
     def seeds(self, seed: int) -> tuple[int, ...]:
         """The calibration seeds of this mode, starting at the run's ``seed``."""
         return tuple(seed + k for k in range(self.calibration_seeds))

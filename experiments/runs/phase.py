@@ -19,15 +19,19 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from experiments.methods.bundle import solve_memo
-from experiments.methods.ranks import absolute_lambda
-from experiments.methods.metrics import frobenius_error_fraction
 from experiments.errors import GbdError
-from theory.anchors import AnchorConvention
+from experiments.methods.bundle import solve_memo
+from experiments.methods.metrics import frobenius_error_fraction
+from experiments.methods.ranks import absolute_lambda, rank_for
+from experiments.model.loading import LoadedModel
+from experiments.model.lowrank import read_targets
+from experiments.runs.modes import mode as mode_named
+from theory.anchors import CONVENTIONS, AnchorConvention
 from theory.corners import per_layer_truncated_svd, sandwich
 from theory.objective import lambda_unit
 from theory.stack import Stack
 from theory.stopping import COMPRESSION, StoppingRule
+
 
 @dataclass
 class PhasePoint:
@@ -76,3 +80,12 @@ def phase_diagram(weights: Sequence[np.ndarray], d: int, lambdas: Sequence[float
     floor = frobenius_error_fraction(stack.weights, per_layer)
     return {"d": d, "L": stack.L, "dims": list(stack.dims), "points": points, "eckart_young_fraction": floor,
             "svd_seconds": svd_seconds}
+
+
+def phase_part(loaded: LoadedModel, kind: str, ratio: float, mode: str, progress: bool = True) -> dict[str, Any]:
+    """The phase diagram on the model's ``kind`` targets at d = round(ratio * D), both anchor conventions."""
+    _, weights, _ = read_targets(loaded.model, kind)
+    budget = mode_named(mode)
+    d = rank_for(weights, ratio)
+    return phase_diagram(weights, d, budget.phase_lambdas, conventions=CONVENTIONS, stopping=budget.stopping,
+                         progress=progress)

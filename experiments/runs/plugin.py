@@ -15,19 +15,21 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Callable
 
-from experiments.runs.modes import mode as mode_named
 from experiments.audit.statistics import Interval, spearman_interval
 from experiments.cache import ensure_writable
-from experiments.methods.registry import get_method, method_names
 from experiments.errors import GbdError
-from experiments.model.loading import LoadedModel
-from experiments.runs.pipeline import Config, check_dtype, prepare, run_config
 from experiments.methods.ranks import check_ratio, rank_for
+from experiments.methods.registry import get_method, method_names
+from experiments.model.loading import LoadedModel
+from experiments.runs.context import check_dtype, prepare
+from experiments.runs.modes import mode as mode_named
+from experiments.runs.plan import Config
+from experiments.runs.rows import run_config
 from experiments.sampling import Sample
 
-
-REFERENCES = (("original", None), ("SVD-LLM V1", "v1"), ("SVD-LLM V2", "v2"), ("pure bundle (GBD)", "gbd"),
-              ("Basis-Sharing-core", "bs-core"))
+REFERENCES = (Config("original", None, "main"), Config("SVD-LLM V1", "v1", "main"),
+              Config("SVD-LLM V2", "v2", "main"), Config("pure bundle (GBD)", "gbd", "main"),
+              Config("Basis-Sharing-core", "bs-core", "main"))
 
 
 def _rho(x: list[float], y: list[float]) -> Interval | None:
@@ -84,7 +86,7 @@ def method_part(loaded: LoadedModel, method: str, kind: str, ratio: float, mode:
     ctx.dtype = dtype
     budget = ctx.budget                 # the calibration window clipped to the model's context, if it had to be
     d = rank_for(ctx.weights, ratio)
-    configs = [Config(label, m, "main") for label, m in REFERENCES if m != method]
+    configs = [c for c in REFERENCES if c.method != method]
     configs.append(Config(method, method, f"method {code_digest(get_method(method))}"))
     rows = [run_config(ctx, c, d, budget, cache_dir, progress) for c in configs]
     compressed = [r for r in rows if r["method"] is not None]
