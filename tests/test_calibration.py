@@ -192,9 +192,10 @@ def test_a_cache_made_on_another_device_is_not_reused(model, names, input_ids, t
 
 
 def integer_rows(seed: int, tokens: int, n: int) -> torch.Tensor:
-    """(tokens, n) float32 of small integers: every product and partial sum of X^T X is exact in float64, so any
-    order of summation gives the same bits."""
-    return torch.randint(-8, 9, (tokens, n), generator=torch.Generator().manual_seed(seed)).to(torch.float32)
+    """(tokens, n) float32 of small integers: every product and partial sum of X^T X is exact in
+    float64, so any order of summation gives the same bits."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(-8, 9, (tokens, n), generator=gen).to(torch.float32)
 
 
 def split(x: torch.Tensor, cuts: list[int]) -> list[torch.Tensor]:
@@ -218,10 +219,11 @@ def test_input_moments_is_x_transpose_x_whatever_the_batch_split(seed, tokens, n
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**16), cuts=st.lists(st.integers(0, 30), max_size=5))
 def test_input_moments_of_real_valued_batches_agree_with_numpy_within_float64_rounding(seed, cuts):
-    """Random float64 activations: the streamed sum equals numpy's one-shot X^T X to float64 rounding (the
-    summation order differs: |error_ij| <= 30 u sum_t |x_ti x_tj| <= 30 u max_i Sigma_ii, 3.3e-15 of the largest
-    entry for 30 tokens; 1e-13 is ample)."""
-    x = torch.from_numpy(np.random.default_rng(seed).normal(size=(30, 5)) * 10.0 ** np.arange(-2, 3))
+    """Random float64 activations: the streamed sum equals numpy's one-shot X^T X to float64
+    rounding (the summation order differs: |error_ij| <= 30 u sum_t |x_ti x_tj| <= 30 u max_i
+    Sigma_ii, 3.3e-15 of the largest entry for 30 tokens; 1e-13 is ample)."""
+    scales = 10.0 ** np.arange(-2, 3)
+    x = torch.from_numpy(np.random.default_rng(seed).normal(size=(30, 5)) * scales)
     acc = InputMoments()
     for batch in split(x, cuts):
         acc.add_batch(batch)
@@ -246,8 +248,9 @@ def test_moments_state_round_trip_continues_the_same_sum():
     first = InputMoments()
     first.add_batch(x[:7])
     state = first.state_dict()
-    first.add_batch(x[7:])                            # the state is a copy: later batches do not reach it
-    assert state["tokens"] == 7 and torch.equal(state["sum"], x[:7].double().T @ x[:7].double())
+    first.add_batch(x[7:])                  # the state is a copy: later batches do not reach it
+    assert state["tokens"] == 7
+    assert torch.equal(state["sum"], x[:7].double().T @ x[:7].double())
     resumed = InputMoments()
     resumed.load_state_dict(state)
     resumed.add_batch(x[7:])
@@ -257,18 +260,22 @@ def test_moments_state_round_trip_continues_the_same_sum():
     assert empty.sum is None and empty.tokens == 0
 
 
-@pytest.mark.parametrize("state", [torch.zeros(2, 2, dtype=torch.float64), {"sum": None, "tokens": 3},
-                                   {"sum": torch.zeros(2, 2), "tokens": 1},
-                                   {"sum": torch.zeros(2, 2, dtype=torch.float64), "tokens": -1},
-                                   {"sum": torch.zeros(2, 2, dtype=torch.float64), "tokens": 1, "extra": 0}])
+ZEROS = torch.zeros(2, 2, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("state", [ZEROS, {"sum": None, "tokens": 3}, {"sum": ZEROS, "tokens": -1},
+                                   {"sum": ZEROS.float(), "tokens": 1},
+                                   {"sum": ZEROS, "tokens": 1.0},
+                                   {"sum": ZEROS, "tokens": 1, "extra": 0}])
 def test_a_malformed_moment_state_is_refused(state):
     with pytest.raises(ValueError, match="not a moment state"):
         InputMoments().load_state_dict(state)
 
 
-def test_a_cache_file_of_the_older_format_is_a_miss_not_wrong_data(model, names, input_ids, tmp_path):
-    """A state written before InputMoments (name -> bare float64 sum under "sums") with the current key: ignored
-    and recomputed, never read as sums (doubled here, so reading them would show)."""
+def test_a_cache_file_of_the_older_format_is_a_miss_not_wrong_data(model, names, input_ids,
+                                                                   tmp_path):
+    """A state written before InputMoments (name -> bare float64 sum under "sums") with the current
+    key: ignored and recomputed, never read as sums (doubled here, so reading them would show)."""
     cache = tmp_path / "sigma.pt"
     second_moments(model, names, input_ids, progress=False, cache=cache)
     state = torch.load(cache, weights_only=True)
@@ -279,20 +286,23 @@ def test_a_cache_file_of_the_older_format_is_a_miss_not_wrong_data(model, names,
         sigmas = second_moments(model, names, input_ids, progress=False, cache=cache)
     assert counter.calls == N
     assert_same(sigmas, reference_moments(model, names, input_ids), rtol=1e-10)
-    state["moments"][names[0]] = state["moments"][names[0]]["sum"]     # one entry in the old form
+    state["moments"][names[0]] = state["moments"][names[0]]["sum"]    # one entry in the old form
     torch.save(state, cache)
     with pytest.warns(UserWarning, match="an older format"):
         second_moments(model, names, input_ids, progress=False, cache=cache)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
-def test_block_input_moments_are_the_hidden_states_entering_each_block(model, input_ids, batch_size):
-    """H_k against the model's own hidden_states[k] (the residual stream entering block k), one full forward."""
+def test_block_input_moments_are_the_hidden_states_entering_each_block(model, input_ids,
+                                                                       batch_size):
+    """H_k against the model's own hidden_states[k] (the residual stream entering block k), one
+    full forward."""
     with torch.no_grad():
         hidden = model(input_ids, output_hidden_states=True).hidden_states
     H = block_input_moments(model, input_ids, batch_size)
     assert len(H) == len(adapter_for(model).blocks(model))
     for k, h in enumerate(H):
         want = np.einsum("bti,btj->ij", hidden[k].double().numpy(), hidden[k].double().numpy())
-        assert h.dtype == torch.float64 and np.linalg.norm(h.numpy() - want) <= 1e-10 * np.linalg.norm(want)
+        assert h.dtype == torch.float64
+        assert np.linalg.norm(h.numpy() - want) <= 1e-10 * np.linalg.norm(want)
     assert not any(b._forward_pre_hooks for b in adapter_for(model).blocks(model))

@@ -171,15 +171,17 @@ def test_swapped_modules_are_restored_after_the_block_even_on_error(build):
     before = logits(model)
     names = adapter_for(model).target_names(model, "attn_out")
     originals = [model.get_submodule(n) for n in names]
-    with pytest.raises(RuntimeError, match="inside"), swapped(model, {n: torch.nn.Identity() for n in names}):
-        assert all(isinstance(model.get_submodule(n), torch.nn.Identity) for n in names)
+    identities = {n: torch.nn.Identity() for n in names}
+    with pytest.raises(RuntimeError, match="inside"), swapped(model, identities):
+        assert [model.get_submodule(n) for n in names] == list(identities.values())
         assert not torch.allclose(logits(model), before, atol=1e-5)
         raise RuntimeError("inside")
-    assert [model.get_submodule(n) for n in names] == originals and torch.equal(logits(model), before)
-    with pytest.raises(GbdError, match="no module 'nowhere'"), swapped(model, {names[0]: torch.nn.Identity(),
-                                                                               "nowhere": torch.nn.Identity()}):
+    assert [model.get_submodule(n) for n in names] == originals
+    assert torch.equal(logits(model), before)
+    unknown = {names[0]: torch.nn.Identity(), "nowhere": torch.nn.Identity()}
+    with pytest.raises(GbdError, match="no module 'nowhere'"), swapped(model, unknown):
         pass
-    assert model.get_submodule(names[0]) is originals[0]          # refused before anything was swapped
+    assert model.get_submodule(names[0]) is originals[0]    # refused before anything was swapped
 
 
 def test_installed_parameters_count_a_shared_factor_once():

@@ -3,7 +3,7 @@
 ``first_block_calls`` runs the model on each row only as far as its first block and keeps that block's call
 (hidden states and the other arguments), so a method can then advance residual streams block by block
 (``block_with_target_input`` runs one block and captures one submodule's input on the way).
-``block_input_moments`` sums the streams entering each block (``moments.second_moments`` of the blocks).
+``block_input_moments`` sums the streams entering each block (``second_moments`` of the blocks).
 """
 from __future__ import annotations
 
@@ -79,9 +79,10 @@ def block_with_target_input(model: nn.Module, block: nn.Module, target: nn.Modul
     return captured[0], out
 
 
-def block_input_moments(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 1) -> list[torch.Tensor]:
-    """H_k = sum_t h_t h_t^T (float64), h the residual stream entering block k, for every block k (depth order):
-    ``second_moments`` of the blocks."""
+def block_input_moments(model: nn.Module, input_ids: torch.Tensor,
+                        batch_size: int = 1) -> list[torch.Tensor]:
+    """H_k = sum_t h_t h_t^T (float64), h the residual stream entering block k, for every block k
+    (depth order): ``second_moments`` of the blocks."""
     adapter = adapter_for(model)
     names = [f"{adapter.blocks_path}.{k}" for k in range(len(adapter.blocks(model)))]
     sums = second_moments(model, names, input_ids, batch_size, progress=False)

@@ -97,11 +97,13 @@ def module_parameters(model: nn.Module, names: Sequence[str]) -> int:
     return sum(p.numel() for p in unique.values())
 
 
-def _low_rank_modules(model: nn.Module, names: list[str], compression: Compression) -> dict[str, LowRankLinear]:
-    """Name -> LowRankLinear of its factors (in compression order), in the replaced weight's dtype and device.
+def _low_rank_modules(model: nn.Module, names: list[str],
+                      compression: Compression) -> dict[str, LowRankLinear]:
+    """Name -> LowRankLinear of its factors (in compression order), in the replaced weight's dtype
+    and device.
 
-    Shapes are checked through the adapter, which reads every target as (n_out, n_in) (GPT-2's Conv1D included).
-    Layers of a shared group reuse the first layer's ``first`` module.
+    Shapes are checked through the adapter, which reads every target as (n_out, n_in) (GPT-2's
+    Conv1D included). Layers of a shared group reuse the first layer's ``first`` module.
     """
     if len(names) != len(compression.layers):
         raise GbdError(f"{len(names)} module names for {len(compression.layers)} compressed layers")
@@ -121,7 +123,8 @@ def _low_rank_modules(model: nn.Module, names: list[str], compression: Compressi
 
 
 def install(model: nn.Module, names: list[str], compression: Compression) -> None:
-    """Replace each named linear map (in compression order) by a LowRankLinear of its factors, for good."""
+    """Replace each named linear map (in compression order) by a LowRankLinear of its factors, for
+    good."""
     adapter = adapter_for(model)
     for name, module in _low_rank_modules(model, names, compression).items():
         adapter.replace(model, name, module)
@@ -129,8 +132,9 @@ def install(model: nn.Module, names: list[str], compression: Compression) -> Non
 
 @contextmanager
 def swapped(model: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator[nn.Module]:
-    """Install ``replacements`` (module name -> module, through the adapter's ``replace``) for the duration of
-    the block, then put the original modules back, also when the block raises: the model leaves as it came."""
+    """Install ``replacements`` (module name -> module, through the adapter's ``replace``) for the
+    duration of the block, then put the original modules back, also when the block raises: the
+    model leaves as it came. An unknown name is refused before anything is replaced."""
     adapter = adapter_for(model)
     originals = {name: _module(model, name) for name in replacements}
     try:
@@ -142,8 +146,10 @@ def swapped(model: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator
             adapter.replace(model, name, module)
 
 
-def installed(model: nn.Module, names: list[str], compression: Compression) -> ContextManager[nn.Module]:
-    """``install`` the compression for the duration of the block (``swapped``): the model leaves as it came."""
+def installed(model: nn.Module, names: list[str],
+              compression: Compression) -> ContextManager[nn.Module]:
+    """``install`` the compression for the duration of the block (``swapped``): the model leaves as
+    it came."""
     return swapped(model, _low_rank_modules(model, names, compression))
 
 
@@ -270,5 +276,5 @@ def load_compressed(path: str | Path) -> tuple[nn.Module, Any | None]:
     return model.eval(), tokenizer
 
 
-__all__ = ["LowRankLinear", "read_targets", "module_parameters", "install", "installed", "swapped", "compress_model",
-           "save_compressed", "load_compressed", "MANIFEST"]
+__all__ = ["LowRankLinear", "read_targets", "module_parameters", "install", "installed", "swapped",
+           "compress_model", "save_compressed", "load_compressed", "MANIFEST"]
