@@ -13,7 +13,7 @@ from experiments.errors import GbdError
 from experiments.model import moments as calibration
 from experiments.model.adapters import adapter_for
 from experiments.model.lowrank import (MANIFEST, LowRankLinear, compress_model, install, installed, load_compressed,
-                                       read_targets, save_compressed)
+                                       read_targets, save_compressed, swapped)
 
 D, VOCAB = 32, 128
 TOKENIZER_FILE = Path(__file__).resolve().parents[2] / "shared/data/gpt-neox-20b-tokenizer/20B_tokenizer.json"
@@ -163,6 +163,25 @@ def test_installed_compression_is_undone_after_the_block_even_on_error():
     with pytest.raises(RuntimeError, match="inside"), installed(model, names, compression):
         raise RuntimeError("inside")
     assert [model.get_submodule(n) for n in names] == originals
+
+
+@pytest.mark.parametrize("build", [neox, llama, gpt2], ids=["gpt-neox", "llama", "gpt2-conv1d"])
+def test_swapped_modules_are_restored_after_the_block_even_on_error(build):
+    model = build().eval()
+    before = logits(model)
+    names = adapter_for(model).target_names(model, "attn_out")
+    originals = [model.get_submodule(n) for n in names]
+    identities = {n: torch.nn.Identity() for n in names}
+    with pytest.raises(RuntimeError, match="inside"), swapped(model, identities):
+        assert [model.get_submodule(n) for n in names] == list(identities.values())
+        assert not torch.allclose(logits(model), before, atol=1e-5)
+        raise RuntimeError("inside")
+    assert [model.get_submodule(n) for n in names] == originals
+    assert torch.equal(logits(model), before)
+    unknown = {names[0]: torch.nn.Identity(), "nowhere": torch.nn.Identity()}
+    with pytest.raises(GbdError, match="no module 'nowhere'"), swapped(model, unknown):
+        pass
+    assert model.get_submodule(names[0]) is originals[0]    # refused before anything was swapped
 
 
 def test_installed_parameters_count_a_shared_factor_once():

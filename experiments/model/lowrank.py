@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, ContextManager, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -97,12 +97,13 @@ def module_parameters(model: nn.Module, names: Sequence[str]) -> int:
     return sum(p.numel() for p in unique.values())
 
 
-def install(model: nn.Module, names: list[str], compression: Compression) -> None:
-    """Replace each named linear map (in compression order) by a LowRankLinear of its factors.
+def _low_rank_modules(model: nn.Module, names: list[str],
+                      compression: Compression) -> dict[str, LowRankLinear]:
+    """Name -> LowRankLinear of its factors (in compression order), in the replaced weight's dtype
+    and device.
 
-    The new module takes the replaced weight's dtype and device; shapes are checked through the adapter,
-    which reads every target as (n_out, n_in) (GPT-2's Conv1D included). Layers of a shared group reuse
-    the first layer's ``first`` module.
+    Shapes are checked through the adapter, which reads every target as (n_out, n_in) (GPT-2's
+    Conv1D included). Layers of a shared group reuse the first layer's ``first`` module.
     """
     if len(names) != len(compression.layers):
         raise GbdError(f"{len(names)} module names for {len(compression.layers)} compressed layers")
@@ -118,22 +119,38 @@ def install(model: nn.Module, names: list[str], compression: Compression) -> Non
     for group in compression.shared or []:
         for i in group[1:]:
             new[i].first = new[group[0]].first
-    for name, module in zip(names, new):
+    return dict(zip(names, new))
+
+
+def install(model: nn.Module, names: list[str], compression: Compression) -> None:
+    """Replace each named linear map (in compression order) by a LowRankLinear of its factors, for
+    good."""
+    adapter = adapter_for(model)
+    for name, module in _low_rank_modules(model, names, compression).items():
         adapter.replace(model, name, module)
 
 
 @contextmanager
-def installed(model: nn.Module, names: list[str], compression: Compression) -> Iterator[nn.Module]:
-    """``install`` the compression for the duration of the block, then put the original modules back
-    (also when the block raises): the model leaves as it came."""
+def swapped(model: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator[nn.Module]:
+    """Install ``replacements`` (module name -> module, through the adapter's ``replace``) for the
+    duration of the block, then put the original modules back, also when the block raises: the
+    model leaves as it came. An unknown name is refused before anything is replaced."""
     adapter = adapter_for(model)
-    originals = {n: _module(model, n) for n in names}
+    originals = {name: _module(model, name) for name in replacements}
     try:
-        install(model, names, compression)
+        for name, module in replacements.items():
+            adapter.replace(model, name, module)
         yield model
     finally:
         for name, module in originals.items():
             adapter.replace(model, name, module)
+
+
+def installed(model: nn.Module, names: list[str],
+              compression: Compression) -> ContextManager[nn.Module]:
+    """``install`` the compression for the duration of the block (``swapped``): the model leaves as
+    it came."""
+    return swapped(model, _low_rank_modules(model, names, compression))
 
 
 def compress_model(model: nn.Module, kind: str, sigmas_by_name: Mapping[str, Any], method: str, d: int,
@@ -259,5 +276,5 @@ def load_compressed(path: str | Path) -> tuple[nn.Module, Any | None]:
     return model.eval(), tokenizer
 
 
-__all__ = ["LowRankLinear", "read_targets", "module_parameters", "install", "installed", "compress_model",
-           "save_compressed", "load_compressed", "MANIFEST"]
+__all__ = ["LowRankLinear", "read_targets", "module_parameters", "install", "installed", "swapped",
+           "compress_model", "save_compressed", "load_compressed", "MANIFEST"]

@@ -1,8 +1,11 @@
 """Calibration: seeded token windows and the per-layer input second moments Sigma_l = sum_t x_t x_t^T.
 
-As in the GPTQ / SVD-LLM reference codes, forward pre-hooks on the target modules stream the statistic over
-the calibration batches of the *uncompressed* model (no normalization by the token count). Long runs are
-resumable: partial sums are checkpointed atomically to a cache file keyed by the model, targets and tokens.
+As in the GPTQ / SVD-LLM reference codes, forward pre-hooks on the target modules stream the
+statistic over the calibration batches of the *uncompressed* model (no normalization by the token
+count), and as GPTQ's per-layer object, one ``InputMoments`` per module owns its sum
+(``add_batch``); ``CrossMoments`` is the same sum over two streams of the same tokens. Every float64
+moment sum of the model layer is one of these two. Long runs are resumable: partial sums are
+checkpointed atomically to a cache file keyed by the model, targets and tokens.
 """
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ import hashlib
 import random
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 from tqdm import tqdm
 
 from experiments.cache import atomic_write, cache_key, code_version
@@ -22,7 +26,7 @@ from experiments.errors import GbdError
 from experiments.model.loading import device_of
 
 CALIBRATION_LIBRARIES = ("torch", "transformers")   # the model's forward pass; with this file, the cache's code
-STATE_TYPES = {"key": str, "rows_done": int, "complete": bool, "sums": dict}
+STATE_TYPES = {"key": str, "rows_done": int, "complete": bool, "moments": dict}
 
 
 def check_windows(n: int, T: int, seed: int) -> None:
@@ -77,76 +81,168 @@ def model_fingerprint(model: nn.Module) -> bytes:
     return digest.digest()
 
 
+class _TokenSum:
+    """A float64 matrix summed over the tokens of streamed batches, with the number of tokens in it.
+
+    The sum lives on the device of the batches; ``state_dict`` / ``load_state_dict`` carry it
+    (on the CPU) and the count through a checkpoint."""
+
+    def __init__(self) -> None:
+        self.sum: torch.Tensor | None = None
+        self.tokens = 0
+
+    def _add(self, product: torch.Tensor, tokens: int) -> None:
+        """sum += product (one batch's token sum), tokens += its token count."""
+        if self.sum is None:
+            self.sum = product
+        elif self.sum.shape != product.shape:
+            raise GbdError(f"a batch's moment is {tuple(product.shape)}, "
+                           f"the sum so far {tuple(self.sum.shape)}")
+        else:
+            self.sum = self.sum.to(product.device).add_(product)
+        self.tokens += tokens
+
+    def state_dict(self) -> dict[str, Any]:
+        """{"sum": the float64 sum on the CPU (a copy; None before any batch), "tokens": count}."""
+        total = None if self.sum is None else self.sum.to("cpu", copy=True)
+        return {"sum": total, "tokens": self.tokens}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a ``state_dict`` (ValueError unless ``is_state``)."""
+        if not self.is_state(state):
+            raise ValueError(f"not a moment state: {state!r:.200}")
+        self.sum = None if state["sum"] is None else state["sum"].clone()
+        self.tokens = state["tokens"]
+
+    @staticmethod
+    def is_state(state: Any) -> bool:
+        """Whether ``state`` is what ``state_dict`` writes: a count >= 0 and a float64 matrix
+        (None before any batch)."""
+        if not isinstance(state, Mapping) or set(state) != {"sum", "tokens"}:
+            return False
+        total, tokens = state["sum"], state["tokens"]
+        if not isinstance(tokens, int) or tokens < 0:
+            return False
+        if total is None:
+            return tokens == 0
+        return isinstance(total, torch.Tensor) and total.dtype == torch.float64 and total.dim() == 2
+
+
+class InputMoments(_TokenSum):
+    """The input statistic of one module, owned by one object as GPTQ's per-layer ``H`` and
+    ``nsamples`` are: Sigma = sum_t x_t x_t^T (float64, n x n, not divided by the count) over every
+    token t of every batch added."""
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        """Sigma += X^T X, X = ``x`` (..., n) as (tokens, n) rows."""
+        rows = token_rows(x)
+        self._add(gram_float64(rows), len(rows))
+
+    def hook(self, module: nn.Module) -> RemovableHandle:
+        """A forward pre-hook on ``module`` that adds every input it receives (its first argument,
+        or the ``hidden_states`` keyword a block may be called with); remove it by the handle."""
+        def add_input(_: nn.Module, args: tuple, kwargs: dict) -> None:
+            self.add_batch(module_input(args, kwargs))
+        return module.register_forward_pre_hook(add_input, with_kwargs=True)
+
+
+class CrossMoments(_TokenSum):
+    """C = sum_t x_t y_t^T (float64, n_x x n_y) over the tokens of paired batches: two streams of
+    the same tokens (e.g. a layer's inputs in the original and in a compressed model)."""
+
+    def add_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """C += X^T Y, X and Y = ``x`` (..., n_x) and ``y`` (..., n_y) as rows of the same
+        tokens."""
+        rows_x, rows_y = token_rows(x), token_rows(y)
+        if len(rows_x) != len(rows_y):
+            raise GbdError(f"paired batches hold {len(rows_x)} and {len(rows_y)} tokens")
+        self._add(gram_float64(rows_x, rows_y), len(rows_x))
+
+
+def token_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (..., n) as a float64 (tokens, n) matrix, detached from autograd."""
+    return x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
+
+
+def module_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The tensor a module was called on: its first argument, or the ``hidden_states`` keyword."""
+    x = args[0] if args else kwargs.get("hidden_states")
+    if not isinstance(x, torch.Tensor):
+        raise GbdError("a captured module received no tensor input")
+    return x
+
+
+def gram_float64(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """X^T Y (X^T X when ``y`` is None) in float64 for X, Y (tokens, n), by torch's matmul on the
+    model's own thread pool.
+
+    numpy's ``a.T @ a`` (a symmetric rank-k update) is 1.5x faster alone, but called between
+    torch's layers its BLAS threads compete with torch's spinning OpenMP threads: on 2 cores the
+    hooks then cost 1.92x a plain forward pass, against 1.09x with torch's product (attention
+    outputs of SmolLM2, 2 x 2048 tokens)."""
+    x = x.to(torch.float64)
+    return x.T @ (x if y is None else y.to(torch.float64))
+
+
 def second_moments(model: nn.Module, names: list[str], input_ids: torch.Tensor, batch_size: int = 1,
                    progress: bool = True, cache: Path | None = None,
                    checkpoint_every: int = 8) -> dict[str, np.ndarray]:
-    """Sigma[name] = sum over every token of the batch of x x^T, x the input of module ``name`` (float64).
+    """Sigma[name] = sum over every token of the batch of x x^T, x the input of module ``name``
+    (float64): one ``InputMoments`` per module, fed by its pre-hook, over batches of ``batch_size``
+    rows.
 
     With ``cache``, partial sums are saved every ``checkpoint_every`` batches and at the end, and a run
     restarted with the same model, names and tokens resumes after the rows already done.
     """
-    key = cache_key(code_version([Path(__file__)], CALIBRATION_LIBRARIES), model_fingerprint(model), device_of(model),
-                    "\n".join(names), str(tuple(input_ids.shape)), input_ids.cpu().to(torch.long).numpy().tobytes())
-    state = _load_cache(cache, key) or {"key": key, "rows_done": 0, "complete": False, "sums": {}}
-    sums = dict(state["sums"])
+    key = None if cache is None else cache_key(
+        code_version([Path(__file__)], CALIBRATION_LIBRARIES),
+        model_fingerprint(model), device_of(model), "\n".join(names),
+        str(tuple(input_ids.shape)), input_ids.cpu().to(torch.long).numpy().tobytes())
+    state = (_load_cache(cache, key)
+             or {"key": key, "rows_done": 0, "complete": False, "moments": {}})
+    moments = {name: InputMoments() for name in names}
+    for name, saved in state["moments"].items():
+        moments[name].load_state_dict(saved)
     if not state["complete"]:
-        _accumulate(model, names, input_ids, sums, state, batch_size, progress, cache, checkpoint_every)
-    return _checked(names, sums)
+        _accumulate(model, input_ids, moments, state, batch_size, progress, cache, checkpoint_every)
+    return _checked(moments)
 
 
-def _accumulate(model: nn.Module, names: list[str], input_ids: torch.Tensor, sums: dict[str, torch.Tensor],
+def _accumulate(model: nn.Module, input_ids: torch.Tensor, moments: dict[str, InputMoments],
                 state: dict[str, Any], batch_size: int, progress: bool, cache: Path | None,
                 checkpoint_every: int) -> None:
-    """Run the remaining batches with pre-hooks adding X^T X (float64) into ``sums``; checkpoint to ``cache``."""
+    """Run the remaining batches with each module's ``InputMoments`` hooked on; checkpoint to
+    ``cache``."""
     device = next(model.parameters()).device
-    sums.update({name: s.to(device) for name, s in sums.items()})
     starts = range(state["rows_done"], len(input_ids), batch_size)
-    handles = [model.get_submodule(name).register_forward_pre_hook(_adder(sums, name)) for name in names]
+    handles = [m.hook(model.get_submodule(name)) for name, m in moments.items()]
     try:
         with torch.no_grad():
-            for i, start in enumerate(tqdm(starts, desc="calibration", unit="batch", disable=not progress)):
+            batches = tqdm(starts, desc="calibration", unit="batch", disable=not progress)
+            for i, start in enumerate(batches):
                 model(input_ids[start:start + batch_size].to(device), use_cache=False)
                 state["rows_done"] = min(start + batch_size, len(input_ids))
                 state["complete"] = state["rows_done"] == len(input_ids)
                 if cache is not None and (state["complete"] or (i + 1) % checkpoint_every == 0):
-                    _save_cache(cache, state, sums)
+                    _save_cache(cache, state, moments)
     finally:
         for handle in handles:
             handle.remove()
 
 
-def _adder(sums: dict[str, torch.Tensor], name: str) -> Callable[[nn.Module, tuple], None]:
-    """Forward pre-hook: sums[name] += X^T X, X = the module input as (tokens, n_in) in float64."""
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        gram = gram_float64(args[0].detach().reshape(-1, args[0].shape[-1]))
-        if name in sums:
-            sums[name].add_(gram)
-        else:
-            sums[name] = gram
-    return hook
-
-
-def gram_float64(x: torch.Tensor) -> torch.Tensor:
-    """X^T X in float64 for X (tokens, n), by torch's matmul on the model's own thread pool.
-
-    numpy's ``a.T @ a`` (a symmetric rank-k update) is 1.5x faster alone, but called between torch's layers
-    its BLAS threads compete with torch's spinning OpenMP threads: on 2 cores the hooks then cost 1.92x a
-    plain forward pass, against 1.09x with torch's product (attention outputs of SmolLM2, 2 x 2048 tokens)."""
-    x = x.to(torch.float64)
-    return x.T @ x
-
-
-def _checked(names: list[str], sums: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+def _checked(moments: dict[str, InputMoments]) -> dict[str, np.ndarray]:
     """The sums as float64 numpy arrays, after checking every target was reached and is finite."""
-    for name in names:
-        if name not in sums:
-            raise GbdError(f"calibration never reached module {name} (no batch, or the module is not called)")
-        if not torch.isfinite(sums[name]).all():
-            raise GbdError(f"the input second moment of {name} is not finite (NaN/inf activations)")
-    return {name: sums[name].cpu().numpy() for name in names}
+    for name, m in moments.items():
+        if m.sum is None:
+            raise GbdError(f"calibration never reached module {name} "
+                           "(no batch, or the module is not called)")
+        if not torch.isfinite(m.sum).all():
+            raise GbdError(f"the input second moment of {name} is not finite "
+                           "(NaN/inf activations)")
+    return {name: m.sum.cpu().numpy() for name, m in moments.items()}
 
 
-def _load_cache(cache: Path | None, key: str) -> dict[str, Any] | None:
+def _load_cache(cache: Path | None, key: str | None) -> dict[str, Any] | None:
     """The cached state if ``cache`` exists, is readable and has ``key``; else None (with a warning)."""
     if cache is None or not Path(cache).exists():
         return None
@@ -156,7 +252,8 @@ def _load_cache(cache: Path | None, key: str) -> dict[str, Any] | None:
         warnings.warn(f"ignoring unreadable calibration cache {cache} ({type(exc).__name__}: {exc})")
         return None
     if not _well_formed(state):
-        warnings.warn(f"ignoring calibration cache {cache}: not a calibration state (a file of another kind)")
+        warnings.warn(f"ignoring calibration cache {cache}: not a calibration state "
+                      "(a file of another kind or an older format)")
         return None
     if state["key"] != key:
         warnings.warn(f"ignoring calibration cache {cache}: made for another model, target list, batch or code "
@@ -166,13 +263,16 @@ def _load_cache(cache: Path | None, key: str) -> dict[str, Any] | None:
 
 
 def _well_formed(state: Any) -> bool:
-    """A dict with the keys and types ``_save_cache`` writes, its sums a dict of name -> float64 square tensor."""
-    return (isinstance(state, dict) and all(isinstance(state.get(k), t) for k, t in STATE_TYPES.items())
-            and all(isinstance(n, str) and isinstance(s, torch.Tensor) and s.dtype == torch.float64 and s.dim() == 2
-                    for n, s in state["sums"].items()))
+    """A dict with the keys and types ``_save_cache`` writes, its moments a dict of name ->
+    ``InputMoments`` state (so a file of the older format, name -> bare float64 sum, is not one)."""
+    return (isinstance(state, dict)
+            and all(isinstance(state.get(k), t) for k, t in STATE_TYPES.items())
+            and all(isinstance(n, str) and _TokenSum.is_state(s)
+                    for n, s in state["moments"].items()))
 
 
-def _save_cache(cache: Path, state: dict[str, Any], sums: dict[str, torch.Tensor]) -> None:
-    """Atomically write ``state`` (key, rows_done, complete) with the current partial sums to ``cache``."""
-    snapshot = {**state, "sums": {name: s.cpu() for name, s in sums.items()}}
+def _save_cache(cache: Path, state: dict[str, Any], moments: dict[str, InputMoments]) -> None:
+    """Atomically write ``state`` (key, rows_done, complete) with each module's ``InputMoments``
+    state to ``cache``."""
+    snapshot = {**state, "moments": {name: m.state_dict() for name, m in moments.items()}}
     atomic_write(cache, lambda f: torch.save(snapshot, f))

@@ -44,8 +44,9 @@ from tqdm import tqdm
 from experiments.errors import GbdError
 from experiments.methods.factors import Compression, LowRankFactors
 from experiments.model.adapters import adapter_for
-from experiments.model.hooks import block_with_target_input, first_block_calls, swapped
-from experiments.model.lowrank import LowRankLinear
+from experiments.model.hooks import block_with_target_input, first_block_calls
+from experiments.model.lowrank import LowRankLinear, swapped
+from experiments.model.moments import CrossMoments, InputMoments
 from theory.grassmann import Array, top_left_singular
 from theory.whitening import whitening
 
@@ -135,16 +136,16 @@ def sequential_compress(model: nn.Module, names: Sequence[str], weights: Sequenc
             original, delivered = advance(k, original), None if delivered is None else advance(k, delivered)
             k += 1
         target = model.get_submodule(name)
-        sums: list[torch.Tensor] | None = None
+        sigma, cross, sigma_tilde = InputMoments(), CrossMoments(), InputMoments()
         leaving = []
         for r, call in enumerate(calls):
             X, out = block_with_target_input(model, blocks[k], target, call, original[r])
             Xt = X if delivered is None else block_with_target_input(model, blocks[k], target, call, delivered[r])[0]
-            terms = [X.T @ X, X.T @ Xt, Xt.T @ Xt]
-            sums = terms if sums is None else [s + t for s, t in zip(sums, terms)]
+            sigma.add_batch(X)
+            cross.add_batch(X, Xt)
+            sigma_tilde.add_batch(Xt)
             leaving.append(out)
-        assert sums is not None
-        m = PropagatedMoments(*(s.cpu().numpy() for s in sums))
+        m = PropagatedMoments(*(s.sum.cpu().numpy() for s in (sigma, cross, sigma_tilde)))
         factors, note = reduced_rank_regression(W, m.cross, m.sigma_tilde, d, b, damping)
         if note:
             notes.append(f"layer {l}: {note}")
