@@ -14,9 +14,10 @@ OWN = {"theory", "experiments"}
 
 
 def imported_modules(folder: Path) -> set[str]:
-    """Top-level names of every module imported (at any depth of the code) by the .py files of ``folder``."""
+    """Top-level names of every module imported (at any depth of the code) by the .py files under ``folder``
+    (subpackages included)."""
     names = set()
-    for path in folder.glob("*.py"):
+    for path in folder.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
                 names |= {alias.name.split(".")[0] for alias in node.names}
