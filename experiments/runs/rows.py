@@ -70,7 +70,7 @@ def installed_digest(names: Sequence[str], compression: Compression | None) -> s
     return cache_key(*parts)
 
 
-def _cached_part(ctx: Context, digest: str, part: str, index: Sequence[int], compute: Callable[[], dict[str, Any]]
+def cached_part(ctx: Context, digest: str, part: str, index: Sequence[int], compute: Callable[[], dict[str, Any]]
                  ) -> dict[str, Any]:
     """``compute()``, cached by content under ``ctx.cache_dir`` (None: not cached). The key is the code version,
     the model's weights, ``digest`` (what is installed), the part ("perplexity" or "hellaswag"), the drawn
@@ -93,7 +93,7 @@ def evaluated(ctx: Context, compression: Compression | None, windows: int | None
               progress: bool = True) -> dict[str, Any]:
     """``perplexity_part`` and ``hellaswag_part`` with ``compression`` installed (None: the model as it is) on the
     run's draw of ``windows`` windows (None: all) and ``items`` items (None: all; 0: none, and the row has no
-    HellaSwag fields), each cached by content (``_cached_part``). A configuration that installs the same factors
+    HellaSwag fields), each cached by content (``cached_part``). A configuration that installs the same factors
     as one evaluated before (the surgery's V1 and the open questions' V1; Table 4's cells that are the surgery's
     convention rows) is evaluated once; so is a part two rows share (a seed row's perplexity, the open questions'
     perplexity of a surgery row, the cross-check's lm-eval half)."""
@@ -101,10 +101,10 @@ def evaluated(ctx: Context, compression: Compression | None, windows: int | None
     item_index = () if items == 0 else ctx.item_index(items)
     digest = installed_digest(ctx.names, compression)
     with nullcontext() if compression is None else installed(ctx.loaded.model, ctx.names, compression):
-        row = dict(_cached_part(ctx, digest, "perplexity", window_index,
+        row = dict(cached_part(ctx, digest, "perplexity", window_index,
                                 lambda: perplexity_part(ctx, window_index, progress)))
         if item_index:
-            row.update(_cached_part(ctx, digest, "hellaswag", item_index, lambda: hellaswag_part(ctx, item_index)))
+            row.update(cached_part(ctx, digest, "hellaswag", item_index, lambda: hellaswag_part(ctx, item_index)))
     return row
 
 

@@ -24,7 +24,7 @@ from experiments.runs.context import Context, check_dtype, prepare
 from experiments.runs.modes import Mode
 from experiments.runs.modes import mode as mode_named
 from experiments.runs.plan import choose_configs, configs
-from experiments.runs.rows import _cached_part, hellaswag_part, installed_digest, run_config
+from experiments.runs.rows import cached_part, hellaswag_part, installed_digest, run_config
 from experiments.sampling import Sample, check_sampling
 
 
@@ -104,7 +104,7 @@ def hellaswag_cross_check(ctx: Context, budget: Mode) -> dict[str, Any]:
     lm-eval's half is the uncompressed row's cached HellaSwag part. Both accuracies are over the checked items."""
     model, tok = ctx.loaded.model, ctx.loaded.tokenizer
     item_index = ctx.item_index(budget.hellaswag_items)
-    harness = _cached_part(ctx, installed_digest(ctx.names, None), "hellaswag", item_index,
+    harness = cached_part(ctx, installed_digest(ctx.names, None), "hellaswag", item_index,
                            lambda: hellaswag_part(ctx, item_index))
     position = {item: p for p, item in enumerate(item_index)}
     checked = ctx.item_index(min(budget.cross_check_items or len(item_index), len(item_index)))
